@@ -1,0 +1,37 @@
+# Two commands on a fresh machine with only python3 and make:
+#   make demo   -- create .venv, install klest, run the main job
+#   make test   -- create .venv with the dev extra, lint, run the whole suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/klest demo
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check klest tests benchmarks
+	$(BIN)/ruff format --check klest tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format klest tests benchmarks
+	$(BIN)/ruff check --fix klest tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

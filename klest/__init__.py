@@ -1,0 +1,34 @@
+"""klest: Monte Carlo estimators of KL divergence, with the exact truth beside every estimate.
+
+Conventions: ``kl(a, b)`` is KL(a||b), the expectation taken over ``a``. Simulations draw
+x ~ q and compare with p; ``log_ratio = log p(x) - log q(x)`` and r = p(x)/q(x).
+
+>>> import klest
+>>> q, p = klest.Normal(loc=0.0, scale=1.0), klest.Normal(loc=0.1, scale=1.0)
+>>> round(klest.kl(q, p), 12)
+0.005
+>>> round(klest.exact_moments(q, p, "k3").rel_std, 3)
+1.417
+"""
+
+from klest import closed_forms as _closed_forms  # noqa: F401  (registers the closed forms)
+from klest import estimators
+from klest.distributions import *  # noqa: F403
+from klest.distributions import __all__ as _distribution_names
+from klest.divergence import KLResult, NoKLMethodError, kl, kl_result, register_kl
+from klest.exact import ExactMoments, NoExactMethodError, exact_moments
+
+__version__ = "0.1.0"
+
+__all__ = [
+    *_distribution_names,
+    "ExactMoments",
+    "KLResult",
+    "NoExactMethodError",
+    "NoKLMethodError",
+    "estimators",
+    "exact_moments",
+    "kl",
+    "kl_result",
+    "register_kl",
+]

@@ -1,0 +1,422 @@
+"""The estimator registry: per-sample KL (and f-divergence) estimators of the log-ratio.
+
+Every estimator is a function of ``log_ratio = log p(x) - log q(x)`` for x ~ q, evaluated
+in float64 with numerically stable forms. Each carries metadata: the divergence its mean
+targets, whether it is unbiased for it, whether it is non-negative, and where it comes from.
+
+>>> import numpy as np
+>>> from klest import estimators
+>>> estimators.get("k3")(np.array([-1.0, 0.0, 1.0])).round(6)
+array([0.367879, 0.      , 0.718282])
+>>> estimators.get("mse").name
+'k2'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "KL_PQ",
+    "KL_QP",
+    "Estimator",
+    "Target",
+    "f_divergence",
+    "get",
+    "names",
+    "register",
+    "registry",
+]
+
+#: One term ``coef * l**power * exp(rate * l)`` of an estimator written as a finite sum of
+#: such terms; exact Gaussian moments use this representation (E[l^j e^{s l}] = M^(j)(s)).
+Term = tuple[float, int, float]
+ArrayFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Target:
+    """The divergence an estimator's mean targets under x ~ q.
+
+    ``kind`` is ``"kl_qp"`` (KL(q||p)), ``"kl_pq"`` (KL(p||q)) or ``"f_divergence"``
+    (D_f(p||q) = E_q[f(r)], with ``f_of_log_ratio`` giving f(exp(l)) and ``f_terms`` its
+    exponential-polynomial form when it has one).
+    """
+
+    kind: str
+    label: str
+    f_of_log_ratio: ArrayFn | None = field(default=None, compare=False)
+    f_terms: tuple[Term, ...] | None = None
+
+
+KL_QP = Target("kl_qp", "KL(q||p)")
+KL_PQ = Target("kl_pq", "KL(p||q)")
+
+
+@dataclass(frozen=True, eq=False)
+class Estimator:
+    """A named per-sample estimator: ``estimator(log_ratio) -> ndarray`` (float64).
+
+    ``terms`` is the estimator as a sum of ``coef * l**power * exp(rate * l)`` when it has
+    that form (used for closed-form exact moments); ``None`` otherwise.
+    """
+
+    name: str
+    fn: ArrayFn = field(repr=False)
+    target: Target
+    unbiased: bool
+    nonnegative: bool
+    source: str
+    formula: str
+    aliases: tuple[str, ...] = ()
+    terms: tuple[Term, ...] | None = field(default=None, repr=False)
+    log_abs_fn: ArrayFn | None = field(default=None, repr=False)
+
+    def __call__(self, log_ratio: Any) -> np.ndarray:
+        lr = np.asarray(log_ratio, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.fn(lr)
+
+    def log_abs(self, log_ratio: Any) -> np.ndarray:
+        """log|estimator(l)|, finite even where the value itself overflows float64.
+
+        Quadrature multiplies the density q(x) by the estimator in log space, so that
+        q(x) * exp(l) stays exact where exp(l) alone would overflow.
+        """
+        lr = np.asarray(log_ratio, dtype=np.float64)
+        if self.log_abs_fn is not None:
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                return self.log_abs_fn(lr)
+        value = self(lr)
+        with np.errstate(divide="ignore"):
+            out = np.log(np.abs(value))
+        if self.terms is None:
+            return out
+        over = np.isinf(value) & np.isfinite(lr)
+        if np.any(over):
+            out = np.array(out, ndmin=1)
+            out[over.reshape(out.shape)] = _log_abs_terms(self.terms, lr[over])
+            out = out.reshape(np.shape(value))
+        return out
+
+    def info(self) -> dict[str, Any]:
+        """Metadata as a flat dict (for tables and ``klest list``)."""
+        return {
+            "name": self.name,
+            "aliases": ", ".join(self.aliases),
+            "formula": self.formula,
+            "target": self.target.label,
+            "unbiased": self.unbiased,
+            "nonnegative": self.nonnegative,
+            "source": self.source,
+        }
+
+
+# --------------------------------------------------------------------------------------
+# Stable elementwise forms
+# --------------------------------------------------------------------------------------
+
+# Taylor coefficients of expm1(l) - l = sum_{n>=2} l^n / n!, used for |l| < 1e-2 where the
+# subtraction would lose digits; truncation error there is below 1e-16 relative.
+_SERIES_CUTOFF = 1e-2
+_K3_SERIES = tuple(1.0 / math.factorial(n) for n in range(2, 9))
+
+
+def expm1_minus_x(l: np.ndarray) -> np.ndarray:
+    """exp(l) - 1 - l, accurate to a few ulp for every l (inf when exp(l) overflows)."""
+    out = np.expm1(l) - l
+    out[np.isposinf(l)] = np.inf  # inf - inf would be nan
+    small = np.abs(l) < _SERIES_CUTOFF
+    if np.any(small):
+        ls = l[small]
+        acc = np.zeros_like(ls)
+        for c in reversed(_K3_SERIES):
+            acc = acc * ls + c
+        out[small] = acc * ls * ls
+    return out
+
+
+def _k1(l: np.ndarray) -> np.ndarray:
+    return -l
+
+
+def _k2(l: np.ndarray) -> np.ndarray:
+    return 0.5 * l * l
+
+
+def _k3(l: np.ndarray) -> np.ndarray:
+    return expm1_minus_x(np.array(l, dtype=np.float64, copy=True, ndmin=1)).reshape(np.shape(l))
+
+
+def _abs(l: np.ndarray) -> np.ndarray:
+    return np.abs(l)
+
+
+# verl's `low_var_kl` (verl/trainer/ppo/core_algos.py, kl_penalty): kl = ref_logprob - logprob
+# (= log p - log q) clamped to [-20, 20], k3 = exp(kl) - kl - 1, clamped to [-10, 10].
+LOW_VAR_KL_INPUT_CLAMP = 20.0
+LOW_VAR_KL_OUTPUT_CLAMP = 10.0
+
+
+def _low_var_kl(l: np.ndarray) -> np.ndarray:
+    clamped = np.clip(l, -LOW_VAR_KL_INPUT_CLAMP, LOW_VAR_KL_INPUT_CLAMP)
+    return np.clip(_k3(clamped), -LOW_VAR_KL_OUTPUT_CLAMP, LOW_VAR_KL_OUTPUT_CLAMP)
+
+
+def _rev_kl(l: np.ndarray) -> np.ndarray:
+    # r log r - (r - 1). For l <= 1: l*expm1(l) - (expm1(l) - l): both O(l^2), no cancellation.
+    # For l > 1: exp(l) * (l - 1) + 1, which overflows to +inf (never inf - inf = nan).
+    shape = np.shape(l)
+    l = np.array(l, dtype=np.float64, copy=True, ndmin=1)
+    out = np.empty_like(l)
+    big = l > 1.0
+    out[big] = np.exp(l[big]) * (l[big] - 1.0) + 1.0
+    rest = ~big
+    lr = l[rest]
+    out[rest] = lr * np.expm1(lr) - expm1_minus_x(lr)
+    out[np.isneginf(l)] = 1.0  # r = 0: r log r -> 0, -(r - 1) = 1
+    return out.reshape(shape)
+
+
+def _log_abs_terms(terms: tuple[Term, ...], l: np.ndarray) -> np.ndarray:
+    """log|sum_i c_i l^j_i exp(s_i l)|, factoring out exp(s_max * l) so nothing overflows."""
+    s_max = max(rate for _, _, rate in terms)
+    total = np.zeros_like(l)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        for coef, power, rate in terms:
+            total = total + coef * l**power * np.exp((rate - s_max) * l)
+        return s_max * l + np.log(np.abs(total))
+
+
+def _tv_log_abs(l: np.ndarray) -> np.ndarray:
+    # log(|expm1(l)| / 2): for l > 1, l + log1p(-exp(-l)) - log 2 never overflows.
+    big = l > 1.0
+    small = np.log(0.5 * np.abs(np.expm1(np.where(big, 0.0, l))))
+    return np.where(big, l + np.log1p(-np.exp(-np.where(big, l, 1.0))) - math.log(2.0), small)
+
+
+# --------------------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Estimator] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(estimator: Estimator) -> Estimator:
+    """Add an estimator (and its aliases) to the registry; names must be new."""
+    for key in (estimator.name, *estimator.aliases):
+        if key in _REGISTRY or key in _ALIASES:
+            raise ValueError(f"estimator name {key!r} is already registered")
+    _REGISTRY[estimator.name] = estimator
+    for alias in estimator.aliases:
+        _ALIASES[alias] = estimator.name
+    return estimator
+
+
+def names(include_aliases: bool = False) -> list[str]:
+    """Registered estimator names in registration order (aliases appended on request).
+
+    >>> names()[:4]
+    ['k1', 'k2', 'k3', 'abs']
+    """
+    out = list(_REGISTRY)
+    return out + list(_ALIASES) if include_aliases else out
+
+
+def registry() -> dict[str, Estimator]:
+    """A copy of the name -> Estimator mapping (canonical names only)."""
+    return dict(_REGISTRY)
+
+
+def get(name: str | Estimator) -> Estimator:
+    """The estimator registered under ``name`` or one of its aliases.
+
+    >>> get("k7")
+    Traceback (most recent call last):
+    ...
+    KeyError: "unknown estimator 'k7'; valid names: k1, k2, k3, abs, low_var_kl, rev_kl, ..."
+    """
+    if isinstance(name, Estimator):
+        return name
+    key = _ALIASES.get(name, name) if isinstance(name, str) else None
+    if key not in _REGISTRY:
+        valid = ", ".join(names(include_aliases=True))
+        raise KeyError(f"unknown estimator {name!r}; valid names: {valid}")
+    return _REGISTRY[key]
+
+
+def f_divergence(
+    name: str,
+    f_of_log_ratio: ArrayFn,
+    f_prime_at_1: float,
+    *,
+    target_label: str,
+    formula: str,
+    source: str = "f-divergence estimator f(r) - f'(1)(r - 1) (Schulman 2020)",
+    f_terms: tuple[Term, ...] | None = None,
+    aliases: tuple[str, ...] = (),
+    log_abs_fn: ArrayFn | None = None,
+) -> Estimator:
+    """Build the estimator f(r) - f'(1)(r - 1) of D_f(p||q) = E_q[f(r)] (not registered).
+
+    ``f_of_log_ratio(l)`` must return f(exp(l)) for a convex f with f(1) = 0; the estimator is
+    then unbiased (E_q[r] = 1) and non-negative (a convex function lies above its tangent).
+
+    >>> import numpy as np
+    >>> k3_again = f_divergence("k3_f", lambda l: -l, -1.0,
+    ...                         target_label="KL(q||p)", formula="-log r + (r - 1)")
+    >>> bool(np.allclose(k3_again(np.linspace(-3, 3, 7)), get("k3")(np.linspace(-3, 3, 7))))
+    True
+    """
+    slope = float(f_prime_at_1)
+
+    def fn(l: np.ndarray) -> np.ndarray:
+        fl = f_of_log_ratio(l)
+        return fl if slope == 0.0 else fl - slope * np.expm1(l)
+
+    terms = None
+    if f_terms is not None:
+        terms = (*f_terms, (-slope, 0, 1.0), (slope, 0, 0.0)) if slope else f_terms
+    target = Target("f_divergence", target_label, f_of_log_ratio, f_terms)
+    return Estimator(
+        name=name,
+        fn=fn,
+        target=target,
+        unbiased=True,
+        nonnegative=True,
+        source=source,
+        formula=formula,
+        aliases=aliases,
+        terms=terms,
+        log_abs_fn=log_abs_fn,
+    )
+
+
+SCHULMAN = "Schulman (2020), Approximating KL Divergence"
+
+register(
+    Estimator(
+        "k1",
+        _k1,
+        KL_QP,
+        unbiased=True,
+        nonnegative=False,
+        source=SCHULMAN,
+        formula="-log r",
+        aliases=("kl",),
+        terms=((-1.0, 1, 0.0),),
+    )
+)
+register(
+    Estimator(
+        "k2",
+        _k2,
+        KL_QP,
+        unbiased=False,
+        nonnegative=True,
+        source=SCHULMAN,
+        formula="(log r)^2 / 2",
+        aliases=("mse",),
+        terms=((0.5, 2, 0.0),),
+    )
+)
+register(
+    Estimator(
+        "k3",
+        _k3,
+        KL_QP,
+        unbiased=True,
+        nonnegative=True,
+        source=SCHULMAN,
+        formula="(r - 1) - log r",
+        terms=((1.0, 0, 1.0), (-1.0, 0, 0.0), (-1.0, 1, 0.0)),
+    )
+)
+register(
+    Estimator(
+        "abs",
+        _abs,
+        KL_QP,
+        unbiased=False,
+        nonnegative=True,
+        source="verl kl_penalty 'abs'",
+        formula="|log r|",
+    )
+)
+register(
+    Estimator(
+        "low_var_kl",
+        _low_var_kl,
+        KL_QP,
+        unbiased=False,
+        nonnegative=True,
+        source="verl kl_penalty 'low_var_kl': k3 with log r clamped to [-20, 20], "
+        "result clamped to [-10, 10]",
+        formula="clip(k3(clip(log r, -20, 20)), -10, 10)",
+    )
+)
+register(
+    Estimator(
+        "rev_kl",
+        _rev_kl,
+        KL_PQ,
+        unbiased=True,
+        nonnegative=True,
+        source=SCHULMAN + " (estimator of KL(p||q))",
+        formula="r log r - (r - 1)",
+        terms=((1.0, 1, 1.0), (-1.0, 0, 1.0), (1.0, 0, 0.0)),
+    )
+)
+
+
+def _chi2_f(l: np.ndarray) -> np.ndarray:
+    return np.square(np.expm1(l))
+
+
+def _hellinger_f(l: np.ndarray) -> np.ndarray:
+    return 0.5 * np.square(np.expm1(0.5 * l))
+
+
+def _tv_f(l: np.ndarray) -> np.ndarray:
+    return 0.5 * np.abs(np.expm1(l))
+
+
+register(
+    f_divergence(
+        "pearson_chi2",
+        _chi2_f,
+        0.0,
+        target_label="chi2(p||q)",
+        formula="(r - 1)^2",
+        f_terms=((1.0, 0, 2.0), (-2.0, 0, 1.0), (1.0, 0, 0.0)),
+        aliases=("chi2",),
+    )
+)
+register(
+    f_divergence(
+        "squared_hellinger",
+        _hellinger_f,
+        0.0,
+        target_label="H^2(p,q)",
+        formula="(sqrt(r) - 1)^2 / 2",
+        f_terms=((0.5, 0, 1.0), (-1.0, 0, 0.5), (0.5, 0, 0.0)),
+        aliases=("hellinger",),
+    )
+)
+register(
+    f_divergence(
+        "total_variation",
+        _tv_f,
+        0.0,
+        target_label="TV(p,q)",
+        formula="|r - 1| / 2",
+        aliases=("tv",),
+        log_abs_fn=_tv_log_abs,
+    )
+)
