@@ -16,19 +16,24 @@ from klest import estimators
 from klest.distributions import *  # noqa: F403
 from klest.distributions import __all__ as _distribution_names
 from klest.divergence import KLResult, NoKLMethodError, kl, kl_result, register_kl
+from klest.engine import simulate
 from klest.exact import ExactMoments, NoExactMethodError, exact_moments
+from klest.results import ConvergenceWarning, SimulationResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     *_distribution_names,
+    "ConvergenceWarning",
     "ExactMoments",
     "KLResult",
     "NoExactMethodError",
     "NoKLMethodError",
+    "SimulationResult",
     "estimators",
     "exact_moments",
     "kl",
     "kl_result",
     "register_kl",
+    "simulate",
 ]

@@ -7,6 +7,7 @@ settings; ``klest list`` shows the registered distributions and estimators.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,21 +19,30 @@ SCHULMAN_CASES = (
 )
 
 
-def _demo(_: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from klest import from_dict
+    from klest import from_dict, simulate
     from klest.exact import exact_frame
-    from klest.tables import schulman_table
+    from klest.tables import monte_carlo_table, schulman_table
 
     q = from_dict({"family": "normal", "loc": 0.0, "scale": 1.0})
-    frames = []
-    for label, p_config in SCHULMAN_CASES:
-        frame = exact_frame(q, from_dict(p_config), ["k1", "k2", "k3"])
+    exact, sampled = [], []
+    for case, (label, p_config) in enumerate(SCHULMAN_CASES):
+        p = from_dict(p_config)
+        frame = exact_frame(q, p, ["k1", "k2", "k3"])
         frame.insert(0, "case", label)
-        frames.append(frame)
+        exact.append(frame)
+        result = simulate(q, p, ["k1", "k2", "k3"], n=args.n, seed=args.seed,
+                          workers=args.workers, case=case)  # fmt: skip
+        mc = result.to_frame().reset_index(drop=True)
+        mc.insert(0, "case", label)
+        sampled.append(mc)
     print("Schulman (2020), q = N(0, 1), p = N(mu, 1): exact values, no sampling")
-    print(schulman_table(pd.concat(frames, ignore_index=True)))
+    print(schulman_table(pd.concat(exact, ignore_index=True)))
+    print()
+    print(f"Monte Carlo, n = {args.n:,} draws per case, seed {args.seed} (± one standard error)")
+    print(monte_carlo_table(pd.concat(sampled, ignore_index=True)))
     return 0
 
 
@@ -50,6 +60,23 @@ def _list(_: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="klest",
@@ -57,7 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "every estimate.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser("demo", help="print Schulman's bias/stdev table (exact values)")
+    demo = commands.add_parser(
+        "demo", help="Schulman's bias/stdev table: exact values, then Monte Carlo beside them"
+    )
+    demo.add_argument("--n", type=_positive_int, default=10_000_000, help="draws per case")
+    demo.add_argument("--seed", type=_non_negative_int, default=2020)
+    demo.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1)
     demo.set_defaults(handler=_demo)
     listing = commands.add_parser("list", help="list distributions and estimators")
     listing.set_defaults(handler=_list)

@@ -111,7 +111,8 @@ def _numerical(a: Distribution, b: Distribution, method: str) -> KLResult:
         from klest.quadrature import expect_continuous as expect
     else:
         from klest.enumeration import expect_discrete as expect
-    res = expect(a, integrand)
+    kwargs = {"breaks": b.breakpoints()} if method == "quadrature" else {}
+    res = expect(a, integrand, **kwargs)
     if not res.finite:
         return KLResult(_as_value(res.value), res.method, res.abs_error)
 
@@ -155,7 +156,9 @@ def kl_result(a: Distribution, b: Distribution, method: str = "auto") -> KLResul
         return KLResult(_as_value(closed(a, b)), "closed_form")
     if method in ("quadrature", "enumeration"):
         if numerical != method:
-            available = [m for m in ("closed_form", numerical) if m and (m != "closed_form" or closed)]
+            available = [
+                m for m in ("closed_form", numerical) if m and (m != "closed_form" or closed)
+            ]
             raise NoKLMethodError(
                 f"KL by {method} is not possible for the pair {_pair(a, b)}; "
                 f"available: {', '.join(available) or 'none'}"

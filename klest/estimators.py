@@ -76,6 +76,9 @@ class Estimator:
     aliases: tuple[str, ...] = ()
     terms: tuple[Term, ...] | None = field(default=None, repr=False)
     log_abs_fn: ArrayFn | None = field(default=None, repr=False)
+    #: log-ratio values where the estimator is not smooth (|l| at 0, clamp edges); exact
+    #: quadrature splits its pieces where the log-ratio crosses them
+    kinks: tuple[float, ...] = ()
 
     def __call__(self, log_ratio: Any) -> np.ndarray:
         lr = np.asarray(log_ratio, dtype=np.float64)
@@ -123,21 +126,28 @@ class Estimator:
 
 # Taylor coefficients of expm1(l) - l = sum_{n>=2} l^n / n!, used for |l| < 1e-2 where the
 # subtraction would lose digits; truncation error there is below 1e-16 relative.
-_SERIES_CUTOFF = 1e-2
-_K3_SERIES = tuple(1.0 / math.factorial(n) for n in range(2, 9))
+_K3_SERIES = tuple(1.0 / math.factorial(n) for n in range(2, 10))
+# k3(l) at |l| = 0.01002 is just above this, so every |l| < 0.01 uses the series
+_SERIES_SWITCH = 5.02e-5
 
 
 def expm1_minus_x(l: np.ndarray) -> np.ndarray:
     """exp(l) - 1 - l, accurate to a few ulp for every l (inf when exp(l) overflows)."""
-    out = np.expm1(l) - l
-    out[np.isposinf(l)] = np.inf  # inf - inf would be nan
-    small = np.abs(l) < _SERIES_CUTOFF
-    if np.any(small):
-        ls = l[small]
+    out = np.expm1(l)
+    out -= l
+    # exp(l) - 1 - l < 5.02e-5 exactly when |l| < ~0.01: there the subtraction loses digits
+    # and a Taylor series takes over. The same test catches NaN (from l = +inf, or NaN).
+    redo = ~(out >= _SERIES_SWITCH)
+    if redo.any():
+        idx = np.flatnonzero(redo)
+        ls = l.ravel()[idx]
         acc = np.zeros_like(ls)
         for c in reversed(_K3_SERIES):
             acc = acc * ls + c
-        out[small] = acc * ls * ls
+        fixed = acc * ls * ls
+        fixed[np.isposinf(ls)] = np.inf  # inf - inf would be nan
+        fixed[np.isnan(ls)] = np.nan
+        out.ravel()[idx] = fixed
     return out
 
 
@@ -150,7 +160,7 @@ def _k2(l: np.ndarray) -> np.ndarray:
 
 
 def _k3(l: np.ndarray) -> np.ndarray:
-    return expm1_minus_x(np.array(l, dtype=np.float64, copy=True, ndmin=1)).reshape(np.shape(l))
+    return expm1_minus_x(np.atleast_1d(l)).reshape(np.shape(l))
 
 
 def _abs(l: np.ndarray) -> np.ndarray:
@@ -166,6 +176,18 @@ LOW_VAR_KL_OUTPUT_CLAMP = 10.0
 def _low_var_kl(l: np.ndarray) -> np.ndarray:
     clamped = np.clip(l, -LOW_VAR_KL_INPUT_CLAMP, LOW_VAR_KL_INPUT_CLAMP)
     return np.clip(_k3(clamped), -LOW_VAR_KL_OUTPUT_CLAMP, LOW_VAR_KL_OUTPUT_CLAMP)
+
+
+def _low_var_kl_kinks() -> tuple[float, ...]:
+    """The input clamps ±20 and the two log-ratios where k3 reaches the output clamp 10."""
+    from scipy.optimize import brentq
+
+    def over(x: float) -> float:
+        return math.expm1(x) - x - LOW_VAR_KL_OUTPUT_CLAMP
+
+    lo = brentq(over, -LOW_VAR_KL_INPUT_CLAMP, -1.0, xtol=1e-15)
+    hi = brentq(over, 1.0, LOW_VAR_KL_INPUT_CLAMP, xtol=1e-15)
+    return (-LOW_VAR_KL_INPUT_CLAMP, lo, hi, LOW_VAR_KL_INPUT_CLAMP)
 
 
 def _rev_kl(l: np.ndarray) -> np.ndarray:
@@ -262,6 +284,7 @@ def f_divergence(
     f_terms: tuple[Term, ...] | None = None,
     aliases: tuple[str, ...] = (),
     log_abs_fn: ArrayFn | None = None,
+    kinks: tuple[float, ...] = (),
 ) -> Estimator:
     """Build the estimator f(r) - f'(1)(r - 1) of D_f(p||q) = E_q[f(r)] (not registered).
 
@@ -295,6 +318,7 @@ def f_divergence(
         aliases=aliases,
         terms=terms,
         log_abs_fn=log_abs_fn,
+        kinks=kinks,
     )
 
 
@@ -347,6 +371,7 @@ register(
         nonnegative=True,
         source="verl kl_penalty 'abs'",
         formula="|log r|",
+        kinks=(0.0,),
     )
 )
 register(
@@ -359,6 +384,7 @@ register(
         source="verl kl_penalty 'low_var_kl': k3 with log r clamped to [-20, 20], "
         "result clamped to [-10, 10]",
         formula="clip(k3(clip(log r, -20, 20)), -10, 10)",
+        kinks=_low_var_kl_kinks(),
     )
 )
 register(
@@ -418,5 +444,6 @@ register(
         formula="|r - 1| / 2",
         aliases=("tv",),
         log_abs_fn=_tv_log_abs,
+        kinks=(0.0,),
     )
 )

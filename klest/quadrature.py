@@ -22,14 +22,14 @@ added to the error bound.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from klest.distributions.base import Distribution
 from klest.numerics import Expectation
 
-__all__ = ["expect_continuous"]
+__all__ = ["expect_continuous", "level_crossings"]
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 
@@ -282,17 +282,44 @@ def _adaptive(f: _Integrand, breaks: np.ndarray, rtol: float) -> tuple[float, fl
     return float(value.sum()), float(error.sum()), float(absolute.sum())
 
 
+def level_crossings(h: ArrayFn, points: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """The x where h(x) crosses one of ``levels``, bracketed by consecutive ``points``."""
+    from scipy.optimize import brentq
+
+    if not len(levels) or len(points) < 2:
+        return np.empty(0)
+    with np.errstate(all="ignore"):
+        values = np.asarray(h(points), dtype=np.float64)
+    roots = []
+    for level in levels:
+        diff = values - level
+        ok = np.isfinite(diff[:-1]) & np.isfinite(diff[1:])
+        for i in np.flatnonzero(ok & (np.sign(diff[:-1]) * np.sign(diff[1:]) < 0)):
+            a, b = float(points[i]), float(points[i + 1])
+
+            def shifted(x: float, level: float = level) -> float:
+                return float(np.asarray(h(np.array([x])))[0]) - level
+
+            roots.append(brentq(shifted, a, b, xtol=1e-300, rtol=4 * np.finfo(float).eps))
+        roots.extend(points[diff == 0.0])
+    return np.asarray(roots, dtype=np.float64)
+
+
 def expect_continuous(
     q: Distribution,
     g: ArrayFn,
     *,
     log_abs_g: ArrayFn | None = None,
     rtol: float = 1e-11,
+    breaks: Sequence[float] = (),
+    level_sets: tuple[ArrayFn, Sequence[float]] | None = None,
 ) -> Expectation:
     """E_q[g(X)] for a 1-D continuous distribution q, with divergence detection.
 
     ``g`` must be vectorised (array in, array of the same shape out); ``log_abs_g``, if given,
-    returns log|g(x)| and is used where g overflows float64.
+    returns log|g(x)| and is used where g overflows float64. The integral is split at q's
+    own ``breakpoints()``, at ``breaks`` (e.g. p's kinks) and, with ``level_sets=(h, levels)``,
+    where h(x) crosses a level (e.g. where the log-ratio hits an estimator's kink).
 
     >>> from klest.distributions import Normal
     >>> res = expect_continuous(Normal(loc=0.0, scale=1.0), lambda x: x**2)
@@ -328,10 +355,17 @@ def expect_continuous(
         return Expectation(value, math.inf, "quadrature", finite=False, reason="; ".join(reasons))
 
     down, up = kept
-    breaks = np.concatenate([[med], down, up, _quantile_breaks(q)])
     inner_lo = down[-1] if len(down) else lo
     inner_hi = up[-1] if len(up) else hi
-    breaks = np.unique(breaks[(breaks >= inner_lo) & (breaks <= inner_hi)])
+    grid = np.concatenate([[med], down, up, _quantile_breaks(q), q.breakpoints(), breaks])
+    grid = np.unique(grid[(grid >= inner_lo) & (grid <= inner_hi)])
+    if level_sets is not None:
+        central = _quantile_breaks(q)
+        central = central if len(central) >= 2 else grid
+        dense = np.unique(np.concatenate([grid, np.linspace(central[0], central[-1], 2001)]))
+        h, levels = level_sets
+        grid = np.unique(np.concatenate([grid, level_crossings(h, dense, levels)]))
+    breaks = grid
     # refine around the peak of the integrand, which may sit far from q's bulk
     log_f = f.log_abs(breaks)
     if np.isfinite(log_f).any():

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-__all__ = ["schulman_table"]
+__all__ = ["monte_carlo_table", "schulman_table"]
 
 
 def _cell(value: float, digits: int = 4) -> str:
@@ -49,4 +49,48 @@ def schulman_table(
             else:
                 row += [_cell(float(sel[bias].iloc[0])), _cell(float(sel[std].iloc[0]))]
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _pm(value: float, error: float) -> str:
+    if not (math.isfinite(value) and math.isfinite(error)):
+        return _cell(value)
+    return f"{_cell(value)} ± {error:.2g}"
+
+
+def monte_carlo_table(frame: pd.DataFrame, *, case: str = "case") -> str:
+    """Monte Carlo bias/true and stdev/true (± one standard error) beside the exact values.
+
+    ``frame`` is ``SimulationResult.to_frame()`` output (several cases stacked, with a
+    ``case`` column).
+
+    >>> df = pd.DataFrame({"case": ["A"], "estimator": ["k3"], "truth": [0.5],
+    ...     "rel_bias": [0.001], "se_mean": [0.0005], "rel_std": [1.69], "se_std": [0.001],
+    ...     "exact_rel_bias": [0.0], "exact_rel_std": [1.695]})
+    >>> print(monte_carlo_table(df))
+    | case | estimator | bias/true (MC) | bias/true (exact) | stdev/true (MC) | stdev/true (exact) |
+    |---|---|---|---|---|---|
+    | A | k3 | 0.001 ± 0.001 | 0 | 1.69 ± 0.002 | 1.695 |
+    """
+    header = [
+        "case", "estimator", "bias/true (MC)", "bias/true (exact)",
+        "stdev/true (MC)", "stdev/true (exact)",
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in frame.iterrows():
+        truth = abs(float(row["truth"]))
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(row[case]),
+                    str(row["estimator"]),
+                    _pm(float(row["rel_bias"]), float(row["se_mean"]) / truth),
+                    _cell(float(row["exact_rel_bias"])),
+                    _pm(float(row["rel_std"]), float(row["se_std"]) / truth),
+                    _cell(float(row["exact_rel_std"])),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import klest
-from klest import Normal, NoKLMethodError, kl, kl_result, register_kl
+from klest import NoKLMethodError, Normal, kl, kl_result, register_kl
 
 normal_params = st.tuples(st.floats(-3.0, 3.0), st.floats(0.2, 5.0))
 

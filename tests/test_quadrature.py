@@ -47,9 +47,7 @@ def test_normal_moments(power: int, moment: float) -> None:
 def test_gaussian_exponential_integral(c: float) -> None:
     # E[exp(c X^2)] = (1 - 2c)^(-1/2) for X ~ N(0, 1) and c < 1/2; the integrand overflows
     # float64 far out, so log|g| is supplied.
-    res = expect_continuous(
-        STANDARD, lambda x: np.exp(c * x * x), log_abs_g=lambda x: c * x * x
-    )
+    res = expect_continuous(STANDARD, lambda x: np.exp(c * x * x), log_abs_g=lambda x: c * x * x)
     exact = 1.0 / math.sqrt(1.0 - 2.0 * c)
     assert res.finite
     assert res.value == pytest.approx(exact, rel=1e-9)
@@ -58,15 +56,14 @@ def test_gaussian_exponential_integral(c: float) -> None:
 
 @pytest.mark.parametrize("c", [0.5, 0.51, 1.0])
 def test_non_integrable_gaussian_tail_is_inf(c: float) -> None:
-    res = expect_continuous(
-        STANDARD, lambda x: np.exp(c * x * x), log_abs_g=lambda x: c * x * x
-    )
+    res = expect_continuous(STANDARD, lambda x: np.exp(c * x * x), log_abs_g=lambda x: c * x * x)
     assert not res.finite and res.value == math.inf
     assert "not integrable" in res.reason
 
 
 def test_power_tail_at_infinity() -> None:
-    # q = N(0,1) times g = exp(x^2/2) / (1 + x^2) is 1/(sqrt(2 pi) (1 + x^2)): integral 1/sqrt(2 pi)*pi
+    # q(x) g(x) with q = N(0,1), g = exp(x^2/2) / (1 + x^2) is 1/(sqrt(2 pi) (1 + x^2)),
+    # whose integral is pi / sqrt(2 pi)
     def g(x):
         return np.exp(0.5 * x * x) / (1.0 + x * x)
 

@@ -186,10 +186,10 @@ class Distribution:
                 )
             bad = spec.domain.violations(arr)
             if np.any(bad):
-                offending = arr[bad] if arr.ndim else arr
+                offending = arr[bad].ravel()[0] if arr.ndim else arr
                 raise ValueError(
                     f"{type(self).__name__}: parameter {spec.name!r} must be "
-                    f"{spec.domain.describe()}, got {_show(offending.ravel()[0] if arr.ndim else arr)}"
+                    f"{spec.domain.describe()}, got {_show(offending)}"
                 )
             if arr.ndim == 0:
                 stored[spec.name] = float(arr)
@@ -259,6 +259,14 @@ class Distribution:
         if any(s < 0 for s in shape):
             raise ValueError(f"sample size must be non-negative, got {size!r}")
         return self._sample(rng, shape)
+
+    def breakpoints(self) -> tuple[float, ...]:
+        """Points where ``log_prob`` is not smooth (finite support ends; Laplace adds its loc).
+
+        Quadrature splits its pieces there so that a kink never hides between two nodes.
+        """
+        support = self.support
+        return tuple(v for v in (support.low, support.high) if math.isfinite(v))
 
     def quantile(self, u: Any) -> np.ndarray:
         """Inverse CDF at ``u`` in [0, 1] (1-D families)."""

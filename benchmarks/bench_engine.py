@@ -1,0 +1,180 @@
+"""Engine throughput and memory against its baselines, measured in one run on one machine.
+
+    .venv/bin/python benchmarks/bench_engine.py            # full run (about a minute)
+    .venv/bin/python benchmarks/bench_engine.py --quick    # smaller n, for a smoke test
+
+Prints draws/s and the ratios the engine issue asks for:
+  1. engine (1 worker) / raw ``Generator.standard_normal`` (chunked, one core), Schulman case
+     q = N(0,1), p = N(1,1), estimators k1 + k2 + k3;
+  2. engine 2 workers / engine 1 worker;
+  3. engine / Schulman's one-shot torch snippet (if torch is installed) and / a naive
+     one-shot numpy + scipy.stats.norm.logpdf version;
+  4. peak resident memory of a whole run in a fresh process, for two n (constant in n);
+  5. Categorical over a 131,072-entry vocabulary: inverse-CDF sampling rate and engine rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+import klest
+
+Q = klest.Normal(loc=0.0, scale=1.0)
+P = klest.Normal(loc=1.0, scale=1.0)
+SCHULMAN = ["k1", "k2", "k3"]
+
+
+def best_of(repeats: int, fn) -> float:
+    """Shortest wall time of ``repeats`` calls (the least disturbed by other processes)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def raw_normal_rate(n: int, chunk: int) -> float:
+    rng = np.random.default_rng(0)
+    buffer = np.empty(chunk)
+
+    def run() -> None:
+        for _ in range(n // chunk):
+            rng.standard_normal(out=buffer)
+
+    return (n // chunk) * chunk / best_of(3, run)
+
+
+def engine_rate(n: int, workers: int) -> float:
+    def run() -> None:
+        klest.simulate(Q, P, SCHULMAN, n=n, seed=0, workers=workers, exact=False, progress=False)
+
+    return n / best_of(3, run)
+
+
+def numpy_one_shot_rate(n: int) -> float:
+    from scipy import stats
+
+    def run() -> None:
+        x = np.random.default_rng(0).standard_normal(n)
+        logr = stats.norm.logpdf(x, loc=1.0) - stats.norm.logpdf(x, loc=0.0)
+        for k in (-logr, logr**2 / 2, np.expm1(logr) - logr):
+            k.mean(), k.std()
+
+    return n / best_of(3, run)
+
+
+def torch_one_shot_rate(n: int) -> float | None:
+    try:
+        import torch
+        import torch.distributions as dis
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+
+    def run() -> None:  # Schulman's snippet, with p = N(1, 1)
+        p = dis.Normal(loc=1, scale=1)
+        q = dis.Normal(loc=0, scale=1)
+        x = q.sample(sample_shape=(n,))
+        truekl = dis.kl_divergence(q, p)
+        logr = p.log_prob(x) - q.log_prob(x)
+        k1 = -logr
+        k2 = logr**2 / 2
+        k3 = (logr.exp() - 1) - logr
+        for k in (k1, k2, k3):
+            ((k.mean() - truekl) / truekl).item(), (k.std() / truekl).item()
+
+    return n / best_of(3, run)
+
+
+# VmHWM (the peak resident set of this process image) rather than ru_maxrss, which Linux
+# carries over from the forking parent across exec.
+PEAK_SCRIPT = """
+import sys, warnings, klest
+warnings.simplefilter("ignore")
+n = int(sys.argv[1])
+klest.simulate(klest.Normal(loc=0.0, scale=1.0), klest.Normal(loc=1.0, scale=1.0),
+               ["k1", "k2", "k3"], n=n, seed=0, workers=int(sys.argv[2]), progress=False)
+status = open("/proc/self/status").read().split("\\n")
+print(int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 1024)
+"""
+
+
+def peak_rss_mb(n: int, workers: int = 1) -> float:
+    """Peak resident set (MB) of a fresh process running the whole simulation."""
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(n), str(workers)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def categorical_rates(vocab: int, n: int) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal(vocab) * 2.0
+    q = klest.Categorical(logits=logits)
+    p = klest.Categorical(logits=logits + 0.3 * rng.standard_normal(vocab))
+    sample_rate = n / best_of(3, lambda: q.sample(np.random.default_rng(1), n))
+
+    def run() -> None:
+        klest.simulate(q, p, SCHULMAN, n=n, seed=0, exact=False, progress=False)
+
+    return sample_rate, n / best_of(3, run)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small n (smoke test)")
+    parser.add_argument("--json", help="also write the numbers to this file")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    n = 4_000_000 if args.quick else 50_000_000
+    chunk = klest.engine.DEFAULT_BLOCK_SIZE
+    results: dict[str, float | None] = {}
+
+    print(f"cores: {os.cpu_count()}, n = {n:,}, block = {chunk:,}")
+    results["raw_rate"] = raw = raw_normal_rate(n, chunk)
+    results["engine_1w_rate"] = one = engine_rate(n, 1)
+    results["engine_2w_rate"] = two = engine_rate(n, 2)
+    print(f"raw standard_normal     {raw / 1e6:8.1f} M draws/s")
+    print(f"engine, 1 worker        {one / 1e6:8.1f} M draws/s   ratio to raw {one / raw:.2f}")
+    print(f"engine, 2 workers       {two / 1e6:8.1f} M draws/s   ratio to 1 worker {two / one:.2f}")
+
+    shot = 10_000_000 if not args.quick else 2_000_000
+    results["numpy_one_shot_rate"] = npy = numpy_one_shot_rate(shot)
+    print(f"numpy/scipy one-shot    {npy / 1e6:8.1f} M draws/s   engine 1w is {one / npy:.1f}x")
+    results["torch_one_shot_rate"] = tch = torch_one_shot_rate(shot)
+    if tch is None:
+        print("torch one-shot          (torch not installed)")
+    else:
+        print(f"torch one-shot (1 thr)  {tch / 1e6:8.1f} M draws/s   engine 1w is {one / tch:.1f}x")
+
+    big, small = (2 * 10**8, 2 * 10**7) if not args.quick else (2 * 10**7, 2 * 10**6)
+    for label, size in (("small", small), ("big", big)):
+        results[f"peak_rss_mb_{label}"] = mb = peak_rss_mb(size)
+        print(f"peak RSS, n = {size:>11,}  {mb:8.1f} MB")
+
+    vocab = 131_072
+    samp, eng = categorical_rates(vocab, 2_000_000 if not args.quick else 200_000)
+    results["categorical_sample_rate"], results["categorical_engine_rate"] = samp, eng
+    print(
+        f"Categorical V={vocab:,}: sampling {samp / 1e6:.1f} M draws/s, "
+        f"engine {eng / 1e6:.1f} M draws/s"
+    )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""Closed-form KL divergences, registered with ``klest.divergence.register_kl`` on import.
+
+One module per group of families; importing this package registers them all.
+"""
+
+from klest.closed_forms import (
+    continuous,  # noqa: F401
+    discrete,  # noqa: F401
+    gaussian,  # noqa: F401
+    normal,  # noqa: F401
+)
+# (family groups register below)

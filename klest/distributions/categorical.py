@@ -1,0 +1,218 @@
+"""Categorical(probs=... | logits=...): K outcomes 0..K-1, with optional batch dimensions."""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from scipy import special
+
+from klest.distributions.base import (
+    REAL,
+    UNIT_INTERVAL,
+    Distribution,
+    Param,
+    Support,
+    _as_float_array,
+)
+
+_SUM_TOL = 1e-6
+
+
+def _index(idx: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in idx)
+
+
+class Categorical(Distribution):
+    """The categorical distribution over {0, ..., K-1}, batched over leading dimensions.
+
+    Give exactly one of ``probs`` (non-negative, each row summing to 1 within 1e-6; rows are
+    renormalised) or ``logits`` (finite or ``-inf``; the log-softmax is taken along the last
+    axis). An array of shape ``(..., K)`` is a batch of distributions with
+    ``batch_shape = shape[:-1]``; ``log_prob(x)`` broadcasts ``x`` against the batch shape and
+    ``sample(rng, size)`` returns int64 indices of shape ``size + batch_shape``, drawn by
+    inverse CDF (one uniform per draw, ``searchsorted`` on the cumulative probabilities).
+    ``to_dict`` emits whichever parameterisation was given.
+
+    >>> import numpy as np
+    >>> q = Categorical(probs=[0.2, 0.3, 0.5])
+    >>> q.log_prob([0, 2, 3]).round(6)
+    array([-1.609438, -0.693147,      -inf])
+    >>> float(q.mean()), float(q.variance())
+    (1.3, 0.61)
+    >>> b = Categorical(logits=[[0.0, 0.0], [0.0, -np.inf]])
+    >>> b.batch_shape, b.probs.tolist()
+    ((2,), [[0.5, 0.5], [1.0, 0.0]])
+    >>> b.sample(np.random.default_rng(0), 3).shape
+    (3, 2)
+    """
+
+    family = "categorical"
+    discrete = True
+    params = (
+        Param("probs", UNIT_INTERVAL, (0.02, 1.0), vector=True, doc="probabilities (rows sum 1)"),
+        Param("logits", REAL, (-4.0, 4.0), vector=True, doc="unnormalised log-probabilities"),
+    )
+
+    def __init__(self, *, probs: Any = None, logits: Any = None) -> None:
+        if (probs is None) == (logits is None):
+            raise ValueError(
+                "Categorical: give exactly one of the parameters 'probs' or 'logits', got "
+                + ("neither" if probs is None else "both")
+            )
+        name = "probs" if probs is not None else "logits"
+        arr = _as_float_array(name, "Categorical", probs if probs is not None else logits)
+        if arr.ndim == 0 or arr.size == 0:
+            raise ValueError(
+                f"Categorical: parameter {name!r} must be a non-empty array of shape "
+                f"(..., K), got shape {arr.shape}"
+            )
+        arr = arr.copy()
+        arr.flags.writeable = False
+        log_probs = self._check_probs(arr) if name == "probs" else self._check_logits(arr)
+        log_probs.flags.writeable = False
+        object.__setattr__(self, "_params", {name: arr})
+        object.__setattr__(self, "_log_probs", log_probs)
+
+    @staticmethod
+    def _check_probs(probs: np.ndarray) -> np.ndarray:
+        bad = ~np.isfinite(probs) | (probs < 0.0)
+        if np.any(bad):
+            where = _index(np.argwhere(bad)[0])
+            raise ValueError(
+                f"Categorical: parameter 'probs' must be non-negative and finite, got "
+                f"{probs[where]!r} at index {where}"
+            )
+        sums = probs.sum(axis=-1)
+        off = np.abs(sums - 1.0) > _SUM_TOL
+        if np.any(off):
+            where = _index(np.argwhere(off)[0]) if sums.ndim else ()
+            raise ValueError(
+                f"Categorical: parameter 'probs' must sum to 1 along the last axis (within "
+                f"{_SUM_TOL:g}), got sum {float(sums[where])!r} at batch index {where}"
+            )
+        with np.errstate(divide="ignore"):
+            log_probs = np.log(probs)
+        if np.any(sums != 1.0):
+            log_probs -= np.log(sums)[..., None]
+        return log_probs
+
+    @staticmethod
+    def _check_logits(logits: np.ndarray) -> np.ndarray:
+        bad = np.isnan(logits) | (logits == math.inf)
+        if np.any(bad):
+            where = _index(np.argwhere(bad)[0])
+            raise ValueError(
+                f"Categorical: parameter 'logits' must be finite or -inf, got "
+                f"{logits[where]!r} at index {where}"
+            )
+        empty = np.all(logits == -math.inf, axis=-1)
+        if np.any(empty):
+            where = _index(np.argwhere(empty)[0]) if empty.ndim else ()
+            raise ValueError(
+                f"Categorical: parameter 'logits' must have a finite entry in every row, got "
+                f"all -inf at batch index {where}"
+            )
+        return special.log_softmax(logits, axis=-1)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Categorical is immutable: cannot set {name!r}")
+
+    @classmethod
+    def constructor_keys(cls) -> set[str]:
+        """Config keys ``from_dict`` accepts: either parameterisation."""
+        return {"probs", "logits"}
+
+    # ---- parameters ------------------------------------------------------------------
+
+    @property
+    def log_probs(self) -> np.ndarray:
+        """Normalised log-probabilities, shape ``batch_shape + (K,)`` (-inf for zero mass)."""
+        return self._log_probs
+
+    @cached_property
+    def probs(self) -> np.ndarray:
+        """Normalised probabilities, shape ``batch_shape + (K,)``."""
+        given = self._params.get("probs")
+        if given is not None and np.all(given.sum(axis=-1) == 1.0):
+            return given
+        out = np.exp(self._log_probs)
+        out.flags.writeable = False
+        return out
+
+    @property
+    def logits(self) -> np.ndarray:
+        """The logits as given, or log(probs) when probs were given."""
+        given = self._params.get("logits")
+        return given if given is not None else self._log_probs
+
+    @property
+    def num_categories(self) -> int:
+        """K, the number of outcomes."""
+        return self._log_probs.shape[-1]
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self._log_probs.shape[:-1]
+
+    @property
+    def support(self) -> Support:
+        return Support(0.0, float(self.num_categories - 1), discrete=True)
+
+    # ---- log mass, sampling, moments -------------------------------------------------
+
+    def log_prob(self, x: Any) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        k = self.num_categories
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(x) & (x >= 0.0) & (x <= k - 1) & (x == np.floor(x))
+        idx = np.where(valid, x, 0.0).astype(np.int64)
+        batch = self.batch_shape
+        if not batch:
+            out = self._log_probs[idx]
+        else:
+            try:
+                shape = np.broadcast_shapes(idx.shape, batch)
+            except ValueError:
+                raise ValueError(
+                    f"Categorical.log_prob: x of shape {idx.shape} does not broadcast against "
+                    f"batch_shape {batch}"
+                ) from None
+            rows = np.arange(math.prod(batch), dtype=np.int64).reshape(batch) * k
+            out = self._log_probs.reshape(-1)[rows + idx]
+            valid = np.broadcast_to(valid, shape)
+        return np.where(valid, out, -np.inf)
+
+    @cached_property
+    def _cdf(self) -> np.ndarray:
+        cdf = np.cumsum(self.probs, axis=-1)
+        cdf /= cdf[..., -1:]
+        return cdf
+
+    def _sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+        batch = self.batch_shape
+        u = rng.random(size + batch)
+        last = self.num_categories - 1
+        if not batch:
+            return np.minimum(np.searchsorted(self._cdf, u, side="right"), last).astype(np.int64)
+        cdf = self._cdf.reshape(-1, last + 1)
+        flat_u = u.reshape(-1, cdf.shape[0])
+        out = np.empty(flat_u.shape, dtype=np.int64)
+        for row in range(cdf.shape[0]):  # one vectorised search per batch row
+            out[:, row] = np.searchsorted(cdf[row], flat_u[:, row], side="right")
+        return np.minimum(out, last).reshape(size + batch)
+
+    def mean(self) -> float | np.ndarray:
+        """E[X] of the index, shape ``batch_shape`` (a float when there is no batch)."""
+        out = self.probs @ np.arange(self.num_categories, dtype=np.float64)
+        return float(out) if out.ndim == 0 else out
+
+    def variance(self) -> float | np.ndarray:
+        """Var[X] of the index, computed as E[(X - E X)²]."""
+        centred = (
+            np.arange(self.num_categories, dtype=np.float64) - np.asarray(self.mean())[..., None]
+        )
+        out = np.sum(self.probs * centred * centred, axis=-1)
+        return float(out) if out.ndim == 0 else out

@@ -1,0 +1,157 @@
+"""MultivariateNormal(mean, cov): the d-dimensional Gaussian, through its Cholesky factor."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from klest.distributions.base import REAL, Distribution, Param, Support
+
+_LOG_2PI = math.log(2.0 * math.pi)
+#: |cov - cov.T| may be this large relative to max|cov| (rounding from a product A @ A.T);
+#: within it the matrix is symmetrised, beyond it the input is rejected.
+SYMMETRY_RTOL = 1e-10
+
+
+class MultivariateNormal(Distribution):
+    """The multivariate normal distribution N(mean, cov) on R^d.
+
+    ``cov`` must be symmetric (it is symmetrised when asymmetric only by rounding) and
+    positive definite (checked by a Cholesky factorisation, available as ``scale_tril``).
+    Because ``mean`` is also the name of the distribution's mean method, the mean vector is
+    read with ``q.mean()``; the covariance is ``q.cov`` (or ``q.variance()``).
+
+    >>> import numpy as np
+    >>> q = MultivariateNormal(mean=[0.0, 1.0], cov=[[2.0, 0.5], [0.5, 1.0]])
+    >>> q.event_shape, q.support.describe()
+    ((2,), 'R^2')
+    >>> round(float(q.log_prob([0.0, 1.0])), 6)
+    -2.117685
+    >>> q.sample(np.random.default_rng(0), 5).shape
+    (5, 2)
+    >>> q.mean()
+    array([0., 1.])
+    """
+
+    family = "multivariate_normal"
+    params = (
+        Param("mean", REAL, (-3.0, 3.0), vector=True, doc="mean vector, shape (d,)"),
+        Param(
+            "cov",
+            REAL,
+            (0.25, 4.0),
+            vector=True,
+            doc="covariance matrix, shape (d, d), symmetric positive definite; the typical "
+            "range is for the variances on the diagonal (off-diagonal entries: correlations "
+            "|rho| <= 0.8 times sqrt(cov_ii * cov_jj))",
+        ),
+    )
+
+    cov: np.ndarray
+
+    def __init__(self, *, mean: Any, cov: Any) -> None:
+        self._init_params(mean=mean, cov=cov)
+        # The parameter ``mean`` would shadow the method ``mean()``: the vector stays in
+        # ``_params`` (repr, equality, to_dict) and ``q.mean()`` returns it.
+        object.__delattr__(self, "mean")
+
+    def _validate(self) -> None:
+        mean, cov = self._params["mean"], self._params["cov"]
+        if mean.ndim != 1 or mean.shape[0] < 1:
+            raise ValueError(
+                f"MultivariateNormal: parameter 'mean' must be a vector of shape (d,), "
+                f"got shape {mean.shape}"
+            )
+        d = mean.shape[0]
+        if cov.shape != (d, d):
+            raise ValueError(
+                f"MultivariateNormal: parameter 'cov' must have shape (d, d) = ({d}, {d}) to "
+                f"match 'mean' of shape ({d},), got 'cov' of shape {cov.shape}"
+            )
+        asym = float(np.max(np.abs(cov - cov.T)))
+        scale = float(np.max(np.abs(cov)))
+        if asym > SYMMETRY_RTOL * scale:
+            i, j = np.unravel_index(int(np.argmax(np.abs(cov - cov.T))), cov.shape)
+            raise ValueError(
+                f"MultivariateNormal: parameter 'cov' must be symmetric, got "
+                f"cov[{i}, {j}] = {float(cov[i, j])!r} but cov[{j}, {i}] = {float(cov[j, i])!r}"
+            )
+        sym = 0.5 * (cov + cov.T)
+        try:
+            chol = np.linalg.cholesky(sym)
+        except np.linalg.LinAlgError:
+            smallest = float(np.linalg.eigvalsh(sym)[0])
+            raise ValueError(
+                f"MultivariateNormal: parameter 'cov' must be positive definite, got a "
+                f"matrix whose smallest eigenvalue is {smallest!r}"
+            ) from None
+        if not np.all(np.diag(chol) > 0.0):
+            raise ValueError(
+                "MultivariateNormal: parameter 'cov' must be positive definite, got a "
+                "singular matrix (a zero pivot in its Cholesky factorisation)"
+            )
+        sym.flags.writeable = False
+        chol.flags.writeable = False
+        self._params["cov"] = sym
+        object.__setattr__(self, "cov", sym)
+        object.__setattr__(self, "_chol", chol)
+        object.__setattr__(self, "_half_log_det", float(np.sum(np.log(np.diag(chol)))))
+
+    # ---- properties ------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        """The dimension d."""
+        return int(self._params["mean"].shape[0])
+
+    @property
+    def scale_tril(self) -> np.ndarray:
+        """The lower-triangular Cholesky factor L of ``cov`` (cov = L @ L.T), read-only."""
+        return self._chol
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (self.dim,)
+
+    @property
+    def support(self) -> Support:
+        return Support(-math.inf, math.inf, dim=self.dim)
+
+    # ---- density and sampling --------------------------------------------------------
+
+    def log_prob(self, x: Any) -> np.ndarray:
+        """Log density at ``x`` of shape (..., d); the result has shape (...)."""
+        x = np.asarray(x, dtype=np.float64)
+        d = self.dim
+        if x.ndim == 0 or x.shape[-1] != d:
+            raise ValueError(
+                f"MultivariateNormal.log_prob: x must have shape (..., {d}), got {x.shape}"
+            )
+        batch = x.shape[:-1]
+        flat = x.reshape(-1, d)
+        out = np.full(flat.shape[0], -math.inf)
+        ok = np.isfinite(flat).all(axis=1)
+        if np.any(ok):
+            diff = flat[ok] - self._params["mean"]
+            y = solve_triangular(self._chol, diff.T, lower=True, check_finite=False)
+            maha = np.einsum("ij,ij->j", y, y)
+            out[ok] = -0.5 * maha - self._half_log_det - 0.5 * d * _LOG_2PI
+        out[np.isnan(flat).any(axis=1)] = math.nan
+        return out.reshape(batch)[()]
+
+    def _sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+        z = rng.standard_normal((*size, self.dim))
+        return self._params["mean"] + z @ self._chol.T
+
+    # ---- moments ---------------------------------------------------------------------
+
+    def mean(self) -> np.ndarray:  # type: ignore[override]
+        """The mean vector (the ``mean`` parameter), shape (d,)."""
+        return self._params["mean"]
+
+    def variance(self) -> np.ndarray:
+        """The covariance matrix (the ``cov`` parameter, symmetrised), shape (d, d)."""
+        return self.cov
