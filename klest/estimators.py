@@ -206,13 +206,17 @@ def _rev_kl(l: np.ndarray) -> np.ndarray:
 
 
 def _log_abs_terms(terms: tuple[Term, ...], l: np.ndarray) -> np.ndarray:
-    """log|sum_i c_i l^j_i exp(s_i l)|, factoring out exp(s_max * l) so nothing overflows."""
-    s_max = max(rate for _, _, rate in terms)
-    total = np.zeros_like(l)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        for coef, power, rate in terms:
-            total = total + coef * l**power * np.exp((rate - s_max) * l)
-        return s_max * l + np.log(np.abs(total))
+    """log|sum_i c_i l^j_i exp(s_i l)| in log space (a signed log-sum-exp), so that neither
+    exp(s l) nor l^j overflows."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        log_mag = np.stack(
+            [math.log(abs(c)) + j * np.log(np.abs(l)) + s * l for c, j, s in terms]
+        )
+        signs = np.stack([np.sign(c) * np.sign(l) ** j for c, j, _ in terms])
+        top = np.max(np.where(np.isnan(log_mag), -np.inf, log_mag), axis=0)
+        safe_top = np.where(np.isfinite(top), top, 0.0)
+        total = np.sum(signs * np.exp(log_mag - safe_top), axis=0)
+        return safe_top + np.log(np.abs(total))
 
 
 def _tv_log_abs(l: np.ndarray) -> np.ndarray:

@@ -217,12 +217,6 @@ def _tail(f: _Integrand, points: np.ndarray, end: float) -> tuple[bool, float, i
             "which is not integrable"
         )
         return False, sign, len(points), math.inf, reason
-    if overflowed:
-        reason = (
-            f"g overflows float64 beyond x = {float(points[-1]):.6g} where q still has mass; "
-            "pass log_abs_g to integrate exp-type functions in log space"
-        )
-        return False, sign, len(points), math.inf, reason
     # remainder bound beyond point k, valid where every later local slope is integrable
     with np.errstate(all="ignore"):
         ok = slopes < -1.0 - _SLOPE_MARGIN if infinite_end else slopes > -1.0 + _SLOPE_MARGIN
@@ -235,6 +229,12 @@ def _tail(f: _Integrand, points: np.ndarray, end: float) -> tuple[bool, float, i
     if len(cut):
         k = int(cut[0]) + 1
         return True, sign, min(k + 1, keep_to), float(np.exp(log_remainder[k - 1])), ""
+    if overflowed:  # g overflowed before the integrand became negligible
+        reason = (
+            f"g overflows float64 beyond x = {float(points[-1]):.6g} where q still has mass; "
+            "pass log_abs_g to integrate exp-type functions in log space"
+        )
+        return False, sign, len(points), math.inf, reason
     if keep_to < len(points) or len(slopes) < 3 or not np.isfinite(log_remainder[-1]):
         return True, sign, keep_to, 0.0, ""
     # the tail beyond the last point is still significant: extrapolate the power law and
