@@ -209,9 +209,7 @@ def _log_abs_terms(terms: tuple[Term, ...], l: np.ndarray) -> np.ndarray:
     """log|sum_i c_i l^j_i exp(s_i l)| in log space (a signed log-sum-exp), so that neither
     exp(s l) nor l^j overflows."""
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        log_mag = np.stack(
-            [math.log(abs(c)) + j * np.log(np.abs(l)) + s * l for c, j, s in terms]
-        )
+        log_mag = np.stack([math.log(abs(c)) + j * np.log(np.abs(l)) + s * l for c, j, s in terms])
         signs = np.stack([np.sign(c) * np.sign(l) ** j for c, j, _ in terms])
         top = np.max(np.where(np.isnan(log_mag), -np.inf, log_mag), axis=0)
         safe_top = np.where(np.isfinite(top), top, 0.0)

@@ -46,6 +46,7 @@ def _quad_moments(q, p, name):
     ids=["gamma", "laplace", "beta", "student_t-normal"],
 )
 @pytest.mark.parametrize("name", ["k1", "k2", "k3", "abs", "low_var_kl", "rev_kl"])
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")  # the reference's
 def test_quadrature_moments_match_an_independent_integrator(q, p, name) -> None:
     got = exact_moments(q, p, name)
     assert got.method == "quadrature"
