@@ -64,13 +64,16 @@ def block_moments(
     hist_stride: int,
     may_be_negative: np.ndarray | None = None,
     hist_rows: int | None = None,
+    full_rows: int | None = None,
 ) -> Moments:
     """Statistics of one block: ``values`` is an (E, m) array or a list of E rows of m values.
 
     ``edges`` are the shared histogram bin edges (``None``: no histogram); the histogram uses
     every ``hist_stride``-th draw of the block. Rows flagged False in ``may_be_negative``
     (estimators non-negative by construction) skip the negative count. Only the first
-    ``hist_rows`` rows get a histogram (the others get zero counts).
+    ``hist_rows`` rows get a histogram (the others get zero counts). Rows from ``full_rows``
+    on (auxiliary series such as the control variate) only get their mean and co-moments:
+    their third and fourth moments and min/max are NaN on the fast path.
 
     The fast path (all values finite) takes raw power sums in a single sweep per row and
     converts them to central sums; rows whose mean is large against their spread fall back
@@ -87,9 +90,10 @@ def block_moments(
     gram = _gram(rows)
     mean = sums / m
     m2 = np.diag(gram) - sums * mean
-    m3, m4 = np.empty(n_series), np.empty(n_series)
+    full = n_series if full_rows is None else full_rows
+    m3, m4 = np.full(n_series, np.nan), np.full(n_series, np.nan)
     square = np.empty(m)
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows[:full]):
         if mean[i] ** 2 > _RAW_SUMS_MAX_MEAN_OVER_STD**2 * max(m2[i], 0.0) / m:
             _, mean[i], m2[i], m3[i], m4[i] = _central_sums(row)
             continue
@@ -107,7 +111,8 @@ def block_moments(
         negative[i] = np.count_nonzero(rows[i] < 0)
     return Moments(
         np.full(n_series, m, dtype=np.int64), mean, m2, m3, m4,
-        np.array([row.min() for row in rows]), np.array([row.max() for row in rows]),
+        np.array([row.min() if i < full else np.nan for i, row in enumerate(rows)]),
+        np.array([row.max() if i < full else np.nan for i, row in enumerate(rows)]),
         negative, np.zeros(n_series, dtype=np.int64), m, mean.copy(), comoment,
         _histogram(rows, edges, hist_stride, hist_rows),
     )  # fmt: skip

@@ -264,7 +264,7 @@ class SimulationResult:
     # ---- distributions of per-sample values ------------------------------------------
 
     def histogram(self, name: str) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """(edges, counts, below, above) of ``name``'s per-sample values (every 8th draw)."""
+        """(edges, counts, below, above) of ``name``'s per-sample values (every 16th draw)."""
         if self.edges is None:
             raise ValueError("no histogram: no finite value was drawn in the first block")
         counts = self.stats.histogram[self._index(name)]

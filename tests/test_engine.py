@@ -194,7 +194,9 @@ def test_paired_difference_and_control_variate(serial) -> None:
 def test_histogram_and_quantiles(serial) -> None:
     edges, counts, below, above = serial.histogram("k1")
     assert len(edges) == len(counts) + 1
-    assert counts.sum() + below + above == len(range(0, 5_000, 8)) * 39 + len(range(0, 2_003, 8))
+    stride = klest.engine.HISTOGRAM_STRIDE
+    expected = len(range(0, 5_000, stride)) * 39 + len(range(0, 2_003, stride))
+    assert counts.sum() + below + above == expected
     median = serial.quantiles("k1", [0.5])[0]
     # k1 = 0.5 - x for x ~ N(0,1): median 0.5 (histogram resolution: one bin)
     assert abs(median - 0.5) <= (edges[1] - edges[0]) + 0.02
