@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,15 +76,43 @@ def block_values(plan: RunPlan, k: int) -> list[np.ndarray]:
     return rows
 
 
-def run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
-    """Statistics of blocks first, ..., first + count - 1, merged in block order.
+# BLAS must run on one thread while blocks are reduced: a multi-threaded dot product splits
+# its sum differently (so the last bits would depend on the thread count), and short dot
+# products beside other workers are slower threaded anyway. threadpoolctl's limits are
+# process-wide, so they are set once around a whole run in the calling process (covering
+# thread executors, whose threads would otherwise race entering and leaving the limit) and
+# once, for good, in other processes (pool and Dask workers, which Dask itself already runs
+# with one BLAS thread).
+_LIMITED_BY_CALLER = False
+_LIMITED_FOR_PROCESS = False
 
-    BLAS is held to one thread: the dot products here are short, and a multi-threaded BLAS
-    spinning up beside other workers costs far more than it saves.
-    """
-    tune_allocator()
+
+def _ensure_single_threaded_blas() -> None:
+    global _LIMITED_FOR_PROCESS
+    if not (_LIMITED_BY_CALLER or _LIMITED_FOR_PROCESS):
+        threadpool_limits(limits=1, user_api="blas")
+        _LIMITED_FOR_PROCESS = True
+
+
+@contextmanager
+def _single_threaded_blas_for_this_run() -> Iterator[None]:
+    global _LIMITED_BY_CALLER
+    if _LIMITED_BY_CALLER or _LIMITED_FOR_PROCESS:  # nested run, or a worker process
+        yield
+        return
     with threadpool_limits(limits=1, user_api="blas"):
-        return _run_blocks(plan, first, count)
+        _LIMITED_BY_CALLER = True
+        try:
+            yield
+        finally:
+            _LIMITED_BY_CALLER = False
+
+
+def run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
+    """Statistics of blocks first, ..., first + count - 1, merged in block order."""
+    tune_allocator()
+    _ensure_single_threaded_blas()
+    return _run_blocks(plan, first, count)
 
 
 def _run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
@@ -234,13 +263,15 @@ def simulate(
 
     bar = _progress_bar(n, progress)
     try:
-        if executor is not None:
-            stats = _merge_in_order(plan, executor, MAX_IN_FLIGHT_PER_WORKER * 8, bar)
-        elif workers > 1 and len(_tasks(plan)) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                stats = _merge_in_order(plan, pool, MAX_IN_FLIGHT_PER_WORKER * workers, bar)
-        else:
-            stats = _merge_in_order(plan, None, 1, bar)
+        with _single_threaded_blas_for_this_run():
+            if executor is not None:
+                stats = _merge_in_order(plan, executor, MAX_IN_FLIGHT_PER_WORKER * 8, bar)
+            elif workers > 1 and len(_tasks(plan)) > 1:
+                with ProcessPoolExecutor(max_workers=workers) as pool:
+                    window = MAX_IN_FLIGHT_PER_WORKER * workers
+                    stats = _merge_in_order(plan, pool, window, bar)
+            else:
+                stats = _merge_in_order(plan, None, 1, bar)
     finally:
         if bar is not None:
             bar.close()

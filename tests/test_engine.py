@@ -65,6 +65,16 @@ def test_any_executor_is_bit_identical(serial) -> None:
     _same(serial, threaded)
 
 
+def test_thread_executor_with_long_blocks_is_bit_identical() -> None:
+    # long blocks are where a multi-threaded BLAS would split the dot products; threads share
+    # the process-wide BLAS limit, which must hold for the whole run (a race once broke this)
+    kwargs = {"n": 2_500_000, "seed": 5, "exact": False}
+    serial = simulate(Q, P, ["k1", "k3"], **kwargs)
+    for _ in range(2):
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            _same(serial, simulate(Q, P, ["k1", "k3"], executor=pool, **kwargs))
+
+
 def test_dask_local_cluster_is_bit_identical(serial) -> None:
     distributed = pytest.importorskip("distributed")
     with (
