@@ -12,7 +12,7 @@ x ~ q and compare with p; ``log_ratio = log p(x) - log q(x)`` and r = p(x)/q(x).
 """
 
 from klest import closed_forms as _closed_forms  # noqa: F401  (registers the closed forms)
-from klest import estimators
+from klest import estimators, rl  # noqa: F401  (rl imports no torch)
 from klest.distributions import *  # noqa: F403
 from klest.distributions import __all__ as _distribution_names
 from klest.divergence import KLResult, NoKLMethodError, kl, kl_result, register_kl

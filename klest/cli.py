@@ -1,7 +1,9 @@
-"""The ``klest`` command line: the only place in klest that writes files.
+"""The ``klest`` command line: the only place in klest that writes files (with klest.store).
 
-``klest demo`` prints the exact bias/true and stdev/true table of Schulman's two Gaussian
-settings; ``klest list`` shows the registered distributions and estimators.
+``klest run CONFIG`` runs an experiment config into ``results/<name>/`` and prints its table;
+``klest demo`` reproduces Schulman's tables (``experiments/schulman_blog.toml``);
+``klest list`` shows the registered distributions, estimators and experiments.
+User errors (a bad config or option, a missing file) exit non-zero with one line on stderr.
 """
 
 from __future__ import annotations
@@ -9,40 +11,154 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
-SCHULMAN_CASES = (
-    ("KL(q||p) = 0.005", {"family": "normal", "loc": 0.1, "scale": 1.0}),
-    ("KL(q||p) = 0.5", {"family": "normal", "loc": 1.0, "scale": 1.0}),
-)
+#: the built-in copy of experiments/schulman_blog.toml (used when the file is not found)
+SCHULMAN_BLOG: dict[str, Any] = {
+    "name": "schulman_blog",
+    "title": "Schulman (2020): bias and variance of k1, k2, k3",
+    "estimators": ["k1", "k2", "k3"],
+    "n": 10_000_000,
+    "seed": 2020,
+    "cases": [
+        {"label": label, "q": {"family": "normal", "loc": 0.0, "scale": 1.0},
+         "p": {"family": "normal", "loc": mu, "scale": 1.0}}
+        for label, mu in (("KL = 0.005", 0.1), ("KL = 0.5", 1.0))
+    ],
+}  # fmt: skip
+
+
+class CommandError(Exception):
+    """A user error reported as one line on stderr (exit status 1)."""
+
+
+def _schulman_config() -> Any:
+    from klest.experiment import default_experiments_dir, load_config, parse_config
+
+    path = default_experiments_dir() / "schulman_blog.toml"
+    if path.is_file():
+        return load_config(path)
+    return parse_config(SCHULMAN_BLOG, source="<built-in schulman_blog>")
+
+
+def _table(config: Any, frame: Any, title: str | None = None) -> str:
+    from klest.tables import experiment_table
+
+    out = config.output
+    return experiment_table(
+        frame, title=title, columns=out.table_columns, digits=out.digits, layout=out.layout
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from klest.experiment import run_experiment
+    from klest.tables import schulman_table
 
-    from klest import from_dict, simulate
-    from klest.exact import exact_frame
-    from klest.tables import monte_carlo_table, schulman_table
-
-    q = from_dict({"family": "normal", "loc": 0.0, "scale": 1.0})
-    exact, sampled = [], []
-    for case, (label, p_config) in enumerate(SCHULMAN_CASES):
-        p = from_dict(p_config)
-        frame = exact_frame(q, p, ["k1", "k2", "k3"])
-        frame.insert(0, "case", label)
-        exact.append(frame)
-        result = simulate(q, p, ["k1", "k2", "k3"], n=args.n, seed=args.seed,
-                          workers=args.workers, case=case)  # fmt: skip
-        mc = result.to_frame().reset_index(drop=True)
-        mc.insert(0, "case", label)
-        sampled.append(mc)
+    config = _schulman_config().with_overrides(n=args.n, seed=args.seed)
+    frame = run_experiment(config, workers=args.workers)
     print("Schulman (2020), q = N(0, 1), p = N(mu, 1): exact values, no sampling")
-    print(schulman_table(pd.concat(exact, ignore_index=True)))
+    print(schulman_table(frame))
     print()
-    print(f"Monte Carlo, n = {args.n:,} draws per case, seed {args.seed} (± one standard error)")
-    print(monte_carlo_table(pd.concat(sampled, ignore_index=True)))
+    print(
+        f"Monte Carlo, n = {config.n:,} draws per case, seed {config.seed} (± one standard error)"
+    )
+    print(_table(config, frame))
+    return 0
+
+
+class _Reporter:
+    """One line per case on stderr: started, finished (with its time) or reused."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.started = 0.0
+
+    def __call__(self, case: Any, status: str) -> None:
+        head = f"klest: [{case.index + 1}/{self.total}] {case.label}"
+        if status == "running":
+            self.started = time.perf_counter()
+            return
+        if status == "stored":
+            print(f"{head}: reused the stored result", file=sys.stderr)
+        else:
+            seconds = time.perf_counter() - self.started
+            print(f"{head}: {case.n:,} draws in {seconds:.1f} s", file=sys.stderr)
+
+
+def _dask_client(address: str) -> Any:
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise CommandError(
+            "--scheduler needs dask.distributed: pip install 'klest[dask]'"
+        ) from None
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as err:
+        raise CommandError(f"cannot connect to the Dask scheduler at {address}: {err}") from None
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    """``klest run`` on an RL study config: exact tables, written as CSV + Markdown."""
+    from klest.rl_studies import load_study, run_study
+    from klest.store import frame_to_csv, write_atomic
+
+    study = load_study(args.config)
+    frame = run_study(study)
+    directory = Path(args.out) / study.name
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_atomic(directory / "results.csv", frame_to_csv(frame))
+        write_atomic(directory / "table.md", f"# {study.title}\n\n" + frame.to_string() + "\n")
+    except OSError as err:
+        raise CommandError(f"cannot write {err.filename or directory}: {err.strerror}") from None
+    print(study.title)
+    print(frame.to_string(max_rows=60))
+    print(f"klest: results in {directory}/", file=sys.stderr)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import warnings
+
+    from klest.experiment import load_config, run_experiment
+    from klest.rl_studies import is_study_file
+
+    if is_study_file(args.config):
+        return _run_study(args)
+    config = load_config(args.config)
+    directory = Path(args.out) / config.name
+    client = _dask_client(args.scheduler) if args.scheduler else None
+
+    def one_line(message: Any, category: Any, *_: Any, **__: Any) -> None:
+        print(f"klest: {category.__name__}: {message}", file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            frame = run_experiment(
+                config, out_dir=args.out, n=args.n, seed=args.seed, workers=args.workers,
+                executor=client.get_executor() if client else None, force=args.force,
+                progress=_Reporter(len(config.cases)),
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        print(
+            f"klest: interrupted; finished cases are stored in {directory} (run again to resume)",
+            file=sys.stderr,
+        )
+        return 130
+    except OSError as err:
+        raise CommandError(f"cannot write {err.filename or directory}: {err.strerror}") from None
+    finally:
+        if client is not None:
+            client.close()
+    print(_table(config, frame, title=config.title))
+    print(f"klest: results in {directory}/", file=sys.stderr)
     return 0
 
 
@@ -57,6 +173,25 @@ def _list(_: argparse.Namespace) -> int:
     for name, est in estimators.registry().items():
         alias = f" (alias {', '.join(est.aliases)})" if est.aliases else ""
         print(f"  {name:<18} {est.formula:<42} targets {est.target.label}{alias}")
+    from klest.experiment import ConfigError, default_experiments_dir, load_config
+
+    directory = default_experiments_dir()
+    paths = sorted(directory.glob("*.toml"))
+    print(f"experiments ({directory}):" if paths else f"experiments: none in {directory}")
+    from klest.rl_studies import is_study_file, load_study
+
+    for path in paths:
+        try:
+            if is_study_file(path):
+                study = load_study(path)
+                print(f"  {study.name:<24} study: {study.study:<22} {study.title}")
+                continue
+            config = load_config(path)
+        except ConfigError as err:
+            where = f"{err.key}: " if err.key else ""
+            print(f"  {path.stem:<24} invalid config: {where}{err.problem}")
+            continue
+        print(f"  {config.name:<24} {len(config.cases):>4} cases  {config.title}")
     return 0
 
 
@@ -87,12 +222,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="Schulman's bias/stdev table: exact values, then Monte Carlo beside them"
     )
-    demo.add_argument("--n", type=_positive_int, default=10_000_000, help="draws per case")
-    demo.add_argument("--seed", type=_non_negative_int, default=2020)
+    demo.add_argument("--n", type=_positive_int, help="draws per case (default 10,000,000)")
+    demo.add_argument("--seed", type=_non_negative_int, help="default 2020")
     demo.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1)
     demo.set_defaults(handler=_demo)
-    listing = commands.add_parser("list", help="list distributions and estimators")
+    listing = commands.add_parser("list", help="list distributions, estimators and experiments")
     listing.set_defaults(handler=_list)
+    run = commands.add_parser(
+        "run", help="run an experiment config: print its table, write results/<name>/"
+    )
+    run.add_argument("config", metavar="CONFIG", help="a TOML experiment config (experiments/)")
+    run.add_argument("--out", default="results", metavar="DIR", help="default: results/")
+    run.add_argument("--n", type=_positive_int, help="draws per case, for every case")
+    run.add_argument("--seed", type=_non_negative_int, help="replaces the config's seed")
+    run.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1)
+    run.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask scheduler")
+    run.add_argument(
+        "--force", action="store_true", help="recompute every case, even those already stored"
+    )
+    run.set_defaults(handler=_run)
+    from klest.figure_files import figures_command
+
+    figures = commands.add_parser(
+        "figures", help="regenerate the figure set (PNG, PDF, CSV) and claims.md"
+    )
+    figures.add_argument("--out", default="figures", metavar="DIR", help="default: figures/")
+    figures.add_argument("--n", type=_positive_int, help="draws per case (default: the configs')")
+    figures.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1)
+    figures.add_argument("--only", metavar="NAME", help="one figure (e.g. fig1_rel_std) or claims")
+    figures.set_defaults(handler=figures_command)
     return parser
 
 
@@ -103,7 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0
-    return args.handler(args)
+    from klest.experiment import ConfigError
+
+    try:
+        return args.handler(args)
+    except (CommandError, ConfigError) as err:
+        print(f"klest: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

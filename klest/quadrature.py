@@ -173,10 +173,13 @@ def _tail(f: _Integrand, points: np.ndarray, end: float) -> tuple[bool, float, i
         return True, 1.0, len(points), 0.0, ""
     log_f = f.log_abs(points)
     # beyond |log q| or |log g| = 1e6 their sum loses digits to cancellation (e.g. x^2/2 - x^2/2
-    # at x = 1e150); the asymptotic exponent is read off before that.
+    # at x = 1e150); the asymptotic exponent is read off before that. g == 0 (log|g| = -inf)
+    # stays usable: an integrand that vanishes exactly beyond a point has no tail at all.
     log_q, _, log_g = f._parts(points)
     with np.errstate(invalid="ignore"):
-        usable = (np.abs(log_q) < _LOG_CANCEL) & (np.abs(log_g) <= _LOG_CANCEL)
+        usable = (np.abs(log_q) < _LOG_CANCEL) & (
+            (np.abs(log_g) <= _LOG_CANCEL) | (log_g == -np.inf)
+        )
     overflowed = False
     if not usable.all():
         stop = int(np.argmin(usable))

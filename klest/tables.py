@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pandas as pd
 
-__all__ = ["monte_carlo_table", "schulman_table"]
+__all__ = [
+    "QUANTITIES",
+    "claims_markdown",
+    "estimate_cell",
+    "experiment_table",
+    "monte_carlo_table",
+    "schulman_table",
+]
 
 
 def _cell(value: float, digits: int = 4) -> str:
@@ -94,3 +102,207 @@ def monte_carlo_table(frame: pd.DataFrame, *, case: str = "case") -> str:
             + " |"
         )
     return "\n".join(lines)
+
+
+#: table quantity -> (Monte Carlo column, standard-error column, exact column, relative):
+#: a relative quantity's standard error is divided by |true value|
+QUANTITIES: dict[str, tuple[str, str, str, bool]] = {
+    "mean": ("mean", "se_mean", "exact_mean", False),
+    "bias": ("bias", "se_mean", "exact_bias", False),
+    "stdev": ("std", "se_std", "exact_std", False),
+    "bias/true": ("rel_bias", "se_mean", "exact_rel_bias", True),
+    "stdev/true": ("rel_std", "se_std", "exact_rel_std", True),
+}
+LAYOUTS = ("cases", "long")
+
+
+def estimate_cell(value: float, error: float, digits: int = 4) -> str:
+    """``value ± error``, the value rounded where the error's second significant digit sits.
+
+    >>> estimate_cell(0.0023881, 0.00045)
+    '0.00239 ± 0.00045'
+    >>> estimate_cell(19.99871, 0.0045)
+    '19.9987 ± 0.0045'
+    >>> estimate_cell(1.5, float("nan"))
+    '1.5'
+    """
+    if not (math.isfinite(value) and math.isfinite(error)) or error < 0:
+        return _cell(value, digits)
+    if error == 0:
+        return f"{_cell(value, digits)} ± 0"
+    decimals = 1 - math.floor(math.log10(error))
+    if decimals > 12 or max(abs(value), error) >= 1e6:
+        return f"{_cell(value, digits)} ± {error:.2g}"
+    places = max(decimals, 0)
+    shown = round(value, decimals)
+    text = f"{shown:.{places}f}"
+    if text.lstrip("-").strip("0.") == "":  # rounds to zero: no "-0.000"
+        text = text.lstrip("-")
+    return f"{text} ± {round(error, decimals):.{places}f}"
+
+
+def _describe(row: pd.Series, which: str) -> str:
+    prefix = f"{which}."
+    family = row.get(f"{which}.family", "")
+    params = []
+    for column, value in row.items():
+        name = str(column)
+        if not name.startswith(prefix) or name == f"{which}.family":
+            continue
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        params.append(
+            f"{name[len(prefix) :]}={_cell(value, 6) if isinstance(value, float) else value}"
+        )
+    return f"{family}({', '.join(params)})"
+
+
+def _truths(rows: pd.DataFrame, digits: int) -> str:
+    groups: dict[tuple[str, str], list[str]] = {}
+    for _, row in rows.iterrows():
+        key = (str(row["target"]), _cell(float(row["truth"]), digits))
+        groups.setdefault(key, []).append(str(row["estimator"]))
+    if len(groups) == 1:
+        (target, truth), _ = next(iter(groups.items()))
+        return f"true {target} = {truth}"
+    return "true values: " + "; ".join(
+        f"{target} = {truth} ({', '.join(names)})" for (target, truth), names in groups.items()
+    )
+
+
+def _quantity_cells(row: pd.Series, quantity: str, digits: int) -> list[str]:
+    column, se_column, exact_column, relative = QUANTITIES[quantity]
+    error = float(row[se_column])
+    if relative:
+        truth = abs(float(row["truth"]))
+        error = error / truth if truth > 0 else math.nan
+    exact = float(row[exact_column]) if exact_column in row.index else math.nan
+    return [estimate_cell(float(row[column]), error, digits), _cell(exact, digits)]
+
+
+def experiment_table(
+    frame: pd.DataFrame,
+    *,
+    title: str | None = None,
+    columns: Sequence[str] = ("bias/true", "stdev/true"),
+    digits: int = 4,
+    layout: str = "cases",
+) -> str:
+    """An experiment's tidy results as Markdown, in Schulman's format with errors and exact values.
+
+    ``layout="cases"``: one small table per case (estimators as rows), headed by the case
+    label, q, p, the true value(s) and the number of draws, with notes on unreliable numbers
+    below it; ``layout="long"``: one table with a row per case and estimator. Each quantity of
+    ``columns`` (keys of :data:`QUANTITIES`) shows the Monte Carlo estimate ± one standard error
+    and, beside it, the exact value ("nan" where klest has none).
+
+    >>> df = pd.DataFrame({"case": ["A"], "estimator": ["k3"], "target": ["KL(q||p)"],
+    ...     "truth": [0.5], "rel_bias": [0.001], "se_mean": [0.0005], "rel_std": [1.69],
+    ...     "se_std": [0.001], "exact_rel_bias": [0.0], "exact_rel_std": [1.695], "note": [""],
+    ...     "n_draws": [10**6], "q.family": ["normal"], "q.loc": [0.0], "q.scale": [1.0],
+    ...     "p.family": ["normal"], "p.loc": [1.0], "p.scale": [1.0]})
+    >>> print(experiment_table(df))
+    ### A
+    <BLANKLINE>
+    q = normal(loc=0, scale=1), p = normal(loc=1, scale=1); true KL(q||p) = 0.5; n = 1,000,000
+    <BLANKLINE>
+    | estimator | bias/true | exact | stdev/true | exact |
+    |---|---|---|---|---|
+    | k3 | 0.0010 ± 0.0010 | 0 | 1.6900 ± 0.0020 | 1.695 |
+    """
+    unknown = [c for c in columns if c not in QUANTITIES]
+    if unknown or layout not in LAYOUTS:
+        bad = f"columns {unknown}" if unknown else f"layout {layout!r}"
+        raise ValueError(f"unknown table {bad}; known: {list(QUANTITIES)}, layouts {LAYOUTS}")
+    header = ["estimator"]
+    for quantity in columns:
+        header += [quantity, "exact"]
+    parts = [f"# {title}"] if title else []
+    if layout == "long":
+        lines = ["| case " + "| " + " | ".join(header) + " |", "|" + "---|" * (len(header) + 1)]
+        for _, row in frame.iterrows():
+            cells = [str(row["case"]), str(row["estimator"])]
+            for quantity in columns:
+                cells += _quantity_cells(row, quantity, digits)
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+        return "\n\n".join(parts)
+    for label in dict.fromkeys(frame["case"]):
+        rows = frame[frame["case"] == label]
+        first = rows.iloc[0]
+        context = [
+            f"q = {_describe(first, 'q')}, p = {_describe(first, 'p')}",
+            _truths(rows, digits),
+        ]
+        if "n_draws" in rows.columns:
+            context.append(f"n = {int(first['n_draws']):,}")
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        notes = []
+        for _, row in rows.iterrows():
+            name = str(row["estimator"])
+            note = str(row.get("note", "") or "")
+            if note and note != "nan":
+                notes.append(f"[{len(notes) + 1}] {name}: {note}")
+                name = f"{name} [{len(notes)}]"
+            cells = [name]
+            for quantity in columns:
+                cells += _quantity_cells(row, quantity, digits)
+            lines.append("| " + " | ".join(cells) + " |")
+        section = [f"### {label}", "; ".join(context), "\n".join(lines)]
+        if notes:
+            section.append("\n".join(notes))
+        parts.append("\n\n".join(section))
+    return "\n\n".join(parts)
+
+
+def claims_markdown(frame: pd.DataFrame, *, title: str = "Claims", preamble: str = "") -> str:
+    """Verdicts on claims as Markdown: a summary table, then one section per claim.
+
+    ``frame`` has columns ``claim source verdict evidence holds_for fails_for`` (the last two
+    lists of strings), as :func:`klest.claims.evaluate_claims` returns.
+
+    >>> df = pd.DataFrame({"claim": ["k3 is unbiased"], "source": ["A (2025)"],
+    ...     "verdict": ["true"], "evidence": ["E_q[r] = 1."], "holds_for": [["N: bias 0"]],
+    ...     "fails_for": [[]]})
+    >>> print(claims_markdown(df, title="T"))
+    # T
+    <BLANKLINE>
+    Sources: [A] A (2025)
+    <BLANKLINE>
+    | # | claim | source | verdict | holds for |
+    |---|---|---|---|---|
+    | 1 | k3 is unbiased | [A] | **true** | 1 of 1 |
+    <BLANKLINE>
+    ## 1. k3 is unbiased: true
+    <BLANKLINE>
+    Source: [A] A (2025)
+    <BLANKLINE>
+    E_q[r] = 1.
+    <BLANKLINE>
+    Holds for (1):
+    - N: bias 0
+    <BLANKLINE>
+    Fails for: none
+    """
+    sources = {src: chr(ord("A") + i) for i, src in enumerate(dict.fromkeys(frame["source"]))}
+    parts = [f"# {title}"]
+    if preamble:
+        parts.append(preamble)
+    parts.append("Sources: " + "; ".join(f"[{key}] {src}" for src, key in sources.items()))
+    lines = ["| # | claim | source | verdict | holds for |", "|---|---|---|---|---|"]
+    for i, row in enumerate(frame.itertuples(index=False), start=1):
+        total = len(row.holds_for) + len(row.fails_for)
+        claim = str(row.claim).replace("|", "\\|")  # a literal | would split the cell
+        lines.append(f"| {i} | {claim} | [{sources[row.source]}] | **{row.verdict}** | "
+                     f"{len(row.holds_for)} of {total} |")  # fmt: skip
+    parts.append("\n".join(lines))
+    for i, row in enumerate(frame.itertuples(index=False), start=1):
+        section = [f"## {i}. {row.claim}: {row.verdict}",
+                   f"Source: [{sources[row.source]}] {row.source}", str(row.evidence)]  # fmt: skip
+        for heading, items in (("Holds for", row.holds_for), ("Fails for", row.fails_for)):
+            if items:
+                section.append(f"{heading} ({len(items)}):\n" + "\n".join(f"- {t}" for t in items))
+            else:
+                section.append(f"{heading}: none")
+        parts.append("\n\n".join(section))
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,26 @@
+"""klest.rl: the KL penalties of RL frameworks, value and gradient, and exact full-vocabulary KL.
+
+``kl_penalty(logprob, ref_logprob, kind, framework=...)`` reproduces what verl, OpenRLHF,
+TRL, slime and NeMo-RL compute per token (clamps, straight-through gradients, importance
+ratios, detached rewards), on numpy arrays or torch tensors with autograd intact.
+``full_kl(logits, ref_logits)`` is the exact per-position KL(π‖π_ref) from full logits,
+chunked so that a 152k vocabulary over thousands of positions fits in bounded memory.
+torch is optional and never imported by klest: tensors are handled when you pass them.
+
+Conventions: ``logprob`` = log π_θ (the policy, klest's q), ``ref_logprob`` = log π_ref
+(klest's p); the log-ratio ``l = ref_logprob - logprob`` = log p - log q, r = π_ref/π_θ.
+
+>>> import numpy as np
+>>> from klest import rl
+>>> lp, ref = np.log([0.5, 0.01]), np.log([0.25, 0.5])
+>>> rl.kl_penalty(lp, ref, "low_var_kl", framework="verl").round(4)
+array([ 0.1931, 10.    ])
+>>> rl.kinds("trl")
+('k1', 'k3', 'kl', 'abs', 'mse', 'full', 'grpo')
+"""
+
+from klest.rl import nemo_rl, openrlhf, slime, trl, verl  # noqa: F401  (register the kinds)
+from klest.rl.full import full_kl
+from klest.rl.penalty import PenaltySpec, describe, frameworks, kinds, kl_penalty
+
+__all__ = ["PenaltySpec", "describe", "frameworks", "full_kl", "kinds", "kl_penalty"]

@@ -1,0 +1,219 @@
+"""``full_kl``: the exact KL between two softmax policies at every position, from logits.
+
+For logits a (policy π) and b (reference π_ref) of shape (..., V), with p = softmax(a),
+r = softmax(b) and u = log p - log r,
+
+    KL(π‖π_ref) = sum_v p_v u_v = sum_v (p_v·k3(-u_v)),   k3(x) = e^x - 1 - x >= 0,
+
+because sum_v p_v (e^{-u_v} - 1) = sum_v (r_v - p_v) = 0. Every term is non-negative, so
+near-identical policies give a KL accurate to a few ulp instead of the cancellation left by
+sum_v p_v u_v. Where p_v = 0 the term is r_v (0·log 0 = 0 and the r_v of the identity);
+where r_v = 0 < p_v it is +inf.
+
+Positions are processed in chunks, each converted to float64 on its own, so the memory used
+beyond the inputs is a few float64 arrays of ``chunk_size × V`` whatever the number of
+positions. For torch inputs the gradient is computed by a custom autograd function that
+recomputes each chunk's softmaxes in the backward pass (nothing of size positions × V is
+kept for it): d KL/d a_v = p_v (u_v - KL), d KL/d b_v = r_v - p_v.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from klest.rl._backend import NUMPY, TorchOps, get_ops, is_tensor
+
+__all__ = ["DIRECTIONS", "full_kl"]
+
+#: accepted ``direction`` strings -> whether the arguments are swapped (KL(ref||pi))
+DIRECTIONS = {
+    "KL(pi||ref)": False,
+    "KL(q||p)": False,
+    "KL(ref||pi)": True,
+    "KL(p||q)": True,
+}
+#: float64 entries per chunk array when ``chunk_size`` is None (8 MB per array)
+CHUNK_ELEMENTS = 1 << 20
+
+
+def _rows_per_chunk(chunk_size: int | None, vocab: int) -> int:
+    if chunk_size is None:
+        return max(1, CHUNK_ELEMENTS // vocab)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    return int(chunk_size)
+
+
+def _log_softmax(ops: Any, x: Any) -> tuple[Any, Any]:
+    """(log-softmax, softmax) of float64 rows; a row without a finite entry is an error."""
+    m = ops.max_last(x)
+    if bool((m == -math.inf).any()):
+        raise ValueError("full_kl: every row of logits needs a finite entry; found a row of -inf")
+    shifted = x - m
+    e = ops.exp(shifted)
+    s = ops.sum_last(e)
+    return shifted - ops.log(s), e / s
+
+
+def _kl_rows(ops: Any, a: Any, b: Any) -> tuple[Any, ...]:
+    """Per-row KL(softmax a || softmax b) of float64 2-D chunks, plus the pieces for backward."""
+    la, p = _log_softmax(ops, a)
+    lb, r = _log_softmax(ops, b)
+    u = la - lb
+    terms = ops.where(p > 0, p * ops.k3(-u), r)
+    return ops.sum_last(terms)[..., 0], la, lb, p, r
+
+
+def _check(logits: Any, ref_logits: Any) -> tuple[tuple[int, ...], int]:
+    shape, ref_shape = tuple(np.shape(logits)), tuple(np.shape(ref_logits))
+    if shape != ref_shape:
+        raise ValueError(
+            f"full_kl: logits and ref_logits must have the same shape (..., V), got {shape} "
+            f"and {ref_shape}"
+        )
+    if len(shape) == 0 or shape[-1] == 0:
+        raise ValueError(f"full_kl: logits need a non-empty last (vocabulary) axis, got {shape}")
+    return shape[:-1], shape[-1]
+
+
+def _numpy_full_kl(a: np.ndarray, b: np.ndarray, rows: int) -> np.ndarray:
+    lead, vocab = a.shape[:-1], a.shape[-1]
+    a2, b2 = a.reshape(-1, vocab), b.reshape(-1, vocab)
+    out = np.empty(a2.shape[0], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        for s in range(0, a2.shape[0], rows):
+            a64 = np.asarray(a2[s : s + rows], dtype=np.float64)
+            b64 = np.asarray(b2[s : s + rows], dtype=np.float64)
+            out[s : s + rows] = _kl_rows(NUMPY, a64, b64)[0]
+    return out.reshape(lead)
+
+
+_FUNCTION: Any = None
+
+
+def _torch_function() -> Any:
+    """The autograd function, defined on first use so that torch is imported only then."""
+    global _FUNCTION
+    if _FUNCTION is not None:
+        return _FUNCTION
+    import torch
+    from torch.autograd.function import once_differentiable
+
+    class FullKL(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, a: Any, b: Any, rows: int) -> Any:
+            ops = TorchOps(a.device)
+            out = torch.empty(a.shape[0], dtype=torch.float64, device=a.device)
+            for s in range(0, a.shape[0], rows):
+                out[s : s + rows] = _kl_rows(
+                    ops, a[s : s + rows].double(), b[s : s + rows].double()
+                )[0]
+            ctx.save_for_backward(a, b, out)
+            ctx.rows = rows
+            return out
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx: Any, grad: Any) -> Any:
+            a, b, kl = ctx.saved_tensors
+            need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            ga = torch.empty_like(a) if need_a else None
+            gb = torch.empty_like(b) if need_b else None
+            ops = TorchOps(a.device)
+            for s in range(0, a.shape[0], ctx.rows):
+                e = s + ctx.rows
+                _, la, lb, p, r = _kl_rows(ops, a[s:e].double(), b[s:e].double())
+                g = grad[s:e, None].double()
+                if need_a:  # p (u - KL), 0 where p = 0; in place to keep the chunk's memory small
+                    u = la.sub_(lb).sub_(kl[s:e, None]).mul_(p)
+                    ga[s:e] = u.masked_fill_(p == 0, 0.0).mul_(g)
+                if need_b:
+                    gb[s:e] = r.sub_(p).mul_(g)
+            return ga, gb, None
+
+    _FUNCTION = FullKL
+    return FullKL
+
+
+def _torch_full_kl(a: Any, b: Any, rows: int) -> Any:
+    import torch
+
+    ops = get_ops(a, b)
+    if not is_tensor(a):
+        a = torch.as_tensor(np.asarray(a), device=ops.device)
+    if not is_tensor(b):
+        b = torch.as_tensor(np.asarray(b), device=ops.device)
+    dtypes = [t.dtype for t in (a, b) if t.is_floating_point()]
+    dtype = dtypes[0] if dtypes else torch.get_default_dtype()
+    for d in dtypes[1:]:
+        dtype = torch.promote_types(dtype, d)
+    lead, vocab = tuple(a.shape[:-1]), a.shape[-1]
+    out = _torch_function().apply(a.reshape(-1, vocab), b.reshape(-1, vocab), rows)
+    return out.reshape(lead).to(dtype)
+
+
+def full_kl(
+    logits: Any,
+    ref_logits: Any,
+    *,
+    direction: str = "KL(pi||ref)",
+    chunk_size: int | None = None,
+) -> Any:
+    """Exact KL(π‖π_ref) at every position, from logits of shape (..., V): shape (...).
+
+    ``logits`` are the policy's (π = softmax(logits)), ``ref_logits`` the reference's; any
+    shift of a row leaves it unchanged (log-probabilities work as logits). ``direction=
+    "KL(ref||pi)"`` gives KL(π_ref‖π) (klest's names ``"KL(q||p)"``/``"KL(p||q)"`` work too,
+    q being the policy). Positions are processed ``chunk_size`` at a time (default: as many
+    as fit 2**20 float64 entries, 8 MB per working array), each chunk in float64. numpy
+    input gives a float64 ndarray; torch input a tensor of the inputs' floating dtype,
+    differentiable with respect to both logits (first-order gradients).
+
+    >>> import numpy as np
+    >>> from klest import rl
+    >>> a = np.log([[0.5, 0.5], [0.9, 0.1]])
+    >>> b = np.log([[0.5, 0.5], [0.5, 0.5]])
+    >>> rl.full_kl(a, b).round(6)
+    array([0.      , 0.368064])
+    >>> rl.full_kl(a, b, direction="KL(ref||pi)").round(6)
+    array([0.      , 0.510826])
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}")
+    _, vocab = _check(logits, ref_logits)
+    rows = _rows_per_chunk(chunk_size, vocab)
+    a, b = (ref_logits, logits) if DIRECTIONS[direction] else (logits, ref_logits)
+    if is_tensor(a) or is_tensor(b):
+        return _torch_full_kl(a, b, rows)
+    return _numpy_full_kl(np.asarray(a), np.asarray(b), rows)
+
+
+def penalty_full(
+    logprob: Any,
+    ref_logprob: Any,
+    *,
+    logits: Any = None,
+    ref_logits: Any = None,
+    chunk_size: int | None = None,
+) -> Any:
+    """The ``full`` kind of ``kl_penalty``: full_kl from ``logits=``/``ref_logits=`` or, when
+    they are not given, from ``logprob``/``ref_logprob`` holding the whole vocabulary's
+    log-probabilities (shape (..., V), as TRL's legacy ``kl_penalty="full"`` takes them)."""
+    if (logits is None) != (ref_logits is None):
+        raise ValueError("kind 'full': give both logits= and ref_logits=, or neither")
+    if logits is None:
+        if logprob is None or ref_logprob is None:
+            raise ValueError("kind 'full' needs full-vocabulary logits (logits=, ref_logits=)")
+        return full_kl(logprob, ref_logprob, chunk_size=chunk_size)
+    for name, x in (("logprob", logprob), ("ref_logprob", ref_logprob)):
+        if x is not None and tuple(np.shape(x)) != tuple(np.shape(logits))[:-1]:
+            raise ValueError(
+                f"kind 'full': {name} has shape {tuple(np.shape(x))} but the logits have "
+                f"{tuple(np.shape(logits))}; expected {name} of shape logits.shape[:-1]"
+            )
+    return full_kl(logits, ref_logits, chunk_size=chunk_size)
