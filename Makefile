@@ -29,6 +29,11 @@ lint: $(VENV)/.installed-dev
 test: lint
 	$(BIN)/python -m pytest
 
+# re-execute notebooks/NN_*.ipynb in place with the full sample sizes (stores their outputs)
+.PHONY: notebooks
+notebooks: $(VENV)/.installed-dev
+	$(BIN)/python notebooks/run_notebooks.py
+
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format klest tests benchmarks
 	$(BIN)/ruff check --fix klest tests benchmarks

@@ -215,10 +215,13 @@ def _tail(f: _Integrand, points: np.ndarray, end: float) -> tuple[bool, float, i
     if not converges:
         where = ("+inf" if end > 0 else "-inf") if infinite_end else f"{end:g}"
         power = "|x|" if infinite_end else f"|x - {end:g}|"
-        reason = (
-            f"q(x)·g(x) behaves like {power}^{exponent:.3f} as x -> {where}, "
-            "which is not integrable"
-        )
+        if infinite_end and exponent > 50:
+            shape = "grows faster than any power of |x|"
+        elif infinite_end and exponent > -_SLOPE_MARGIN:
+            shape = f"does not decay (behaves like {power}^{exponent:.3f})"
+        else:
+            shape = f"behaves like {power}^{exponent:.3f}"
+        reason = f"q(x)·g(x) {shape} as x -> {where}, which is not integrable"
         return False, sign, len(points), math.inf, reason
     # remainder bound beyond point k, valid where every later local slope is integrable
     with np.errstate(all="ignore"):

@@ -207,8 +207,9 @@ class SimulationResult:
                     "exact_rel_bias": float(ex.rel_bias) if ex else math.nan,
                     "exact_rel_std": float(ex.rel_std) if ex else math.nan,
                     "exact_method": ex.method if ex else "",
+                    # NaN, not ±inf, when the estimator is constant (se_mean = 0)
                     "z_mean": _ratio(mom["mean"] - float(ex.mean), mom["se_mean"])
-                    if ex
+                    if ex and mom["se_mean"] > 0
                     else math.nan,
                     "note": "; ".join(
                         t for t in (self.notes.get(name, ""), self.exact_notes[name]) if t

@@ -62,7 +62,9 @@ def kernel_environment(*, fast: bool) -> dict[str, str]:
     return env
 
 
-def execute(path: Path, *, fast: bool = False, timeout: int = CELL_TIMEOUT) -> nbformat.NotebookNode:
+def execute(
+    path: Path, *, fast: bool = False, timeout: int = CELL_TIMEOUT
+) -> nbformat.NotebookNode:
     """Run the notebook at ``path`` top to bottom in a fresh kernel; return it with outputs.
 
     Raises ``nbclient.exceptions.CellExecutionError`` at the first cell that fails.

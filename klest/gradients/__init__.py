@@ -2,6 +2,17 @@
 
 from klest.gradients.coefficients import PLACEMENTS, gradient_coefficient, placement_info
 from klest.gradients.fixed_point import FixedPoint, fixed_point
+from klest.gradients.gaussian import (
+    gaussian_expected_gradient,
+    gaussian_gradient_covariance_trace,
+    gaussian_true_gradient,
+)
+from klest.gradients.monte_carlo import (
+    ROUTES,
+    MonteCarloGradient,
+    gaussian_monte_carlo_gradient,
+    monte_carlo_gradient,
+)
 from klest.gradients.softmax import (
     expected_gradient,
     gradient_covariance_trace,
@@ -9,15 +20,32 @@ from klest.gradients.softmax import (
     per_sample_gradients,
     true_gradient,
 )
+from klest.gradients.tables import (
+    coefficient_table,
+    fixed_point_table,
+    gaussian_gradient_table,
+    gradient_table,
+)
 
 __all__ = [
     "PLACEMENTS",
+    "ROUTES",
     "FixedPoint",
+    "MonteCarloGradient",
+    "coefficient_table",
     "expected_gradient",
     "fixed_point",
+    "fixed_point_table",
+    "gaussian_expected_gradient",
+    "gaussian_gradient_covariance_trace",
+    "gaussian_gradient_table",
+    "gaussian_monte_carlo_gradient",
+    "gaussian_true_gradient",
     "gradient_coefficient",
     "gradient_covariance_trace",
+    "gradient_table",
     "kl_pair",
+    "monte_carlo_gradient",
     "per_sample_gradients",
     "placement_info",
     "true_gradient",

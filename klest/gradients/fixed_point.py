@@ -207,7 +207,8 @@ def fixed_point(
     def u_of(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         log_pi = log_softmax(z)
         c = gradient_coefficient(log_ref - log_pi, estimator=est, placement=placement)
-        return r - b * c, log_pi
+        with np.errstate(over="ignore", invalid="ignore"):  # k3 as a reward: c ~ exp(l)
+            return r - b * c, log_pi
 
     def residual(z: np.ndarray) -> float:
         u, log_pi = u_of(z)
