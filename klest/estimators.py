@@ -52,6 +52,9 @@ class Target:
     label: str
     f_of_log_ratio: ArrayFn | None = field(default=None, compare=False)
     f_terms: tuple[Term, ...] | None = None
+    #: lim f(t)/t as t -> inf: what each unit of p's mass outside q's support adds to
+    #: D_f(p||q) (then E_q[f(r)] alone misses it, and the estimator is biased)
+    f_slope_at_infinity: float = math.inf
 
 
 KL_QP = Target("kl_qp", "KL(q||p)")
@@ -287,6 +290,7 @@ def f_divergence(
     aliases: tuple[str, ...] = (),
     log_abs_fn: ArrayFn | None = None,
     kinks: tuple[float, ...] = (),
+    f_slope_at_infinity: float = math.inf,
 ) -> Estimator:
     """Build the estimator f(r) - f'(1)(r - 1) of D_f(p||q) = E_q[f(r)] (not registered).
 
@@ -308,7 +312,7 @@ def f_divergence(
     terms = None
     if f_terms is not None:
         terms = (*f_terms, (-slope, 0, 1.0), (slope, 0, 0.0)) if slope else f_terms
-    target = Target("f_divergence", target_label, f_of_log_ratio, f_terms)
+    target = Target("f_divergence", target_label, f_of_log_ratio, f_terms, f_slope_at_infinity)
     return Estimator(
         name=name,
         fn=fn,
@@ -435,6 +439,7 @@ register(
         formula="(sqrt(r) - 1)^2 / 2",
         f_terms=((0.5, 0, 1.0), (-1.0, 0, 0.5), (0.5, 0, 0.0)),
         aliases=("hellinger",),
+        f_slope_at_infinity=0.5,
     )
 )
 register(
@@ -445,6 +450,7 @@ register(
         target_label="TV(p,q)",
         formula="|r - 1| / 2",
         aliases=("tv",),
+        f_slope_at_infinity=0.5,
         log_abs_fn=_tv_log_abs,
         kinks=(0.0,),
     )

@@ -128,6 +128,18 @@ def _numerical_moments(
     q: Distribution, p: Distribution, est: _estimators.Estimator
 ) -> tuple[Any, Any, str, Any, str]:
     """(mean, var, method, abs_error, note) by enumeration or quadrature, in two passes."""
+    if not p.support.contains(q.support) and not q.batch_shape:
+        # q puts mass where p has none: log r = -inf there. Estimators that are infinite at
+        # l = -inf (k1, k2, k3, abs) have an infinite mean; the others stay finite.
+        at_zero_ratio = float(est(np.array([-np.inf]))[0])
+        if math.isinf(at_zero_ratio):
+            method = "enumeration" if q.discrete else "quadrature"
+            note = (
+                f"q puts mass outside p's support ({q.support.describe()} is not inside "
+                f"{p.support.describe()}): log r = -inf there and {est.name} = "
+                f"{at_zero_ratio:g}, so its mean and variance are infinite"
+            )
+            return at_zero_ratio, math.inf, method, 0.0, note
     log_ratio = _log_ratio_fn(q, p)
 
     def g(x: np.ndarray) -> np.ndarray:
@@ -175,7 +187,20 @@ def _truth(q: Distribution, p: Distribution, est: _estimators.Estimator) -> Any:
         log_abs_fn=est.log_abs_fn,
         kinks=est.kinks,
     )
-    return _moments(q, p, f_est, need_var=False)[0]
+    truth = _moments(q, p, f_est, need_var=False)[0]
+    if q.support.contains(p.support) or p.batch_shape or q.batch_shape:
+        return truth
+    # p has mass outside q's support, which E_q[f(r)] cannot see: that mass is
+    # 1 - E_q[r], and each unit of it adds lim f(t)/t to D_f(p||q).
+    ratio = _estimators.Estimator(
+        name="r", fn=np.exp, target=target, unbiased=True, nonnegative=True,
+        source="likelihood ratio", formula="r", terms=((1.0, 0, 1.0),),
+    )  # fmt: skip
+    missing = 1.0 - float(_moments(q, p, ratio, need_var=False)[0])
+    if missing <= 1e-12:
+        return truth
+    return truth + (math.inf if math.isinf(target.f_slope_at_infinity) else
+                    target.f_slope_at_infinity * missing)  # fmt: skip
 
 
 METHODS = ("auto", "closed_form", "quadrature", "enumeration")

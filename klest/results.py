@@ -141,6 +141,13 @@ class SimulationResult:
         s = self.stats
         for i, name in enumerate(self.estimators):
             ex = self.exact.get(name)
+            if ex is not None and not np.isfinite(ex.mean).all():
+                notes[name] = (
+                    "the exact mean is infinite, so the sample mean, std and their error bars "
+                    f"do not converge ({ex.note or 'E = inf'})"
+                )
+                alarming.append(name)
+                continue
             if ex is not None and math.isinf(float(np.max(ex.var))):
                 notes[name] = (
                     "the exact variance is infinite, so the sample std and its error bar do "

@@ -163,3 +163,30 @@ def test_identical_distributions_have_zero_everything() -> None:
         m = exact_moments(klest.Gamma(shape=2.0, rate=1.0), klest.Gamma(shape=2.0, rate=1.0), name)
         assert m.truth == 0.0
         assert abs(m.mean) < 1e-12 and m.var < 1e-20
+
+
+def test_q_outside_p_support_gives_infinite_mean_for_estimators_infinite_at_zero_ratio() -> None:
+    q, p = klest.Uniform(low=0.0, high=1.0), klest.Uniform(low=0.5, high=3.0)
+    for name in ("k1", "k2", "k3", "abs"):
+        m = exact_moments(q, p, name)
+        assert m.mean == math.inf and m.var == math.inf
+        assert "outside p's support" in m.note
+    # total variation stays finite: |r - 1|/2 = 1/2 where p = 0
+    assert math.isfinite(exact_moments(q, p, "total_variation").mean)
+
+
+def test_f_divergence_truth_counts_p_mass_outside_q_support() -> None:
+    # q = U(0,1), p = U(0.5,3): TV = (0.5 + 0.3 + 0.8)/2 = 0.8, H^2 = 1 - 0.5*sqrt(0.4),
+    # chi2(p||q) = inf; E_q[f(r)] alone sees only [0, 1] (0.4 for TV), so the estimators
+    # are biased by exactly the missing mass times lim f(t)/t.
+    q, p = klest.Uniform(low=0.0, high=1.0), klest.Uniform(low=0.5, high=3.0)
+    tv = exact_moments(q, p, "total_variation")
+    assert tv.truth == pytest.approx(0.8, rel=1e-12) and tv.mean == pytest.approx(0.4)
+    hellinger = exact_moments(q, p, "squared_hellinger")
+    assert hellinger.truth == pytest.approx(1 - 0.5 * math.sqrt(0.4), rel=1e-12)
+    assert exact_moments(q, p, "pearson_chi2").truth == math.inf
+    # TV is symmetric: swapping q and p (each has mass outside the other's support) agrees
+    assert exact_moments(p, q, "total_variation").truth == pytest.approx(0.8, rel=1e-12)
+    # nested supports: p = U(0.5, 1) << q = U(0, 1), nothing is missing, TV = 0.5
+    nested = exact_moments(q, klest.Uniform(low=0.5, high=1.0), "total_variation")
+    assert nested.truth == pytest.approx(0.5, rel=1e-12)
