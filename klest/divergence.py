@@ -37,7 +37,7 @@ class KLResult:
 
     ``method`` is one of ``closed_form``, ``quadrature``, ``enumeration``, ``series`` or
     ``support`` (infinite because a's support is not contained in b's); ``abs_error`` bounds
-    the numerical error (0.0 for closed forms and enumeration).
+    the numerical error (0.0 for closed forms; a rounding bound for enumeration).
     """
 
     value: float | np.ndarray

@@ -15,8 +15,8 @@ class Expectation:
 
     ``value`` is a float (or an ndarray over a Categorical's batch dimensions).
     ``abs_error`` bounds |value - exact|: the quadrature error estimate, the tail bound of a
-    truncated series, or 0 for a finite enumeration. ``finite`` is False when the integral
-    diverges (then ``value`` is +inf or -inf and ``reason`` says why).
+    truncated series, or the rounding bound of a finite enumeration. ``finite`` is False when
+    the integral diverges (then ``value`` is +inf or -inf and ``reason`` says why).
     """
 
     value: float | np.ndarray

@@ -9,4 +9,3 @@ from klest.closed_forms import (
     gaussian,  # noqa: F401
     normal,  # noqa: F401
 )
-# (family groups register below)
