@@ -12,6 +12,7 @@ c(l) ∇log π (no torch needed, but then only the enumeration is checked, not c
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,19 +165,26 @@ def monte_carlo_gradient(
         raise ValueError(f"logits must be 1-D for monte_carlo_gradient; got shape {log_pi.shape}")
     pi = np.exp(log_pi)
     z = np.asarray(logits, dtype=np.float64)
-    blocks = []
-    for start in range(0, n, block):
-        actions = rng.choice(len(pi), size=min(block, n - start), p=pi / pi.sum())
+
+    def one_block(size: int) -> np.ndarray:
+        actions = rng.choice(len(pi), size=size, p=pi / pi.sum())
         if backend == "numpy":
             c = gradient_coefficient(
                 log_ref[actions] - log_pi[actions], estimator=est, placement=placement
             )
-            grads = c[:, None] * (np.eye(len(pi))[actions] - pi)
-        elif backend == "torch":
-            grads = _torch_softmax_block(z, log_ref, actions, est.name, placement)
-        else:
-            raise ValueError(f"backend must be 'torch' or 'numpy'; got {backend!r}")
-        blocks.append(grads)
+            return c[:, None] * (np.eye(len(pi))[actions] - pi)
+        return _torch_softmax_block(z, log_ref, actions, est.name, placement)
+
+    return _in_blocks(one_block, n, block, backend)
+
+
+def _in_blocks(
+    one_block: Callable[[int], np.ndarray], n: int, block: int, backend: str
+) -> MonteCarloGradient:
+    """Per-sample gradients of n draws, ``block`` at a time, summarised."""
+    if backend not in ("numpy", "torch"):
+        raise ValueError(f"backend must be 'torch' or 'numpy'; got {backend!r}")
+    blocks = [one_block(min(block, n - start)) for start in range(0, n, block)]
     return _summarise(blocks, backend)
 
 
@@ -219,21 +227,18 @@ def gaussian_monte_carlo_gradient(
     """
     est, _ = _resolve(estimator, placement)
     n, rng = _check_n(n), _generator(rng)
-    blocks = []
-    for start in range(0, n, block):
-        x = policy.sample(rng, min(block, n - start))
+
+    def one_block(size: int) -> np.ndarray:
+        x = policy.sample(rng, size)
         if backend == "numpy":
             zs = (x - policy.loc) / policy.scale
             c = gradient_coefficient(
                 ref.log_prob(x) - policy.log_prob(x), estimator=est, placement=placement
             )
-            grads = c[:, None] * np.stack([zs / policy.scale, zs * zs - 1.0], axis=1)
-        elif backend == "torch":
-            grads = _torch_gaussian_block(policy, ref, x, est.name, placement)
-        else:
-            raise ValueError(f"backend must be 'torch' or 'numpy'; got {backend!r}")
-        blocks.append(grads)
-    return _summarise(blocks, backend)
+            return c[:, None] * np.stack([zs / policy.scale, zs * zs - 1.0], axis=1)
+        return _torch_gaussian_block(policy, ref, x, est.name, placement)
+
+    return _in_blocks(one_block, n, block, backend)
 
 
 def _torch_gaussian_block(

@@ -330,16 +330,7 @@ def compare_sequence_estimators(
         se = math.sqrt(mc_var / n)
         rows.append(
             {
-                "estimator": spec.name,
-                "kind": spec.kind,
-                "base": spec.base,
-                "sampler": spec.sampler,
-                "weighting": spec.weighting,
-                "unbiased": spec.unbiased,
-                "truth": truth,
-                "exact_mean": mean,
-                "exact_var": var,
-                "exact_bias": mean - truth,
+                **_exact_columns(spec, truth, mean, var),
                 "mc_mean": mc_mean,
                 "mc_var": mc_var,
                 "se_mean": se,
@@ -348,6 +339,24 @@ def compare_sequence_estimators(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _exact_columns(
+    spec: SequenceEstimator, truth: float, mean: float, var: float
+) -> dict[str, object]:
+    """The columns shared by both comparison tables: the estimator and its exact moments."""
+    return {
+        "estimator": spec.name,
+        "kind": spec.kind,
+        "base": spec.base,
+        "sampler": spec.sampler,
+        "weighting": spec.weighting,
+        "unbiased": spec.unbiased,
+        "truth": truth,
+        "exact_mean": mean,
+        "exact_var": var,
+        "exact_bias": mean - truth,
+    }
 
 
 def variance_vs_length(
@@ -380,16 +389,7 @@ def variance_vs_length(
             rows.append(
                 {
                     "length": int(length),
-                    "estimator": spec.name,
-                    "kind": spec.kind,
-                    "base": spec.base,
-                    "sampler": spec.sampler,
-                    "weighting": spec.weighting,
-                    "unbiased": spec.unbiased,
-                    "truth": truth,
-                    "exact_mean": mean,
-                    "exact_var": var,
-                    "exact_bias": mean - truth,
+                    **_exact_columns(spec, truth, mean, var),
                     "rel_std": math.sqrt(max(var, 0.0)) / truth if truth > 0 else math.nan,
                 }
             )
