@@ -98,21 +98,16 @@ def _numerical_method(a: Distribution, b: Distribution) -> str | None:
     return None
 
 
-def _log_ratio_integrand(a: Distribution, b: Distribution) -> Callable[[np.ndarray], np.ndarray]:
+def _numerical(a: Distribution, b: Distribution) -> KLResult:
+    from klest.log_ratio import log_ratio_function
+    from klest.numerics import expect
+
+    log_ratio = log_ratio_function(a, b)  # log b - log a
+
     def integrand(x: np.ndarray) -> np.ndarray:
-        return a.log_prob(x) - b.log_prob(x)
+        return -log_ratio(x)
 
-    return integrand
-
-
-def _numerical(a: Distribution, b: Distribution, method: str) -> KLResult:
-    integrand = _log_ratio_integrand(a, b)
-    if method == "quadrature":
-        from klest.quadrature import expect_continuous as expect
-    else:
-        from klest.enumeration import expect_discrete as expect
-    kwargs = {"breaks": b.breakpoints()} if method == "quadrature" else {}
-    res = expect(a, integrand, **kwargs)
+    res = expect(a, integrand, breaks=b.breakpoints())
     if not res.finite:
         return KLResult(_as_value(res.value), res.method, res.abs_error)
 
@@ -122,7 +117,9 @@ def _numerical(a: Distribution, b: Distribution, method: str) -> KLResult:
         with np.errstate(invalid="ignore"):
             return np.abs(a.log_prob(x)) + np.abs(b.log_prob(x))
 
-    rounding = 4.0 * np.finfo(float).eps * np.abs(expect(a, magnitude).value)
+    rounding = (
+        4.0 * np.finfo(float).eps * np.abs(expect(a, magnitude, breaks=b.breakpoints()).value)
+    )
     return KLResult(_as_value(res.value), res.method, res.abs_error + rounding)
 
 
@@ -163,7 +160,7 @@ def kl_result(a: Distribution, b: Distribution, method: str = "auto") -> KLResul
                 f"KL by {method} is not possible for the pair {_pair(a, b)}; "
                 f"available: {', '.join(available) or 'none'}"
             )
-        return _numerical(a, b, method)
+        return _numerical(a, b)
     raise NoKLMethodError(f"no method computes KL for the pair {_pair(a, b)}")
 
 

@@ -20,7 +20,8 @@ import numpy as np
 from klest import estimators as _estimators
 from klest.distributions.base import Distribution
 from klest.divergence import kl_result
-from klest.numerics import Expectation
+from klest.log_ratio import log_ratio_function
+from klest.numerics import Expectation, expect
 
 __all__ = ["ExactMoments", "NoExactMethodError", "exact_moments"]
 
@@ -96,14 +97,6 @@ def _is_gaussian(d: Distribution) -> bool:
     return d.family in ("normal", "multivariate_normal")
 
 
-def _log_ratio_fn(q: Distribution, p: Distribution) -> Callable[[np.ndarray], np.ndarray]:
-    def log_ratio(x: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore"):
-            return p.log_prob(x) - q.log_prob(x)
-
-    return log_ratio
-
-
 def _numerical_expectation(
     q: Distribution,
     p: Distribution,
@@ -111,17 +104,9 @@ def _numerical_expectation(
     g: Callable[[np.ndarray], np.ndarray],
     log_abs_g: Callable[[np.ndarray], np.ndarray] | None,
 ) -> Expectation:
-    if q.discrete:
-        from klest.enumeration import expect_discrete
-
-        return expect_discrete(q, g, log_abs_g=log_abs_g)
-    from klest.quadrature import expect_continuous
-
     # split where p's density has kinks and where the log-ratio crosses the estimator's kinks
-    level_sets = (_log_ratio_fn(q, p), est.kinks) if est.kinks else None
-    return expect_continuous(
-        q, g, log_abs_g=log_abs_g, breaks=p.breakpoints(), level_sets=level_sets
-    )
+    level_sets = (log_ratio_function(q, p), est.kinks) if est.kinks else None
+    return expect(q, g, log_abs_g=log_abs_g, breaks=p.breakpoints(), level_sets=level_sets)
 
 
 def _numerical_moments(
@@ -140,7 +125,7 @@ def _numerical_moments(
                 f"{at_zero_ratio:g}, so its mean and variance are infinite"
             )
             return at_zero_ratio, math.inf, method, 0.0, note
-    log_ratio = _log_ratio_fn(q, p)
+    log_ratio = log_ratio_function(q, p)
 
     def g(x: np.ndarray) -> np.ndarray:
         return est(log_ratio(x))

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["Expectation"]
+if TYPE_CHECKING:
+    from klest.distributions.base import Distribution
+
+__all__ = ["Expectation", "expect"]
+
+ArrayFn = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -24,3 +31,25 @@ class Expectation:
     method: str
     finite: bool = True
     reason: str = ""
+
+
+def expect(
+    q: Distribution,
+    g: ArrayFn,
+    *,
+    log_abs_g: ArrayFn | None = None,
+    breaks: Sequence[float] = (),
+    level_sets: tuple[ArrayFn, Sequence[float]] | None = None,
+) -> Expectation:
+    """E_q[g(X)]: exact enumeration (or a series) for discrete q, quadrature for continuous q.
+
+    ``breaks`` and ``level_sets`` only matter to quadrature (see
+    :func:`klest.quadrature.expect_continuous`).
+    """
+    if q.discrete:
+        from klest.enumeration import expect_discrete
+
+        return expect_discrete(q, g, log_abs_g=log_abs_g)
+    from klest.quadrature import expect_continuous
+
+    return expect_continuous(q, g, log_abs_g=log_abs_g, breaks=breaks, level_sets=level_sets)
