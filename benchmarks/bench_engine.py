@@ -8,7 +8,9 @@ Prints draws/s and the ratios the engine issue asks for:
      q = N(0,1), p = N(1,1), estimators k1 + k2 + k3;
   2. engine 2 workers / engine 1 worker;
   3. engine / Schulman's one-shot torch snippet (if torch is installed) and / a naive
-     one-shot numpy + scipy.stats.norm.logpdf version;
+     one-shot numpy + scipy.stats.norm.logpdf version: one core against one core (engine
+     1 worker, torch 1 thread), and two against two (engine 2 workers, torch 2 threads:
+     the whole of the 2-core machine the targets were set on);
   4. peak resident memory of a whole run in a fresh process, for two n (constant in n);
   5. Categorical over a 131,072-entry vocabulary: inverse-CDF sampling rate and engine rate.
 """
@@ -26,6 +28,7 @@ import warnings
 import numpy as np
 
 import klest
+from klest.fast_normal import standard_normal
 
 Q = klest.Normal(loc=0.0, scale=1.0)
 P = klest.Normal(loc=1.0, scale=1.0)
@@ -53,6 +56,17 @@ def raw_normal_rate(n: int, chunk: int) -> float:
     return (n // chunk) * chunk / best_of(3, run)
 
 
+def compiled_normal_rate(n: int, chunk: int) -> float:
+    """klest.fast_normal.standard_normal: the same stream as NumPy's, compiled."""
+    rng = np.random.default_rng(0)
+
+    def run() -> None:
+        for _ in range(n // chunk):
+            standard_normal(rng, chunk)
+
+    return (n // chunk) * chunk / best_of(3, run)
+
+
 def engine_rate(n: int, workers: int) -> float:
     def run() -> None:
         klest.simulate(Q, P, SCHULMAN, n=n, seed=0, workers=workers, exact=False, progress=False)
@@ -72,13 +86,13 @@ def numpy_one_shot_rate(n: int) -> float:
     return n / best_of(3, run)
 
 
-def torch_one_shot_rate(n: int) -> float | None:
+def torch_one_shot_rate(n: int, threads: int) -> float | None:
     try:
         import torch
         import torch.distributions as dis
     except ImportError:
         return None
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
 
     def run() -> None:  # Schulman's snippet, with p = N(1, 1)
         p = dis.Normal(loc=1, scale=1)
@@ -144,20 +158,26 @@ def main() -> None:
 
     print(f"cores: {os.cpu_count()}, n = {n:,}, block = {chunk:,}")
     results["raw_rate"] = raw = raw_normal_rate(n, chunk)
+    results["compiled_normal_rate"] = compiled = compiled_normal_rate(n, chunk)
     results["engine_1w_rate"] = one = engine_rate(n, 1)
     results["engine_2w_rate"] = two = engine_rate(n, 2)
-    print(f"raw standard_normal     {raw / 1e6:8.1f} M draws/s")
+    print(f"raw standard_normal     {raw / 1e6:8.1f} M draws/s   (NumPy, chunked, one core)")
+    print(f"klest's compiled one    {compiled / 1e6:8.1f} M draws/s   (same stream, bit for bit)")
     print(f"engine, 1 worker        {one / 1e6:8.1f} M draws/s   ratio to raw {one / raw:.2f}")
     print(f"engine, 2 workers       {two / 1e6:8.1f} M draws/s   ratio to 1 worker {two / one:.2f}")
 
     shot = 10_000_000 if not args.quick else 2_000_000
     results["numpy_one_shot_rate"] = npy = numpy_one_shot_rate(shot)
     print(f"numpy/scipy one-shot    {npy / 1e6:8.1f} M draws/s   engine 1w is {one / npy:.1f}x")
-    results["torch_one_shot_rate"] = tch = torch_one_shot_rate(shot)
-    if tch is None:
+    results["torch_one_shot_rate"] = tch = torch_one_shot_rate(shot, threads=1)
+    results["torch_one_shot_2_threads_rate"] = tch_two = torch_one_shot_rate(shot, threads=2)
+    if tch is None or tch_two is None:
         print("torch one-shot          (torch not installed)")
     else:
-        print(f"torch one-shot (1 thr)  {tch / 1e6:8.1f} M draws/s   engine 1w is {one / tch:.1f}x")
+        print(f"torch one-shot, 1 thr   {tch / 1e6:8.1f} M draws/s   engine 1w is {one / tch:.1f}x")
+        print(
+            f"torch one-shot, 2 thr   {tch_two / 1e6:8.1f} M draws/s   engine 2w is {two / tch_two:.1f}x"  # noqa: E501
+        )
 
     big, small = (2 * 10**8, 2 * 10**7) if not args.quick else (2 * 10**7, 2 * 10**6)
     for label, size in (("small", small), ("big", big)):

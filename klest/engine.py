@@ -27,7 +27,7 @@ from klest import estimators as _estimators
 from klest._malloc import tune_allocator
 from klest.distributions.base import Distribution
 from klest.log_ratio import log_ratio_function
-from klest.moments import Moments, block_moments, merge
+from klest.moments import Accumulator, Moments, merge
 from klest.results import SimulationResult
 
 __all__ = ["BLOCKS_PER_TASK", "DEFAULT_BLOCK_SIZE", "simulate"]
@@ -70,9 +70,10 @@ def block_values(plan: RunPlan, k: int) -> list[np.ndarray]:
     m = plan.block_length(k)
     x = plan.q.sample(block_generator(plan.seed, plan.case, k), m)
     log_ratio = log_ratio_function(plan.q, plan.p)(x, overwrite=True)
-    rows = [_estimators.get(name)(log_ratio) for name in plan.estimators]
     with np.errstate(over="ignore"):
-        rows.append(np.expm1(log_ratio))
+        ratio_minus_one = np.expm1(log_ratio)
+    rows = [_estimators.get(name).evaluate(log_ratio, ratio_minus_one) for name in plan.estimators]
+    rows.append(ratio_minus_one)
     return rows
 
 
@@ -116,22 +117,12 @@ def run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
 
 
 def _run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
-    may_be_negative = np.array(
-        [not _estimators.get(name).nonnegative for name in plan.estimators] + [True]
+    accumulator = Accumulator(
+        len(plan.estimators) + 1, plan.edges, HISTOGRAM_STRIDE, hist_rows=len(plan.estimators)
     )
-    total = None
     for k in range(first, first + count):
-        stats = block_moments(
-            block_values(plan, k),
-            plan.edges,
-            HISTOGRAM_STRIDE,
-            may_be_negative,
-            hist_rows=len(plan.estimators),
-            full_rows=len(plan.estimators),
-        )
-        total = stats if total is None else merge(total, stats)
-    assert total is not None
-    return total
+        accumulator.add(block_values(plan, k))
+    return accumulator.to_moments()
 
 
 def _histogram_edges(values: np.ndarray) -> np.ndarray | None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 
 __all__ = [
@@ -82,11 +83,23 @@ class Estimator:
     #: log-ratio values where the estimator is not smooth (|l| at 0, clamp edges); exact
     #: quadrature splits its pieces where the log-ratio crosses them
     kinks: tuple[float, ...] = ()
+    #: the same values computed from (l, expm1(l)): the engine computes expm1(l) = r - 1 once
+    #: per block for the control variate, and estimators built on it reuse it
+    given_expm1: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = field(
+        default=None, repr=False
+    )
 
     def __call__(self, log_ratio: Any) -> np.ndarray:
         lr = np.asarray(log_ratio, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
             return self.fn(lr)
+
+    def evaluate(self, log_ratio: np.ndarray, expm1_log_ratio: np.ndarray) -> np.ndarray:
+        """``self(log_ratio)``, reusing ``expm1_log_ratio`` = expm1(log_ratio) where it can."""
+        if self.given_expm1 is None:
+            return self(log_ratio)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.given_expm1(log_ratio, expm1_log_ratio)
 
     def log_abs(self, log_ratio: Any) -> np.ndarray:
         """log|estimator(l)|, finite even where the value itself overflows float64.
@@ -132,26 +145,36 @@ class Estimator:
 _K3_SERIES = tuple(1.0 / math.factorial(n) for n in range(2, 10))
 # k3(l) at |l| = 0.01002 is just above this, so every |l| < 0.01 uses the series
 _SERIES_SWITCH = 5.02e-5
+_K3_SERIES_FROM_HIGHEST = tuple(reversed(_K3_SERIES))
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _k3_from_expm1(expm1_l: np.ndarray, l: np.ndarray, out: np.ndarray) -> None:
+    # exp(l) - 1 - l < 5.02e-5 exactly when |l| < ~0.01: there the subtraction loses digits
+    # and the Taylor series takes over. The same test catches NaN (from l = +inf, where the
+    # series gives inf, or from NaN). Both branches are computed for every value and one is
+    # selected, so the loop vectorises.
+    c9, c8, c7, c6, c5, c4, c3, c2 = _K3_SERIES_FROM_HIGHEST
+    for i in range(l.shape[0]):
+        li = l[i]
+        direct = expm1_l[i] - li
+        series = (((((((c9 * li + c8) * li + c7) * li + c6) * li + c5) * li + c4) * li + c3) * li + c2) * li * li  # noqa: E501  # fmt: skip
+        out[i] = direct if direct >= _SERIES_SWITCH else series
+
+
+def k3_given_expm1(l: np.ndarray, expm1_l: np.ndarray) -> np.ndarray:
+    """exp(l) - 1 - l from l and expm1(l) (which the engine has already computed)."""
+    l = np.asarray(l, dtype=np.float64)
+    flat = np.ascontiguousarray(l).reshape(-1)
+    out = np.empty_like(flat)
+    _k3_from_expm1(np.ascontiguousarray(expm1_l, dtype=np.float64).reshape(-1), flat, out)
+    return out.reshape(l.shape)
 
 
 def expm1_minus_x(l: np.ndarray) -> np.ndarray:
     """exp(l) - 1 - l, accurate to a few ulp for every l (inf when exp(l) overflows)."""
-    out = np.expm1(l)
-    out -= l
-    # exp(l) - 1 - l < 5.02e-5 exactly when |l| < ~0.01: there the subtraction loses digits
-    # and a Taylor series takes over. The same test catches NaN (from l = +inf, or NaN).
-    redo = ~(out >= _SERIES_SWITCH)
-    if redo.any():
-        idx = np.flatnonzero(redo)
-        ls = l.ravel()[idx]
-        acc = np.zeros_like(ls)
-        for c in reversed(_K3_SERIES):
-            acc = acc * ls + c
-        fixed = acc * ls * ls
-        fixed[np.isposinf(ls)] = np.inf  # inf - inf would be nan
-        fixed[np.isnan(ls)] = np.nan
-        out.ravel()[idx] = fixed
-    return out
+    with np.errstate(over="ignore", invalid="ignore"):
+        return k3_given_expm1(l, np.expm1(l))
 
 
 def _k1(l: np.ndarray) -> np.ndarray:
@@ -366,6 +389,7 @@ register(
         source=SCHULMAN,
         formula="(r - 1) - log r",
         terms=((1.0, 0, 1.0), (-1.0, 0, 0.0), (-1.0, 1, 0.0)),
+        given_expm1=k3_given_expm1,
     )
 )
 register(

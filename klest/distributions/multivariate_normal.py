@@ -9,6 +9,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from klest.distributions.base import REAL, Distribution, Param, Support
+from klest.fast_normal import standard_normal
 
 _LOG_2PI = math.log(2.0 * math.pi)
 #: |cov - cov.T| may be this large relative to max|cov| (rounding from a product A @ A.T);
@@ -143,7 +144,7 @@ class MultivariateNormal(Distribution):
         return out.reshape(batch)[()]
 
     def _sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
-        z = rng.standard_normal((*size, self.dim))
+        z = standard_normal(rng, (*size, self.dim))  # rng.standard_normal(...), compiled
         return self._params["mean"] + z @ self._chol.T
 
     # ---- moments ---------------------------------------------------------------------

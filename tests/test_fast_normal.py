@@ -1,0 +1,67 @@
+"""klest.fast_normal must be NumPy's standard_normal, value for value and state for state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import klest
+from klest.engine import block_generator
+from klest.fast_normal import MIN_FAST_SIZE, scaled_normal, standard_normal
+
+
+def twin_generators(seed: int, key: tuple[int, ...]) -> tuple[np.random.Generator, ...]:
+    return tuple(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key)) for _ in "ab")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2020, 2**63 + 5])
+def test_same_stream_as_numpy_over_a_million_draws(seed: int) -> None:
+    ours, numpys = twin_generators(seed, (3, 7))
+    got = standard_normal(ours, 1_000_003)
+    assert np.array_equal(got, numpys.standard_normal(1_000_003))
+    # the ziggurat's tail branch (|x| > r = 3.654, about 260 per million) was exercised
+    assert np.count_nonzero(np.abs(got) > 3.6541528853610088) > 100
+
+
+@pytest.mark.parametrize("size", [MIN_FAST_SIZE - 1, MIN_FAST_SIZE, 65_536, (300, 7), (2, 3, 1000)])
+def test_shapes_and_sizes_match_numpy(size) -> None:
+    ours, numpys = twin_generators(11, (0,))
+    got = standard_normal(ours, size)
+    want = numpys.standard_normal(size)
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_generator_is_left_where_numpy_leaves_it() -> None:
+    ours, numpys = twin_generators(5, (1, 2))
+    # a buffered 32-bit half (from a float32 draw) must survive untouched
+    assert ours.random(dtype=np.float32) == numpys.random(dtype=np.float32)
+    standard_normal(ours, 100_000)
+    numpys.standard_normal(100_000)
+    assert ours.bit_generator.state == numpys.bit_generator.state
+    assert ours.random(dtype=np.float32) == numpys.random(dtype=np.float32)
+    assert ours.integers(0, 2**40, size=5).tolist() == numpys.integers(0, 2**40, size=5).tolist()
+    assert np.array_equal(standard_normal(ours, 50_000), numpys.standard_normal(50_000))
+
+
+def test_other_bit_generators_go_through_numpy() -> None:
+    ours, numpys = (np.random.Generator(np.random.Philox(9)) for _ in "ab")
+    assert np.array_equal(standard_normal(ours, 100_000), numpys.standard_normal(100_000))
+
+
+@pytest.mark.parametrize("size", [10, 100_000])
+def test_scaled_normal_is_multiply_then_add(size: int) -> None:
+    ours, numpys = twin_generators(4, (0, 0))
+    want = numpys.standard_normal(size)
+    want *= 1.7
+    want += -0.3
+    assert np.array_equal(scaled_normal(ours, size, 1.7, -0.3), want)
+
+
+def test_distributions_and_engine_blocks_use_the_numpy_stream() -> None:
+    q = klest.Normal(loc=2.0, scale=0.5)
+    want = block_generator(3, 1, 4).standard_normal(70_000) * 0.5 + 2.0
+    assert np.array_equal(q.sample(block_generator(3, 1, 4), 70_000), want)
+    mvn = klest.MultivariateNormal(mean=[0.0, 1.0], cov=[[1.0, 0.5], [0.5, 2.0]])
+    z = np.random.default_rng(8).standard_normal((40_000, 2))
+    expected = mvn.mean() + z @ np.linalg.cholesky([[1.0, 0.5], [0.5, 2.0]]).T
+    assert np.allclose(mvn.sample(np.random.default_rng(8), 40_000), expected, rtol=0, atol=1e-12)

@@ -1,0 +1,125 @@
+"""The compiled accumulator against plain two-pass NumPy statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from klest.moment_kernels import TILE
+from klest.moments import Accumulator, block_moments, merge
+
+
+def reference(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-row statistics over finite values, co-moments over jointly finite draws (NumPy)."""
+    finite = np.isfinite(values)
+    out: dict[str, list] = {k: [] for k in ("count", "mean", "m2", "m3", "m4", "min", "max", "neg")}
+    for row, ok in zip(values, finite, strict=True):
+        v = row[ok]
+        d = v - v.mean()
+        for key, value in zip(
+            out,
+            (v.size, v.mean(), (d**2).sum(), (d**3).sum(), (d**4).sum(), v.min(), v.max(),
+             (v < 0).sum()),
+            strict=True,
+        ):  # fmt: skip
+            out[key].append(value)
+    joint = values[:, finite.all(axis=0)]
+    centred = joint - joint.mean(axis=1, keepdims=True)
+    result = {k: np.array(v) for k, v in out.items()}
+    result["joint_count"] = np.array(joint.shape[1])
+    result["comoment"] = centred @ centred.T
+    return result
+
+
+def assert_matches(stats, values: np.ndarray, rtol: float = 1e-12) -> None:
+    ref = reference(values)
+    scale = np.sqrt(ref["m2"] / ref["count"])  # absolute tolerances in units of the spread
+    assert stats.count.tolist() == ref["count"].tolist()
+    assert stats.nonfinite.tolist() == (values.shape[1] - ref["count"]).tolist()
+    assert np.allclose(stats.mean, ref["mean"], rtol=rtol, atol=rtol * scale.max())
+    for key, power in (("m2", 2), ("m3", 3), ("m4", 4)):
+        n_scale = ref["count"] * scale**power
+        assert np.allclose(getattr(stats, key), ref[key], rtol=rtol, atol=rtol * n_scale.max())
+    assert np.array_equal(stats.minimum, ref["min"])
+    assert np.array_equal(stats.maximum, ref["max"])
+    assert stats.negative.tolist() == ref["neg"].tolist()
+    assert stats.joint_count == int(ref["joint_count"])
+    assert np.allclose(stats.comoment, ref["comoment"], rtol=rtol, atol=rtol * np.abs(ref["comoment"]).max())  # noqa: E501  # fmt: skip
+
+
+@pytest.mark.parametrize("m", [1, 2, TILE - 1, TILE, TILE + 1, 5 * TILE + 17])
+def test_one_block_matches_two_pass_numpy(m: int) -> None:
+    rng = np.random.default_rng(m)
+    values = np.stack([rng.standard_normal(m), rng.gamma(0.5, 3.0, m) - 1.0, rng.standard_t(3, m)])
+    if m == 1:  # a single draw: no spread, every central sum 0
+        stats = block_moments(values, None, 1)
+        assert stats.m2.tolist() == [0.0] * 3 and stats.mean.tolist() == values[:, 0].tolist()
+        return
+    assert_matches(block_moments(values, None, 1), values)
+
+
+def test_blocks_folded_in_order_match_the_whole() -> None:
+    rng = np.random.default_rng(1)
+    values = np.stack([rng.exponential(size=50_000), rng.standard_normal(50_000) * 1e-3 + 5.0])
+    acc = Accumulator(2)
+    for a, b in ((0, 1), (1, 3000), (3000, 3001), (3001, 50_000)):
+        acc.add(values[:, a:b])
+    assert_matches(acc.to_moments(), values)
+    halves = [block_moments(values[:, a:b], None, 1) for a, b in ((0, 20_000), (20_000, 50_000))]
+    assert_matches(merge(*halves), values)
+
+
+def test_large_mean_against_small_spread_keeps_its_precision() -> None:
+    # raw power sums would lose every digit of the variance here
+    values = 1e8 + np.random.default_rng(2).standard_normal((1, 30_000))
+    stats = block_moments(values, None, 1)
+    ref = reference(values)
+    assert stats.m2[0] == pytest.approx(ref["m2"][0], rel=1e-8)
+    assert stats.m4[0] == pytest.approx(ref["m4"][0], rel=1e-6)
+
+
+def test_nonfinite_values_in_some_tiles() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((3, 4 * TILE + 100))
+    values[0, [5, TILE + 3, 4 * TILE + 50]] = [np.inf, -np.inf, np.nan]
+    values[1, [6, 2 * TILE]] = np.nan
+    values[2, :TILE] = np.inf  # a whole tile of one series
+    stats = block_moments(values, np.linspace(-4, 4, 17), 1)
+    assert_matches(stats, values)
+    assert stats.histogram.sum(axis=1).tolist() == np.isfinite(values).sum(axis=1).tolist()
+
+
+def test_a_series_with_no_finite_value() -> None:
+    values = np.array([[np.nan, np.inf, 1.0], [np.nan, np.nan, np.nan]])
+    stats = block_moments(values, None, 1)
+    assert stats.count.tolist() == [1, 0] and stats.nonfinite.tolist() == [2, 3]
+    assert stats.minimum[1] == np.inf and stats.maximum[1] == -np.inf
+    assert stats.joint_count == 0 and not stats.comoment.any()
+
+
+@pytest.mark.parametrize("stride", [1, 16])
+def test_histogram_counts_every_stride_th_draw(stride: int) -> None:
+    rng = np.random.default_rng(4)
+    values = rng.standard_normal((2, 3 * TILE + 5)) * 2.0
+    edges = np.linspace(-3.0, 3.0, 13)
+    acc = Accumulator(2, edges, stride, hist_rows=1)
+    acc.add(values[:, : TILE + 16])  # block boundaries at multiples of the stride
+    acc.add(values[:, TILE + 16 :])
+    hist = acc.to_moments().histogram
+    width = (edges[-1] - edges[0]) / 12
+    sampled = values[0, ::stride]
+    bins = np.clip(np.floor((sampled - edges[0]) * (1.0 / width)), -1, 12).astype(int) + 1
+    assert hist[0].tolist() == np.bincount(bins, minlength=14).tolist()
+    assert hist[1].sum() == 0  # only the first hist_rows series are histogrammed
+
+
+def test_bad_blocks_are_refused() -> None:
+    acc = Accumulator(2)
+    with pytest.raises(ValueError, match="expected 2 series"):
+        acc.add([np.zeros(3)])
+    with pytest.raises(ValueError, match="same number"):
+        acc.add([np.zeros(3), np.zeros(4)])
+    with pytest.raises(ValueError, match="at least one draw"):
+        acc.add([np.zeros(0), np.zeros(0)])
+    with pytest.raises(ValueError, match="hist_stride"):
+        Accumulator(1, None, 0)
