@@ -11,11 +11,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py $(wildcard klest/csrc/*)
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml setup.py $(wildcard klest/csrc/*)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
@@ -23,8 +23,8 @@ demo: $(VENV)/.installed
 	$(BIN)/klest demo
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check klest tests benchmarks
-	$(BIN)/ruff format --check klest tests benchmarks
+	$(BIN)/ruff check klest tests benchmarks setup.py
+	$(BIN)/ruff format --check klest tests benchmarks setup.py
 
 test: lint
 	$(BIN)/python -m pytest
@@ -35,8 +35,8 @@ notebooks: $(VENV)/.installed-dev
 	$(BIN)/python notebooks/run_notebooks.py
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff format klest tests benchmarks
-	$(BIN)/ruff check --fix klest tests benchmarks
+	$(BIN)/ruff format klest tests benchmarks setup.py
+	$(BIN)/ruff check --fix klest tests benchmarks setup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

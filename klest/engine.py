@@ -7,6 +7,11 @@ r - 1) is evaluated on the same draws, reduced to mergeable statistics
 blocks, so the merge tree depends on (n, block size) only: workers only choose which tasks
 they run, and the result is bit-identical for 1, 2 or 8 workers, a process pool or a Dask
 cluster. Memory is constant in n.
+
+The hot path is compiled (``klest/csrc/kernels.c``): normal draws bit-identical to NumPy's
+generator at ~3.5x its speed (:mod:`klest.fast_normal`), and the statistics of each block
+reduced tile by tile in cache (:class:`klest.moments.Accumulator`). What is left in NumPy is
+the log-ratio, expm1 (shared by r - 1 and k3) and any estimator without a compiled form.
 """
 
 from __future__ import annotations
@@ -65,16 +70,36 @@ def block_generator(seed: int, case: int, block: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(case, block)))
 
 
-def block_values(plan: RunPlan, k: int) -> list[np.ndarray]:
-    """Per-sample values of block k: one array per estimator, then one of r - 1."""
+def block_series(plan: RunPlan, k: int) -> tuple[list[np.ndarray | str], np.ndarray, np.ndarray]:
+    """Block k as the accumulator takes it: (series, log-ratio, expm1(log-ratio)).
+
+    ``series`` has one entry per estimator, then r - 1 = expm1(l) (computed once per block
+    and shared with the estimators built on it). An estimator with a ``computed_series``
+    is given by that name: the compiled accumulator computes its values tile by tile, in
+    cache, instead of reading them from memory.
+    """
     m = plan.block_length(k)
     x = plan.q.sample(block_generator(plan.seed, plan.case, k), m)
     log_ratio = log_ratio_function(plan.q, plan.p)(x, overwrite=True)
     with np.errstate(over="ignore"):
         ratio_minus_one = np.expm1(log_ratio)
-    rows = [_estimators.get(name).evaluate(log_ratio, ratio_minus_one) for name in plan.estimators]
-    rows.append(ratio_minus_one)
-    return rows
+    series: list[np.ndarray | str] = []
+    for name in plan.estimators:
+        estimator = _estimators.get(name)
+        series.append(estimator.computed_series or estimator.evaluate(log_ratio, ratio_minus_one))
+    series.append(ratio_minus_one)
+    return series, log_ratio, ratio_minus_one
+
+
+def block_values(plan: RunPlan, k: int) -> list[np.ndarray]:
+    """Per-sample values of block k: one array per estimator, then one of r - 1."""
+    series, log_ratio, ratio_minus_one = block_series(plan, k)
+    return [
+        _estimators.get(name).evaluate(log_ratio, ratio_minus_one)
+        if isinstance(entry, str)
+        else entry
+        for entry, name in zip(series, (*plan.estimators, ""), strict=True)
+    ]
 
 
 # BLAS must run on one thread while blocks are reduced: a multi-threaded dot product splits
@@ -121,7 +146,7 @@ def _run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
         len(plan.estimators) + 1, plan.edges, HISTOGRAM_STRIDE, hist_rows=len(plan.estimators)
     )
     for k in range(first, first + count):
-        accumulator.add(block_values(plan, k))
+        accumulator.add(*block_series(plan, k))
     return accumulator.to_moments()
 
 

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numba
 import numpy as np
+
+from klest import _native
 
 __all__ = [
     "KL_PQ",
@@ -88,6 +89,10 @@ class Estimator:
     given_expm1: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = field(
         default=None, repr=False
     )
+    #: a series the engine's compiled accumulator computes itself from l and expm1(l), bit
+    #: for bit ``fn``'s values (a key of ``klest._native.COMPUTED_SERIES``): the engine
+    #: then never writes this estimator's values to memory
+    computed_series: str | None = field(default=None, repr=False)
 
     def __call__(self, log_ratio: Any) -> np.ndarray:
         lr = np.asarray(log_ratio, dtype=np.float64)
@@ -140,34 +145,20 @@ class Estimator:
 # Stable elementwise forms
 # --------------------------------------------------------------------------------------
 
-# Taylor coefficients of expm1(l) - l = sum_{n>=2} l^n / n!, used for |l| < 1e-2 where the
-# subtraction would lose digits; truncation error there is below 1e-16 relative.
-_K3_SERIES = tuple(1.0 / math.factorial(n) for n in range(2, 10))
-# k3(l) at |l| = 0.01002 is just above this, so every |l| < 0.01 uses the series
-_SERIES_SWITCH = 5.02e-5
-_K3_SERIES_FROM_HIGHEST = tuple(reversed(_K3_SERIES))
-
-
-@numba.njit(nogil=True, cache=True, boundscheck=False)
-def _k3_from_expm1(expm1_l: np.ndarray, l: np.ndarray, out: np.ndarray) -> None:
-    # exp(l) - 1 - l < 5.02e-5 exactly when |l| < ~0.01: there the subtraction loses digits
-    # and the Taylor series takes over. The same test catches NaN (from l = +inf, where the
-    # series gives inf, or from NaN). Both branches are computed for every value and one is
-    # selected, so the loop vectorises.
-    c9, c8, c7, c6, c5, c4, c3, c2 = _K3_SERIES_FROM_HIGHEST
-    for i in range(l.shape[0]):
-        li = l[i]
-        direct = expm1_l[i] - li
-        series = (((((((c9 * li + c8) * li + c7) * li + c6) * li + c5) * li + c4) * li + c3) * li + c2) * li * li  # noqa: E501  # fmt: skip
-        out[i] = direct if direct >= _SERIES_SWITCH else series
-
 
 def k3_given_expm1(l: np.ndarray, expm1_l: np.ndarray) -> np.ndarray:
     """exp(l) - 1 - l from l and expm1(l) (which the engine has already computed)."""
     l = np.asarray(l, dtype=np.float64)
     flat = np.ascontiguousarray(l).reshape(-1)
     out = np.empty_like(flat)
-    _k3_from_expm1(np.ascontiguousarray(expm1_l, dtype=np.float64).reshape(-1), flat, out)
+    expm1_flat = np.ascontiguousarray(expm1_l, dtype=np.float64).reshape(-1)
+    if expm1_flat.shape != flat.shape:
+        raise ValueError(f"l and expm1(l) differ in size: {flat.size} and {expm1_flat.size}")
+    # exp(l) - 1 - l where that keeps its digits: where it is >= 5.02e-5, i.e. |l| >~ 0.01
+    # (k3 at |l| = 0.01002 is just above 5.02e-5). Below, the Taylor series
+    # sum_{n=2..9} l^n / n!, whose truncation error is under 1e-16 relative there
+    # (klest/csrc/kernels.c).
+    _native.k3_from_expm1(expm1_flat, flat, out)
     return out.reshape(l.shape)
 
 
@@ -364,6 +355,7 @@ register(
         formula="-log r",
         aliases=("kl",),
         terms=((-1.0, 1, 0.0),),
+        computed_series="negate",
     )
 )
 register(
@@ -377,6 +369,7 @@ register(
         formula="(log r)^2 / 2",
         aliases=("mse",),
         terms=((0.5, 2, 0.0),),
+        computed_series="half_square",
     )
 )
 register(
@@ -390,6 +383,7 @@ register(
         formula="(r - 1) - log r",
         terms=((1.0, 0, 1.0), (-1.0, 0, 0.0), (-1.0, 1, 0.0)),
         given_expm1=k3_given_expm1,
+        computed_series="k3",
     )
 )
 register(

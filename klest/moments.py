@@ -6,17 +6,25 @@ of negative and non-finite values, and a histogram on shared bins; and, over the
 *every* series is finite, the joint mean vector and co-moment matrix (for covariances between
 estimators). Two Moments merge exactly (Chan et al.'s pairwise update, extended to third and
 fourth moments by Pébay 2008); merging in a fixed order makes results bit-reproducible.
+
+An :class:`Accumulator` folds blocks of per-sample values into such statistics with the
+compiled kernel of ``klest/csrc/kernels.c`` (tiles of 1,024 draws reduced in the L1 cache,
+two-pass, in a fixed summation order whatever the SIMD width), and can compute k1, k2 and
+k3 itself from the log-ratio so that their values never travel through memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from klest import moment_kernels as kernels
+from klest import _native
 
-__all__ = ["Moments", "block_moments", "merge"]
+__all__ = ["Accumulator", "Moments", "block_moments", "merge"]
+
+_COUNT, _MEAN, _M2, _M3, _M4, _MINIMUM, _MAXIMUM, _NEGATIVE, _NONFINITE = range(len(_native.FIELDS))
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,10 @@ class Accumulator:
     ) -> None:
         if hist_stride < 1:
             raise ValueError(f"hist_stride must be >= 1, got {hist_stride}")
-        self.stats, self.joint, self.comoment = kernels.new_accumulator(n_series)
+        self.stats = np.zeros((n_series, len(_native.FIELDS)))
+        self.stats[:, _MINIMUM], self.stats[:, _MAXIMUM] = np.inf, -np.inf
+        self.joint = np.zeros(n_series + 1)  # [joint count, joint means...]
+        self.comoment = np.zeros((n_series, n_series))
         bins = 0 if edges is None else len(edges) - 1
         self.histogram = np.zeros((n_series, bins + 2 if bins else 0), dtype=np.int64)
         self._low = 0.0 if edges is None else float(edges[0])
@@ -70,36 +81,66 @@ class Accumulator:
         self._stride = int(hist_stride)
         self._hist_rows = n_series if hist_rows is None else int(hist_rows)
 
-    def add(self, values: np.ndarray | list[np.ndarray]) -> None:
-        """Fold in one block: an (E, m) array or a list of E rows of m values."""
-        rows = tuple(np.ascontiguousarray(row, dtype=np.float64) for row in values)
-        if len(rows) != len(self.stats):
-            raise ValueError(f"expected {len(self.stats)} series, got {len(rows)}")
-        m = len(rows[0])
+    def add(
+        self,
+        values: np.ndarray | Sequence[np.ndarray | str],
+        log_ratio: np.ndarray | None = None,
+        expm1_log_ratio: np.ndarray | None = None,
+    ) -> None:
+        """Fold in one block: an (E, m) array, or a list of E series of m values.
+
+        A series may also be named by its entry in ``klest._native.COMPUTED_SERIES``
+        ("negate", "half_square", "k3"): the compiled accumulator then computes its values
+        itself, tile by tile, from ``log_ratio`` and ``expm1_log_ratio`` (bit for bit the
+        values of k1, k2 and k3), so they never travel through memory.
+        """
+        series: list[np.ndarray | str] = []
+        for value in values:
+            if isinstance(value, str):
+                if value not in _native.COMPUTED_SERIES:
+                    valid = ", ".join(_native.COMPUTED_SERIES)
+                    raise ValueError(f"unknown computed series {value!r}; valid: {valid}")
+                series.append(value)
+            else:
+                series.append(np.ascontiguousarray(value, dtype=np.float64))
+        inputs = [
+            None if x is None else np.ascontiguousarray(x, dtype=np.float64)
+            for x in (log_ratio, expm1_log_ratio)
+        ]
+        if len(series) != len(self.stats):
+            raise ValueError(f"expected {len(self.stats)} series, got {len(series)}")
+        arrays = [s for s in series if not isinstance(s, str)]
+        arrays += [x for x in inputs if x is not None]
+        if not arrays:
+            raise ValueError("computed series need the log-ratio of the block")
+        m = len(arrays[0])
         if m == 0:
             raise ValueError("a block needs at least one draw")
-        if any(row.shape != (m,) for row in rows):
+        if any(array.shape != (m,) for array in arrays):
             raise ValueError("every series of a block needs the same number of 1-D values")
-        kernels.accumulate(
-            rows, self.stats, self.joint, self.comoment, self.histogram,
-            self._hist_rows, self._stride, self._low, self._width,
+        names = [s for s in series if isinstance(s, str)]
+        if names and (inputs[0] is None or ("k3" in names and inputs[1] is None)):
+            raise ValueError("computed series need the log-ratio (and for k3, its expm1)")
+        _native.accumulate(
+            series, inputs[0], inputs[1], self.stats, self.joint, self.comoment,
+            self.histogram, self._hist_rows, self._stride, self._low, self._width,
         )  # fmt: skip
 
     def to_moments(self) -> Moments:
         """The statistics so far, as an immutable (mergeable) :class:`Moments`."""
         s = self.stats
-        count = s[:, kernels.COUNT].astype(np.int64)
+        count = s[:, _COUNT].astype(np.int64)
         empty = count == 0
         return Moments(
             count=count,
-            mean=s[:, kernels.MEAN].copy(),
-            m2=s[:, kernels.M2].copy(),
-            m3=s[:, kernels.M3].copy(),
-            m4=s[:, kernels.M4].copy(),
-            minimum=np.where(empty, np.inf, s[:, kernels.MINIMUM]),
-            maximum=np.where(empty, -np.inf, s[:, kernels.MAXIMUM]),
-            negative=s[:, kernels.NEGATIVE].astype(np.int64),
-            nonfinite=s[:, kernels.NONFINITE].astype(np.int64),
+            mean=s[:, _MEAN].copy(),
+            m2=s[:, _M2].copy(),
+            m3=s[:, _M3].copy(),
+            m4=s[:, _M4].copy(),
+            minimum=np.where(empty, np.inf, s[:, _MINIMUM]),
+            maximum=np.where(empty, -np.inf, s[:, _MAXIMUM]),
+            negative=s[:, _NEGATIVE].astype(np.int64),
+            nonfinite=s[:, _NONFINITE].astype(np.int64),
             joint_count=int(self.joint[0]),
             joint_mean=self.joint[1:].copy(),
             comoment=self.comoment.copy(),

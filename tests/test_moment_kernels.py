@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from klest.moment_kernels import TILE
+from klest import _native, estimators
+from klest._native import TILE
 from klest.moments import Accumulator, block_moments, merge
 
 
@@ -123,3 +124,50 @@ def test_bad_blocks_are_refused() -> None:
         acc.add([np.zeros(0), np.zeros(0)])
     with pytest.raises(ValueError, match="hist_stride"):
         Accumulator(1, None, 0)
+
+
+def stats_tuple(stats) -> tuple:
+    return tuple(np.asarray(getattr(stats, f)).tobytes() for f in stats.__dataclass_fields__)
+
+
+def test_computed_series_equal_the_estimators_bit_for_bit() -> None:
+    rng = np.random.default_rng(5)
+    l = np.concatenate([rng.standard_normal(3 * TILE) * 3.0, rng.standard_normal(500) * 1e-3])
+    l[[7, TILE + 1, 2 * TILE + 9]] = [np.inf, -np.inf, np.nan]  # tiles with non-finite values
+    with np.errstate(over="ignore"):
+        em1 = np.expm1(l)
+    names = ("k1", "k2", "k3")
+    arrays = [estimators.get(n)(l) for n in names] + [em1]
+    computed = [estimators.get(n).computed_series for n in names] + [em1]
+    assert all(isinstance(c, str) for c in computed[:3])
+    edges = np.linspace(-3.0, 10.0, 41)
+    by_arrays, by_kernel = Accumulator(4, edges, 16, 3), Accumulator(4, edges, 16, 3)
+    by_arrays.add(arrays)
+    by_kernel.add(computed, l, em1)
+    assert stats_tuple(by_arrays.to_moments()) == stats_tuple(by_kernel.to_moments())
+
+
+def test_simd_variants_agree_bit_for_bit() -> None:
+    rng = np.random.default_rng(6)
+    values = np.stack([rng.standard_normal(10 * TILE + 13), rng.gamma(0.3, size=10 * TILE + 13)])
+    values[1, 5] = np.nan
+    results = []
+    try:
+        for level in range(_native.best_simd_level() + 1):
+            _native.set_simd_level(level)
+            results.append(stats_tuple(block_moments(values, np.linspace(-3, 3, 7), 16)))
+    finally:
+        _native.set_simd_level(_native.best_simd_level())
+    assert len(set(results)) == 1
+    with pytest.raises(ValueError, match="not supported"):
+        _native.set_simd_level(len(_native.SIMD_LEVELS))
+
+
+def test_computed_series_need_the_log_ratio() -> None:
+    acc = Accumulator(2)
+    with pytest.raises(ValueError, match="log-ratio"):
+        acc.add(["negate", np.zeros(3)])
+    with pytest.raises(ValueError, match="expm1"):
+        acc.add(["k3", np.zeros(3)], log_ratio=np.zeros(3))
+    with pytest.raises(ValueError, match="unknown computed series 'k9'"):
+        acc.add(["k9", np.zeros(3)], log_ratio=np.zeros(3))

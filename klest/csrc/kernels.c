@@ -1,0 +1,534 @@
+/* klest's compiled kernels, called through ctypes (klest/_native.py).
+ *
+ *  - klest_fill_normal: NumPy's Generator(PCG64).standard_normal, value for value: the PCG64
+ *    step (128-bit LCG, XSL-RR output) and NumPy's ziggurat, inlined into one loop.
+ *  - klest_accumulate: the engine's per-block statistics. A block is cut into tiles of
+ *    KLEST_TILE draws that stay in the L1 cache; each tile's mean, central power sums,
+ *    extremes, negatives and co-moments are computed there (two-pass) and merged into a
+ *    running accumulator in tile order (Chan et al.; Pebay 2008 for M3 and M4).
+ *  - klest_k3_from_expm1: exp(l) - 1 - l from l and expm1(l), with a Taylor series where the
+ *    subtraction would lose digits.
+ *
+ * Sums run over eight interleaved partial sums combined in a fixed order, held in SSE2, AVX2
+ * or AVX-512 registers as the CPU allows: the same bits on every machine, for any worker
+ * count. Built with -ffp-contract=off: a*b + c is always a multiply then an add, as in
+ * NumPy.
+ */
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ziggurat_tables.h"
+
+#define KLEST_TILE 1024
+#define KLEST_INLINE static inline __attribute__((always_inline))
+
+enum { COUNT, MEAN, M2, M3, M4, MINIMUM, MAXIMUM, NEGATIVE, NONFINITE, NFIELDS };
+
+/* ---------------------------------------------------------------------------------------- */
+/* PCG64 and the ziggurat                                                                    */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef unsigned __int128 u128;
+
+KLEST_INLINE uint64_t pcg64_next(u128 *state, u128 inc) {
+    static const u128 multiplier =
+        ((u128)2549297995355413924ULL << 64) | (u128)4865540595714422341ULL;
+    *state = *state * multiplier + inc;
+    uint64_t value = (uint64_t)(*state >> 64) ^ (uint64_t)*state;
+    unsigned rot = (unsigned)(*state >> 122);
+    return (value >> rot) | (value << ((-rot) & 63u));
+}
+
+KLEST_INLINE double pcg64_next_double(u128 *state, u128 inc) {
+    return (double)(int64_t)(pcg64_next(state, inc) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* The ziggurat's rare branches (0.7% of draws): the tail beyond r (Marsaglia's method) and
+ * the wedges. Kept out of line so that the common path keeps everything in registers. */
+typedef struct {
+    u128 state;
+    double x;
+    int accepted; /* 0: reject, draw again */
+} ziggurat_step;
+
+static __attribute__((noinline)) ziggurat_step ziggurat_rare(u128 state, u128 inc,
+                                                              uint64_t rabs, int idx,
+                                                              double x) {
+    ziggurat_step out = {state, x, 1};
+    if (idx == 0) {
+        for (;;) {
+            double xx = -ziggurat_nor_inv_r * log1p(-pcg64_next_double(&out.state, inc));
+            double yy = -log1p(-pcg64_next_double(&out.state, inc));
+            if (yy + yy > xx * xx) {
+                out.x = ((rabs >> 8) & 0x1) ? -(ziggurat_nor_r + xx) : ziggurat_nor_r + xx;
+                return out;
+            }
+        }
+    }
+    double u = pcg64_next_double(&out.state, inc);
+    out.accepted = (fi_double[idx - 1] - fi_double[idx]) * u + fi_double[idx] < exp(-0.5 * x * x);
+    return out;
+}
+
+/* out[j] = z_j * scale + loc (a multiply, then an add: NumPy's z *= scale; z += loc), with
+ * z_j NumPy's random_standard_normal. state = [hi, lo, inc_hi, inc_lo] of the PCG64 state;
+ * the new state is written back. */
+void klest_fill_normal(uint64_t *state, double *out, int64_t n, double scale, double loc) {
+    u128 s = ((u128)state[0] << 64) | state[1];
+    const u128 inc = ((u128)state[2] << 64) | state[3];
+    for (int64_t j = 0; j < n; j++) {
+        double x;
+        for (;;) {
+            uint64_t r = pcg64_next(&s, inc);
+            int idx = (int)(r & 0xff);
+            r >>= 8;
+            uint64_t rabs = (r >> 1) & 0x000fffffffffffffULL;
+            x = (double)(int64_t)rabs * wi_double[idx]; /* rabs < 2^52: exact either way */
+            /* x = -x when the sign bit is set, without a (50% mispredicted) branch */
+            uint64_t bits;
+            memcpy(&bits, &x, sizeof bits);
+            bits ^= (r & 0x1) << 63;
+            memcpy(&x, &bits, sizeof x);
+            if (rabs < ki_double[idx]) break; /* the rectangle: 99.3% of draws */
+            ziggurat_step step = ziggurat_rare(s, inc, rabs, idx, x);
+            s = step.state;
+            x = step.x;
+            if (step.accepted) break;
+        }
+        out[j] = x * scale + loc;
+    }
+    state[0] = (uint64_t)(s >> 64);
+    state[1] = (uint64_t)s;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* k3                                                                                        */
+/* ---------------------------------------------------------------------------------------- */
+
+/* exp(l) - 1 - l < 5.02e-5 exactly when |l| < ~0.01: there the subtraction loses digits and
+ * the Taylor series sum_{n=2..9} l^n / n! takes over. The same test catches NaN (from
+ * l = +inf, where the series gives inf, or from NaN). Both are computed and one selected,
+ * so the loop vectorises. */
+KLEST_INLINE double k3_value(double expm1_l, double l) {
+    const double c9 = 1.0 / 362880.0, c8 = 1.0 / 40320.0, c7 = 1.0 / 5040.0,
+                 c6 = 1.0 / 720.0, c5 = 1.0 / 120.0, c4 = 1.0 / 24.0, c3 = 1.0 / 6.0,
+                 c2 = 1.0 / 2.0;
+    double direct = expm1_l - l;
+    double series =
+        (((((((c9 * l + c8) * l + c7) * l + c6) * l + c5) * l + c4) * l + c3) * l + c2) * l * l;
+    return direct >= 5.02e-5 ? direct : series;
+}
+
+void klest_k3_from_expm1(const double *expm1_l, const double *l, double *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = k3_value(expm1_l[i], l[i]);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The accumulator                                                                           */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Tile sums in a fixed order, whatever the SIMD width: eight lanes, lane k summing the
+ * values at positions = k (mod 8), combined as ((0+1)+(2+3))+((4+5)+(6+7)). Each lane's
+ * arithmetic is the same IEEE operations in the same order whether the eight lanes are held
+ * in one AVX-512 register, two AVX2 registers or four SSE2 registers, so the three variants
+ * below give the same bits; the fastest the CPU supports is chosen at load time. */
+#define LANES 8
+
+typedef double v2d __attribute__((vector_size(16)));
+typedef int64_t v2l __attribute__((vector_size(16)));
+typedef double v4d __attribute__((vector_size(32)));
+typedef int64_t v4l __attribute__((vector_size(32)));
+typedef double v8d __attribute__((vector_size(64)));
+typedef int64_t v8l __attribute__((vector_size(64)));
+
+KLEST_INLINE double combine_lanes(const double *s) {
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* The three tile kernels for one vector type VD (W doubles; VL its mask type). */
+#define KLEST_TILE_KERNELS(SUFFIX, TARGET, VD, VL, W)                                       \
+    TARGET static double tile_sum_##SUFFIX(const double *v, int64_t t) {                    \
+        VD acc[LANES / W];                                                                  \
+        for (int u = 0; u < LANES / W; u++) acc[u] = (VD){0};                               \
+        int64_t i = 0;                                                                      \
+        for (; i + LANES <= t; i += LANES)                                                  \
+            for (int u = 0; u < LANES / W; u++) {                                           \
+                VD x;                                                                       \
+                memcpy(&x, v + i + u * W, sizeof x);                                        \
+                acc[u] += x;                                                                \
+            }                                                                               \
+        double lane[LANES];                                                                 \
+        memcpy(lane, acc, sizeof lane);                                                     \
+        for (int k = 0; i < t; i++, k++) lane[k] += v[i];                                   \
+        return combine_lanes(lane);                                                         \
+    }                                                                                       \
+                                                                                            \
+    /* S1..S4 about `center`, extremes, negatives; dev = v - center */                      \
+    TARGET static void tile_central_##SUFFIX(const double *v, int64_t t, double center,     \
+                                             double *dev, double *sums, double *lo_out,     \
+                                             double *hi_out, int64_t *negative_out) {       \
+        VD s1[LANES / W], s2[LANES / W], s3[LANES / W], s4[LANES / W], lo[LANES / W],       \
+            hi[LANES / W], neg[LANES / W];                                                  \
+        VD c, zero = (VD){0}, one, inf;                                                     \
+        for (int k = 0; k < W; k++) c[k] = center, one[k] = 1.0, inf[k] = INFINITY;         \
+        for (int u = 0; u < LANES / W; u++)                                                 \
+            s1[u] = s2[u] = s3[u] = s4[u] = neg[u] = zero, lo[u] = inf, hi[u] = -inf;       \
+        int64_t i = 0;                                                                      \
+        for (; i + LANES <= t; i += LANES)                                                  \
+            for (int u = 0; u < LANES / W; u++) {                                           \
+                VD x;                                                                       \
+                memcpy(&x, v + i + u * W, sizeof x);                                        \
+                VD d = x - c, d2 = d * d;                                                   \
+                memcpy(dev + i + u * W, &d, sizeof d);                                      \
+                s1[u] += d;                                                                 \
+                s2[u] += d2;                                                                \
+                s3[u] += d2 * d;                                                            \
+                s4[u] += d2 * d2;                                                           \
+                VL below = x < lo[u], above = x > hi[u], negative = x < zero;               \
+                lo[u] = (VD)(((VL)x & below) | ((VL)lo[u] & ~below));                       \
+                hi[u] = (VD)(((VL)x & above) | ((VL)hi[u] & ~above));                       \
+                neg[u] += (VD)((VL)one & negative);                                         \
+            }                                                                               \
+        double l1[LANES], l2[LANES], l3[LANES], l4[LANES], llo[LANES], lhi[LANES],          \
+            lneg[LANES];                                                                    \
+        memcpy(l1, s1, sizeof l1);                                                          \
+        memcpy(l2, s2, sizeof l2);                                                          \
+        memcpy(l3, s3, sizeof l3);                                                          \
+        memcpy(l4, s4, sizeof l4);                                                          \
+        memcpy(llo, lo, sizeof llo);                                                        \
+        memcpy(lhi, hi, sizeof lhi);                                                        \
+        memcpy(lneg, neg, sizeof lneg);                                                     \
+        for (int k = 0; i < t; i++, k++) {                                                  \
+            double x = v[i], d = x - center, d2 = d * d;                                    \
+            dev[i] = d;                                                                     \
+            l1[k] += d;                                                                     \
+            l2[k] += d2;                                                                    \
+            l3[k] += d2 * d;                                                                \
+            l4[k] += d2 * d2;                                                               \
+            llo[k] = x < llo[k] ? x : llo[k];                                               \
+            lhi[k] = x > lhi[k] ? x : lhi[k];                                               \
+            lneg[k] += x < 0.0 ? 1.0 : 0.0;                                                 \
+        }                                                                                   \
+        sums[0] = combine_lanes(l1);                                                        \
+        sums[1] = combine_lanes(l2);                                                        \
+        sums[2] = combine_lanes(l3);                                                        \
+        sums[3] = combine_lanes(l4);                                                        \
+        double a = llo[0], b = lhi[0];                                                      \
+        for (int k = 1; k < LANES; k++) {                                                   \
+            a = llo[k] < a ? llo[k] : a;                                                    \
+            b = lhi[k] > b ? lhi[k] : b;                                                    \
+        }                                                                                   \
+        *lo_out = a;                                                                        \
+        *hi_out = b;                                                                        \
+        *negative_out = (int64_t)combine_lanes(lneg);                                       \
+    }                                                                                       \
+                                                                                            \
+    TARGET static double tile_dot_##SUFFIX(const double *a, const double *b, int64_t t) {   \
+        VD acc[LANES / W];                                                                  \
+        for (int u = 0; u < LANES / W; u++) acc[u] = (VD){0};                               \
+        int64_t i = 0;                                                                      \
+        for (; i + LANES <= t; i += LANES)                                                  \
+            for (int u = 0; u < LANES / W; u++) {                                           \
+                VD x, y;                                                                    \
+                memcpy(&x, a + i + u * W, sizeof x);                                        \
+                memcpy(&y, b + i + u * W, sizeof y);                                        \
+                acc[u] += x * y;                                                            \
+            }                                                                               \
+        double lane[LANES];                                                                 \
+        memcpy(lane, acc, sizeof lane);                                                     \
+        for (int k = 0; i < t; i++, k++) lane[k] += a[i] * b[i];                            \
+        return combine_lanes(lane);                                                         \
+    }
+
+KLEST_TILE_KERNELS(generic, , v2d, v2l, 2)
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KLEST_X86_VARIANTS 1
+KLEST_TILE_KERNELS(avx2, __attribute__((target("avx2"))), v4d, v4l, 4)
+KLEST_TILE_KERNELS(avx512, __attribute__((target("avx512f"))), v8d, v8l, 8)
+#endif
+
+typedef struct {
+    double (*sum)(const double *, int64_t);
+    void (*central)(const double *, int64_t, double, double *, double *, double *, double *,
+                    int64_t *);
+    double (*dot)(const double *, const double *, int64_t);
+} tile_kernels;
+
+static const tile_kernels kernel_variants[] = {
+    {tile_sum_generic, tile_central_generic, tile_dot_generic},
+#ifdef KLEST_X86_VARIANTS
+    {tile_sum_avx2, tile_central_avx2, tile_dot_avx2},
+    {tile_sum_avx512, tile_central_avx512, tile_dot_avx512},
+#endif
+};
+
+/* -1 until chosen: 0 generic (SSE2 / any CPU), 1 AVX2, 2 AVX-512 */
+static int simd_level = -1;
+
+/* The widest variant this CPU runs. */
+int64_t klest_best_simd_level(void) {
+#ifdef KLEST_X86_VARIANTS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return 2;
+    if (__builtin_cpu_supports("avx2")) return 1;
+#endif
+    return 0;
+}
+
+/* Select a variant (tests compare them); returns the level in use, or -1 if unsupported. */
+int64_t klest_set_simd_level(int64_t level) {
+    if (level < 0 || level > klest_best_simd_level()) return -1;
+    simd_level = (int)level;
+    return level;
+}
+
+static const tile_kernels *kernels(void) {
+    if (simd_level < 0) simd_level = (int)klest_best_simd_level();
+    return &kernel_variants[simd_level];
+}
+
+/* Fold nb values with mean and central sums (mean_b, m2b, m3b, m4b) into series row `st`. */
+static void merge_series(double *st, double nb, double mean_b, double m2b, double m3b,
+                         double m4b) {
+    double na = st[COUNT];
+    if (nb == 0.0) return;
+    if (na == 0.0) {
+        st[COUNT] = nb, st[MEAN] = mean_b, st[M2] = m2b, st[M3] = m3b, st[M4] = m4b;
+        return;
+    }
+    double m2a = st[M2], m3a = st[M3], n = na + nb, delta = mean_b - st[MEAN];
+    double d2 = delta * delta;
+    st[MEAN] += delta * nb / n;
+    st[M4] += m4b + d2 * d2 * na * nb * (na * na - na * nb + nb * nb) / (n * n * n) +
+              6.0 * d2 * (na * na * m2b + nb * nb * m2a) / (n * n) +
+              4.0 * delta * (na * m3b - nb * m3a) / n;
+    st[M3] += m3b + d2 * delta * na * nb * (na - nb) / (n * n) +
+              3.0 * delta * (na * m2b - nb * m2a) / n;
+    st[M2] += m2b + d2 * na * nb / n;
+    st[COUNT] = n;
+}
+
+/* Fold nb joint draws (means mean_b[E], co-moments cb[E*E]) into joint[1+E], comoment[E*E]. */
+static void merge_joint(double *joint, double *comoment, int64_t size, double nb,
+                        const double *mean_b, const double *cb, double *delta) {
+    double na = joint[0];
+    if (nb == 0.0) return;
+    double n = na + nb, w = na * nb / n;
+    for (int64_t i = 0; i < size; i++) delta[i] = mean_b[i] - joint[1 + i];
+    for (int64_t i = 0; i < size; i++)
+        for (int64_t j = 0; j < size; j++)
+            comoment[i * size + j] += cb[i * size + j] + delta[i] * delta[j] * w;
+    for (int64_t i = 0; i < size; i++) joint[1 + i] += delta[i] * (nb / n);
+    joint[0] = n;
+}
+
+/* Central sums from sums about a first mean: the shift h = S1 / t is the rounding residue
+ * of that mean, folded back in exactly. */
+static void recentre(double t, const double *s, double h, double *m2, double *m3, double *m4) {
+    *m2 = s[1] - s[0] * h;
+    *m3 = s[2] - 3.0 * h * s[1] + 2.0 * t * h * h * h;
+    *m4 = s[3] - 4.0 * h * s[2] + 6.0 * h * h * s[1] - 3.0 * t * h * h * h * h;
+}
+
+typedef struct {
+    double *dev;   /* E * KLEST_TILE */
+    double *cross; /* E * E */
+    double *mean, *shift, *delta, *sums; /* E each */
+    const tile_kernels *k;
+} workspace;
+
+static void finite_tile(const double *const *tile, int64_t size, int64_t t,
+                        double *stats, double *joint, double *comoment, workspace *w) {
+    double tt = (double)t;
+    for (int64_t e = 0; e < size; e++) {
+        double center = w->sums[e] / tt, s[4], lo, hi, m2, m3, m4;
+        int64_t negative;
+        w->k->central(tile[e], t, center, w->dev + e * KLEST_TILE, s, &lo, &hi, &negative);
+        double h = s[0] / tt;
+        w->shift[e] = h;
+        w->mean[e] = center + h;
+        recentre(tt, s, h, &m2, &m3, &m4);
+        w->cross[e * size + e] = m2;
+        double *st = stats + e * NFIELDS;
+        merge_series(st, tt, w->mean[e], m2, m3, m4);
+        st[MINIMUM] = lo < st[MINIMUM] ? lo : st[MINIMUM];
+        st[MAXIMUM] = hi > st[MAXIMUM] ? hi : st[MAXIMUM];
+        st[NEGATIVE] += (double)negative;
+    }
+    for (int64_t i = 0; i < size; i++)
+        for (int64_t j = i + 1; j < size; j++) {
+            /* deviations are about the first means: subtract t * h_i * h_j */
+            double c = w->k->dot(w->dev + i * KLEST_TILE, w->dev + j * KLEST_TILE, t);
+            w->cross[i * size + j] = w->cross[j * size + i] = c - tt * w->shift[i] * w->shift[j];
+        }
+    merge_joint(joint, comoment, size, tt, w->mean, w->cross, w->delta);
+}
+
+/* A tile with non-finite values: each series over its finite values, co-moments over the
+ * draws where every series is finite. Plain loops: this path is rare. */
+static void tile_with_nonfinite(const double *const *tile, int64_t size, int64_t t,
+                                double *stats, double *joint, double *comoment, workspace *w) {
+    for (int64_t e = 0; e < size; e++) {
+        const double *v = tile[e];
+        double *st = stats + e * NFIELDS;
+        int64_t count = 0, negative = 0;
+        double total = 0.0, lo = INFINITY, hi = -INFINITY;
+        for (int64_t i = 0; i < t; i++)
+            if (isfinite(v[i])) {
+                count++;
+                total += v[i];
+                lo = v[i] < lo ? v[i] : lo;
+                hi = v[i] > hi ? v[i] : hi;
+                negative += v[i] < 0.0;
+            }
+        st[NONFINITE] += (double)(t - count);
+        if (count == 0) continue;
+        double c = (double)count, mean = total / c, s[4] = {0, 0, 0, 0}, m2, m3, m4;
+        for (int64_t i = 0; i < t; i++)
+            if (isfinite(v[i])) {
+                double d = v[i] - mean;
+                s[0] += d, s[1] += d * d, s[2] += d * d * d, s[3] += d * d * d * d;
+            }
+        double h = s[0] / c;
+        recentre(c, s, h, &m2, &m3, &m4);
+        merge_series(st, c, mean + h, m2, m3, m4);
+        st[MINIMUM] = lo < st[MINIMUM] ? lo : st[MINIMUM];
+        st[MAXIMUM] = hi > st[MAXIMUM] ? hi : st[MAXIMUM];
+        st[NEGATIVE] += (double)negative;
+    }
+    int64_t joint_count = 0;
+    for (int64_t e = 0; e < size; e++) w->mean[e] = 0.0;
+    for (int64_t i = 0; i < t; i++) {
+        int ok = 1;
+        for (int64_t e = 0; e < size && ok; e++) ok = isfinite(tile[e][i]);
+        w->dev[i] = ok; /* reuse the first deviation row as the joint mask */
+        if (ok) {
+            joint_count++;
+            for (int64_t e = 0; e < size; e++) w->mean[e] += tile[e][i];
+        }
+    }
+    if (joint_count == 0) return;
+    for (int64_t e = 0; e < size; e++) w->mean[e] /= (double)joint_count;
+    memset(w->cross, 0, sizeof(double) * size * size);
+    for (int64_t i = 0; i < t; i++) {
+        if (w->dev[i] == 0.0) continue;
+        for (int64_t a = 0; a < size; a++) {
+            double da = tile[a][i] - w->mean[a];
+            for (int64_t b = a; b < size; b++)
+                w->cross[a * size + b] += da * (tile[b][i] - w->mean[b]);
+        }
+    }
+    for (int64_t a = 0; a < size; a++)
+        for (int64_t b = a + 1; b < size; b++) w->cross[b * size + a] = w->cross[a * size + b];
+    merge_joint(joint, comoment, size, (double)joint_count, w->mean, w->cross, w->delta);
+}
+
+/* Count every stride-th finite value (block indices 0, stride, ...) of the tile v, which
+ * holds block indices start, ..., start + t - 1, in counts = [underflow, bins..., overflow]. */
+static void histogram_tile(const double *v, int64_t start, int64_t t, int64_t stride,
+                           double low, double width, int64_t bins, int64_t *counts) {
+    double inverse_width = 1.0 / width; /* a multiply per value instead of a slow division */
+    int64_t first = (start + stride - 1) / stride * stride;
+    for (int64_t i = first; i < start + t; i += stride) {
+        double x = v[i - start];
+        if (!isfinite(x)) continue;
+        double position = (x - low) * inverse_width;
+        if (position < 0.0)
+            counts[0]++;
+        else if (position >= (double)bins)
+            counts[bins + 1]++;
+        else
+            counts[(int64_t)position + 1]++;
+    }
+}
+
+/* How a series of the block is given: as an array, or computed here, tile by tile, from the
+ * log-ratio l and expm1(l) -- bit for bit what klest's NumPy estimators return -- so that
+ * the values never leave the L1 cache. */
+enum { SERIES_GIVEN = 0, SERIES_NEGATE = 1, SERIES_HALF_SQUARE = 2, SERIES_K3 = 3 };
+
+/* Fold one block of m draws into the accumulator: stats (E x NFIELDS), joint (1 + E),
+ * comoment (E x E); the first hist_rows series also go into histogram (E x (bins + 2)) when
+ * bins > 0. Series e is rows[e] when kinds[e] is SERIES_GIVEN, else computed from
+ * log_ratio and expm1_log_ratio. Returns 0, -1 if scratch memory is not available, or -2
+ * for an unknown kind or a missing input. */
+int klest_accumulate(const double *const *rows, const int64_t *kinds, const double *log_ratio,
+                     const double *expm1_log_ratio, int64_t size, int64_t m, double *stats,
+                     double *joint, double *comoment, int64_t *histogram, int64_t bins,
+                     int64_t hist_rows, int64_t stride, double low, double width) {
+    for (int64_t e = 0; e < size; e++) {
+        if (kinds[e] < SERIES_GIVEN || kinds[e] > SERIES_K3) return -2;
+        if (kinds[e] == SERIES_GIVEN ? rows[e] == NULL
+                                     : log_ratio == NULL ||
+                                           (kinds[e] == SERIES_K3 && expm1_log_ratio == NULL))
+            return -2;
+    }
+    workspace w;
+    size_t doubles = 2 * size * KLEST_TILE + size * size + 4 * size;
+    double *memory = malloc(sizeof(double) * doubles);
+    const double **tile = malloc(sizeof(double *) * size);
+    if (memory == NULL || tile == NULL) {
+        free(memory);
+        free(tile);
+        return -1;
+    }
+    w.k = kernels();
+    w.dev = memory;
+    double *values = w.dev + size * KLEST_TILE; /* computed series, E x KLEST_TILE */
+    w.cross = values + size * KLEST_TILE;
+    w.mean = w.cross + size * size;
+    w.shift = w.mean + size;
+    w.delta = w.shift + size;
+    w.sums = w.delta + size;
+    for (int64_t start = 0; start < m; start += KLEST_TILE) {
+        int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
+        const double *l = log_ratio ? log_ratio + start : NULL;
+        const double *em1 = expm1_log_ratio ? expm1_log_ratio + start : NULL;
+        int finite = 1;
+        for (int64_t e = 0; e < size; e++) {
+            double *out = values + e * KLEST_TILE;
+            switch (kinds[e]) {
+            case SERIES_GIVEN:
+                tile[e] = rows[e] + start;
+                break;
+            case SERIES_NEGATE: /* k1 = -l */
+                for (int64_t i = 0; i < t; i++) out[i] = -l[i];
+                tile[e] = out;
+                break;
+            case SERIES_HALF_SQUARE: /* k2 = 0.5 * l * l */
+                for (int64_t i = 0; i < t; i++) out[i] = 0.5 * l[i] * l[i];
+                tile[e] = out;
+                break;
+            default: /* SERIES_K3: exp(l) - 1 - l */
+                for (int64_t i = 0; i < t; i++) out[i] = k3_value(em1[i], l[i]);
+                tile[e] = out;
+            }
+            w.sums[e] = w.k->sum(tile[e], t); /* NaN or inf iff a value is */
+            finite = finite && isfinite(w.sums[e]);
+        }
+        if (finite)
+            finite_tile(tile, size, t, stats, joint, comoment, &w);
+        else
+            tile_with_nonfinite(tile, size, t, stats, joint, comoment, &w);
+        if (bins > 0)
+            for (int64_t e = 0; e < hist_rows; e++)
+                histogram_tile(tile[e], start, t, stride, low, width, bins,
+                               histogram + e * (bins + 2));
+    }
+    free(memory);
+    free(tile);
+    return 0;
+}
+
+int64_t klest_tile_size(void) { return KLEST_TILE; }
+
+/* An importable (empty) module, so that the build and `import klest._kernels` work; the
+ * functions above are reached through ctypes. */
+static struct PyModuleDef kernels_module = {PyModuleDef_HEAD_INIT, "_kernels",
+                                            "klest's compiled kernels (used via ctypes)", -1,
+                                            NULL, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&kernels_module); }
