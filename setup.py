@@ -13,7 +13,7 @@ setup(
             "klest._kernels",
             sources=["klest/csrc/kernels.c"],
             depends=["klest/csrc/ziggurat_tables.h"],
-            extra_compile_args=["-O3", "-ffp-contract=off", "-std=gnu11"],
+            extra_compile_args=["-O3", "-ffp-contract=off", "-fno-trapping-math", "-std=gnu11"],
             libraries=["m"],
         )
     ]

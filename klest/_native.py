@@ -38,7 +38,7 @@ def _load() -> ctypes.CDLL:
 _LIB = _load()
 _P, _I64, _F64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 
-_LIB.klest_fill_normal.argtypes = [_P, _P, _I64, _F64, _F64]
+_LIB.klest_fill_normal.argtypes = [_P, _P, _I64, _F64, _F64, _I64, _F64, _F64, _F64]
 _LIB.klest_fill_normal.restype = None
 _LIB.klest_k3_from_expm1.argtypes = [_P, _P, _P, _I64]
 _LIB.klest_k3_from_expm1.restype = None
@@ -81,10 +81,19 @@ def _address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
 
 
-def fill_normal(state: np.ndarray, out: np.ndarray, scale: float, loc: float) -> None:
-    """``out[:] = z * scale + loc`` for standard normals z from the PCG64 ``state``
-    ([hi, lo, inc_hi, inc_lo], uint64), which is advanced in place."""
-    _LIB.klest_fill_normal(_address(state), _address(out), out.size, scale, loc)
+def fill_normal(
+    state: np.ndarray,
+    out: np.ndarray,
+    scale: float,
+    loc: float,
+    quadratic: tuple[float, float, float] | None = None,
+) -> None:
+    """``out[:] = x = z * scale + loc`` for standard normals z from the PCG64 ``state``
+    ([hi, lo, inc_hi, inc_lo], uint64), which is advanced in place; with ``quadratic`` =
+    (a, b, c), ``out[:] = ((x * a) + b) * x + c`` instead (``x * b + c`` when a == 0)."""
+    a, b, c = (0.0, 0.0, 0.0) if quadratic is None else quadratic
+    transform = 0 if quadratic is None else (1 if a == 0.0 else 2)
+    _LIB.klest_fill_normal(_address(state), _address(out), out.size, scale, loc, transform, a, b, c)
 
 
 def k3_from_expm1(expm1_l: np.ndarray, l: np.ndarray, out: np.ndarray) -> None:

@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 from klest import estimators as _estimators
 from klest._malloc import tune_allocator
 from klest.distributions.base import Distribution
-from klest.log_ratio import log_ratio_function
+from klest.log_ratio import sample_log_ratio
 from klest.moments import Accumulator, Moments, merge
 from klest.results import SimulationResult
 
@@ -78,9 +78,8 @@ def block_series(plan: RunPlan, k: int) -> tuple[list[np.ndarray | str], np.ndar
     is given by that name: the compiled accumulator computes its values tile by tile, in
     cache, instead of reading them from memory.
     """
-    m = plan.block_length(k)
-    x = plan.q.sample(block_generator(plan.seed, plan.case, k), m)
-    log_ratio = log_ratio_function(plan.q, plan.p)(x, overwrite=True)
+    rng = block_generator(plan.seed, plan.case, k)
+    log_ratio = sample_log_ratio(plan.q, plan.p, rng, plan.block_length(k))
     with np.errstate(over="ignore"):
         ratio_minus_one = np.expm1(log_ratio)
     series: list[np.ndarray | str] = []

@@ -22,7 +22,7 @@ import numpy as np
 
 from klest import _native
 
-__all__ = ["MIN_FAST_SIZE", "scaled_normal", "standard_normal"]
+__all__ = ["MIN_FAST_SIZE", "quadratic_in_place", "scaled_normal", "standard_normal"]
 
 #: below this many draws, NumPy's own loop is faster than reading and writing the state
 MIN_FAST_SIZE = 2048
@@ -36,9 +36,17 @@ def standard_normal(rng: np.random.Generator, size: int | tuple[int, ...]) -> np
 
 
 def scaled_normal(
-    rng: np.random.Generator, size: int | tuple[int, ...], scale: float, loc: float
+    rng: np.random.Generator,
+    size: int | tuple[int, ...],
+    scale: float,
+    loc: float,
+    quadratic: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
-    """``z = rng.standard_normal(size); z *= scale; z += loc``, bit for bit, in one pass."""
+    """``x = rng.standard_normal(size); x *= scale; x += loc``, bit for bit, in one pass.
+
+    With ``quadratic = (a, b, c)``, returns ``((x * a) + b) * x + c`` instead, computed in
+    that order (``x * b + c`` when a == 0): a Gaussian log-ratio, without writing x.
+    """
     shape = (size,) if isinstance(size, int | np.integer) else tuple(size)
     count = int(np.prod(shape, dtype=np.int64))
     bit_generator = rng.bit_generator
@@ -47,12 +55,24 @@ def scaled_normal(
         if scale != 1.0 or loc != 0.0:
             draws *= scale
             draws += loc
-        return draws
+        return draws if quadratic is None else quadratic_in_place(draws, *quadratic)
     full = bit_generator.state
     s, inc = full["state"]["state"], full["state"]["inc"]
     state = np.array([s >> 64, s & _MASK64, inc >> 64, inc & _MASK64], dtype=np.uint64)
     out = np.empty(shape)
-    _native.fill_normal(state, out, float(scale), float(loc))
+    _native.fill_normal(state, out, float(scale), float(loc), quadratic)
     full["state"]["state"] = (int(state[0]) << 64) | int(state[1])
     bit_generator.state = full
     return out
+
+
+def quadratic_in_place(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    """((x * a) + b) * x + c in place (x * b + c when a == 0), as the compiled loop does."""
+    if a != 0.0:
+        y = x * a
+        y += b
+        x *= y
+    else:
+        x *= b
+    x += c
+    return x

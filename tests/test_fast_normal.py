@@ -8,6 +8,7 @@ import pytest
 import klest
 from klest.engine import block_generator
 from klest.fast_normal import MIN_FAST_SIZE, scaled_normal, standard_normal
+from klest.log_ratio import log_ratio_function, sample_log_ratio
 
 
 def twin_generators(seed: int, key: tuple[int, ...]) -> tuple[np.random.Generator, ...]:
@@ -65,3 +66,19 @@ def test_distributions_and_engine_blocks_use_the_numpy_stream() -> None:
     z = np.random.default_rng(8).standard_normal((40_000, 2))
     expected = mvn.mean() + z @ np.linalg.cholesky([[1.0, 0.5], [0.5, 2.0]]).T
     assert np.allclose(mvn.sample(np.random.default_rng(8), 40_000), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [100, 70_000])
+@pytest.mark.parametrize("p", [klest.Normal(loc=1.0, scale=0.7), klest.Normal(loc=-2.0, scale=0.7)])
+def test_fused_log_ratio_equals_sample_then_log_ratio(size: int, p) -> None:
+    for q in (
+        klest.Normal(loc=0.3, scale=0.7),
+        klest.Normal(loc=0.3, scale=1.9),
+    ):  # affine, quadratic
+        fused = sample_log_ratio(q, p, block_generator(1, 0, 2), size)
+        plain = log_ratio_function(q, p)(q.sample(block_generator(1, 0, 2), size))
+        assert np.array_equal(fused, plain)
+        generic = p.log_prob(q.sample(block_generator(1, 0, 2), size)) - q.log_prob(
+            q.sample(block_generator(1, 0, 2), size)
+        )
+        assert np.allclose(fused, generic, rtol=1e-12, atol=1e-12)

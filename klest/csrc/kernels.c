@@ -27,6 +27,11 @@
 
 enum { COUNT, MEAN, M2, M3, M4, MINIMUM, MAXIMUM, NEGATIVE, NONFINITE, NFIELDS };
 
+/* How a series of the block is given: as an array, or computed here, tile by tile, from the
+ * log-ratio l and expm1(l) -- bit for bit what klest's NumPy estimators return -- so that
+ * the values never leave the L1 cache. */
+enum { SERIES_GIVEN = 0, SERIES_NEGATE = 1, SERIES_HALF_SQUARE = 2, SERIES_K3 = 3 };
+
 /* ---------------------------------------------------------------------------------------- */
 /* PCG64 and the ziggurat                                                                    */
 /* ---------------------------------------------------------------------------------------- */
@@ -73,10 +78,13 @@ static __attribute__((noinline)) ziggurat_step ziggurat_rare(u128 state, u128 in
     return out;
 }
 
-/* out[j] = z_j * scale + loc (a multiply, then an add: NumPy's z *= scale; z += loc), with
- * z_j NumPy's random_standard_normal. state = [hi, lo, inc_hi, inc_lo] of the PCG64 state;
- * the new state is written back. */
-void klest_fill_normal(uint64_t *state, double *out, int64_t n, double scale, double loc) {
+/* out[j] = f(z_j * scale + loc), z_j NumPy's random_standard_normal: x = z * scale + loc is
+ * a multiply then an add (NumPy's z *= scale; z += loc), and f, by `transform`, is
+ * 0: x;  1: x * b + c;  2: ((x * a) + b) * x + c  (klest.log_ratio's Gaussian log-ratios,
+ * operation for operation). state = [hi, lo, inc_hi, inc_lo] of the PCG64 state; the new
+ * state is written back. */
+void klest_fill_normal(uint64_t *state, double *out, int64_t n, double scale, double loc,
+                       int64_t transform, double a, double b, double c) {
     u128 s = ((u128)state[0] << 64) | state[1];
     const u128 inc = ((u128)state[2] << 64) | state[3];
     for (int64_t j = 0; j < n; j++) {
@@ -98,7 +106,12 @@ void klest_fill_normal(uint64_t *state, double *out, int64_t n, double scale, do
             x = step.x;
             if (step.accepted) break;
         }
-        out[j] = x * scale + loc;
+        x = x * scale + loc;
+        if (transform == 1)
+            x = x * b + c;
+        else if (transform == 2)
+            x = ((x * a) + b) * x + c;
+        out[j] = x;
     }
     state[0] = (uint64_t)(s >> 64);
     state[1] = (uint64_t)s;
@@ -122,9 +135,6 @@ KLEST_INLINE double k3_value(double expm1_l, double l) {
     return direct >= 5.02e-5 ? direct : series;
 }
 
-void klest_k3_from_expm1(const double *expm1_l, const double *l, double *out, int64_t n) {
-    for (int64_t i = 0; i < n; i++) out[i] = k3_value(expm1_l[i], l[i]);
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* The accumulator                                                                           */
@@ -226,6 +236,17 @@ KLEST_INLINE double combine_lanes(const double *s) {
         *negative_out = (int64_t)combine_lanes(lneg);                                       \
     }                                                                                       \
                                                                                             \
+    /* a computed series over a tile (elementwise: the same bits at any width) */            \
+    TARGET static void tile_series_##SUFFIX(int64_t kind, const double *l, const double *em1, \
+                                            double *out, int64_t t) {                       \
+        if (kind == SERIES_NEGATE)                                                          \
+            for (int64_t i = 0; i < t; i++) out[i] = -l[i];                                 \
+        else if (kind == SERIES_HALF_SQUARE)                                                \
+            for (int64_t i = 0; i < t; i++) out[i] = 0.5 * l[i] * l[i];                     \
+        else                                                                                \
+            for (int64_t i = 0; i < t; i++) out[i] = k3_value(em1[i], l[i]);                \
+    }                                                                                       \
+                                                                                            \
     TARGET static double tile_dot_##SUFFIX(const double *a, const double *b, int64_t t) {   \
         VD acc[LANES / W];                                                                  \
         for (int u = 0; u < LANES / W; u++) acc[u] = (VD){0};                               \
@@ -255,13 +276,14 @@ typedef struct {
     void (*central)(const double *, int64_t, double, double *, double *, double *, double *,
                     int64_t *);
     double (*dot)(const double *, const double *, int64_t);
+    void (*series)(int64_t, const double *, const double *, double *, int64_t);
 } tile_kernels;
 
 static const tile_kernels kernel_variants[] = {
-    {tile_sum_generic, tile_central_generic, tile_dot_generic},
+    {tile_sum_generic, tile_central_generic, tile_dot_generic, tile_series_generic},
 #ifdef KLEST_X86_VARIANTS
-    {tile_sum_avx2, tile_central_avx2, tile_dot_avx2},
-    {tile_sum_avx512, tile_central_avx512, tile_dot_avx512},
+    {tile_sum_avx2, tile_central_avx2, tile_dot_avx2, tile_series_avx2},
+    {tile_sum_avx512, tile_central_avx512, tile_dot_avx512, tile_series_avx512},
 #endif
 };
 
@@ -427,28 +449,23 @@ static void tile_with_nonfinite(const double *const *tile, int64_t size, int64_t
 }
 
 /* Count every stride-th finite value (block indices 0, stride, ...) of the tile v, which
- * holds block indices start, ..., start + t - 1, in counts = [underflow, bins..., overflow]. */
+ * holds block indices start, ..., start + t - 1, into four interleaved copies of
+ * [underflow, bins..., overflow] (sub, 4 x (bins + 2)): successive values that fall in the
+ * same bin then do not wait on each other's increment. */
 static void histogram_tile(const double *v, int64_t start, int64_t t, int64_t stride,
-                           double low, double width, int64_t bins, int64_t *counts) {
-    double inverse_width = 1.0 / width; /* a multiply per value instead of a slow division */
+                           double low, double width, int64_t bins, int64_t *sub) {
+    const double inverse_width = 1.0 / width; /* a multiply instead of a slow division */
+    const double top = (double)bins;
     int64_t first = (start + stride - 1) / stride * stride;
-    for (int64_t i = first; i < start + t; i += stride) {
+    for (int64_t i = first, j = 0; i < start + t; i += stride, j++) {
         double x = v[i - start];
         if (!isfinite(x)) continue;
-        double position = (x - low) * inverse_width;
-        if (position < 0.0)
-            counts[0]++;
-        else if (position >= (double)bins)
-            counts[bins + 1]++;
-        else
-            counts[(int64_t)position + 1]++;
+        double position = (x - low) * inverse_width; /* floor, clipped to [-1, bins], + 1 */
+        position = position < 0.0 ? -1.0 : position;
+        position = position >= top ? top : position;
+        sub[(j & 3) * (bins + 2) + (int64_t)position + 1]++;
     }
 }
-
-/* How a series of the block is given: as an array, or computed here, tile by tile, from the
- * log-ratio l and expm1(l) -- bit for bit what klest's NumPy estimators return -- so that
- * the values never leave the L1 cache. */
-enum { SERIES_GIVEN = 0, SERIES_NEGATE = 1, SERIES_HALF_SQUARE = 2, SERIES_K3 = 3 };
 
 /* Fold one block of m draws into the accumulator: stats (E x NFIELDS), joint (1 + E),
  * comoment (E x E); the first hist_rows series also go into histogram (E x (bins + 2)) when
@@ -470,9 +487,12 @@ int klest_accumulate(const double *const *rows, const int64_t *kinds, const doub
     size_t doubles = 2 * size * KLEST_TILE + size * size + 4 * size;
     double *memory = malloc(sizeof(double) * doubles);
     const double **tile = malloc(sizeof(double *) * size);
-    if (memory == NULL || tile == NULL) {
+    int64_t *sub = calloc((size_t)(hist_rows > 0 ? hist_rows : 1) * 4 * (bins + 2),
+                          sizeof(int64_t));
+    if (memory == NULL || tile == NULL || sub == NULL) {
         free(memory);
         free(tile);
+        free(sub);
         return -1;
     }
     w.k = kernels();
@@ -490,20 +510,10 @@ int klest_accumulate(const double *const *rows, const int64_t *kinds, const doub
         int finite = 1;
         for (int64_t e = 0; e < size; e++) {
             double *out = values + e * KLEST_TILE;
-            switch (kinds[e]) {
-            case SERIES_GIVEN:
+            if (kinds[e] == SERIES_GIVEN) {
                 tile[e] = rows[e] + start;
-                break;
-            case SERIES_NEGATE: /* k1 = -l */
-                for (int64_t i = 0; i < t; i++) out[i] = -l[i];
-                tile[e] = out;
-                break;
-            case SERIES_HALF_SQUARE: /* k2 = 0.5 * l * l */
-                for (int64_t i = 0; i < t; i++) out[i] = 0.5 * l[i] * l[i];
-                tile[e] = out;
-                break;
-            default: /* SERIES_K3: exp(l) - 1 - l */
-                for (int64_t i = 0; i < t; i++) out[i] = k3_value(em1[i], l[i]);
+            } else { /* k1 = -l, k2 = 0.5 * l * l, k3 = exp(l) - 1 - l */
+                w.k->series(kinds[e], l, em1, out, t);
                 tile[e] = out;
             }
             w.sums[e] = w.k->sum(tile[e], t); /* NaN or inf iff a value is */
@@ -516,11 +526,22 @@ int klest_accumulate(const double *const *rows, const int64_t *kinds, const doub
         if (bins > 0)
             for (int64_t e = 0; e < hist_rows; e++)
                 histogram_tile(tile[e], start, t, stride, low, width, bins,
-                               histogram + e * (bins + 2));
+                               sub + e * 4 * (bins + 2));
     }
+    if (bins > 0)
+        for (int64_t e = 0; e < hist_rows; e++)
+            for (int copy = 0; copy < 4; copy++)
+                for (int64_t b = 0; b < bins + 2; b++)
+                    histogram[e * (bins + 2) + b] += sub[(e * 4 + copy) * (bins + 2) + b];
     free(memory);
     free(tile);
+    free(sub);
     return 0;
+}
+
+/* k3 = exp(l) - 1 - l of n values, from l and expm1(l) (klest.estimators' k3). */
+void klest_k3_from_expm1(const double *expm1_l, const double *l, double *out, int64_t n) {
+    kernels()->series(SERIES_K3, l, expm1_l, out, n);
 }
 
 int64_t klest_tile_size(void) { return KLEST_TILE; }
