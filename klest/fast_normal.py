@@ -56,13 +56,14 @@ def scaled_normal(
             draws *= scale
             draws += loc
         return draws if quadratic is None else quadratic_in_place(draws, *quadratic)
-    full = bit_generator.state
-    s, inc = full["state"]["state"], full["state"]["inc"]
-    state = np.array([s >> 64, s & _MASK64, inc >> 64, inc & _MASK64], dtype=np.uint64)
     out = np.empty(shape)
-    _native.fill_normal(state, out, float(scale), float(loc), quadratic)
-    full["state"]["state"] = (int(state[0]) << 64) | int(state[1])
-    bit_generator.state = full
+    with bit_generator.lock:  # as NumPy's own methods: one draw at a time per generator
+        full = bit_generator.state
+        s, inc = full["state"]["state"], full["state"]["inc"]
+        state = np.array([s >> 64, s & _MASK64, inc >> 64, inc & _MASK64], dtype=np.uint64)
+        _native.fill_normal(state, out, float(scale), float(loc), quadratic)
+        full["state"]["state"] = (int(state[0]) << 64) | int(state[1])
+        bit_generator.state = full
     return out
 
 

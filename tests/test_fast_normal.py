@@ -82,3 +82,14 @@ def test_fused_log_ratio_equals_sample_then_log_ratio(size: int, p) -> None:
             q.sample(block_generator(1, 0, 2), size)
         )
         assert np.allclose(fused, generic, rtol=1e-12, atol=1e-12)
+
+
+def test_threads_sharing_one_generator_never_reuse_draws() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(12)
+    with ThreadPoolExecutor(4) as pool:
+        parts = list(pool.map(lambda _: standard_normal(rng, 50_000), range(16)))
+    drawn = np.sort(np.concatenate(parts))
+    # the 16 calls consumed the stream once, in some order: the same multiset of values
+    assert np.array_equal(drawn, np.sort(np.random.default_rng(12).standard_normal(800_000)))
