@@ -20,6 +20,7 @@ __all__ = [
     "accumulate",
     "best_simd_level",
     "fill_normal",
+    "inverse_cdf",
     "k3_from_expm1",
     "set_simd_level",
 ]
@@ -46,6 +47,8 @@ _LIB.klest_accumulate.argtypes = [
     _P, _P, _P, _P, _I64, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _F64, _F64,
 ]  # fmt: skip
 _LIB.klest_accumulate.restype = ctypes.c_int
+_LIB.klest_categorical_inverse_cdf.argtypes = [_P, _P, _I64, _P, _I64, _P, _P, _P]
+_LIB.klest_categorical_inverse_cdf.restype = None
 _LIB.klest_tile_size.argtypes = []
 _LIB.klest_tile_size.restype = _I64
 _LIB.klest_best_simd_level.argtypes = []
@@ -94,6 +97,27 @@ def fill_normal(
     a, b, c = (0.0, 0.0, 0.0) if quadratic is None else quadratic
     transform = 0 if quadratic is None else (1 if a == 0.0 else 2)
     _LIB.klest_fill_normal(_address(state), _address(out), out.size, scale, loc, transform, a, b, c)
+
+
+def inverse_cdf(
+    cdf: np.ndarray, guide: np.ndarray, u: np.ndarray, table: np.ndarray | None = None
+) -> np.ndarray:
+    """``np.searchsorted(cdf, u, side="right")`` by guide table (int64), or, with ``table``,
+    ``table`` at those indices (float64). ``cdf``: float64, nondecreasing, last entry 1;
+    ``guide``: int32 of length g + 1, g a power of two (see ``Categorical``); 0 <= u < 1."""
+    g = guide.size - 1
+    if table is None:
+        index = np.empty(u.size, dtype=np.int64)
+        _LIB.klest_categorical_inverse_cdf(
+            _address(cdf), _address(guide), g, _address(u), u.size, _address(index), None, None
+        )
+        return index
+    values = np.empty(u.size)
+    _LIB.klest_categorical_inverse_cdf(
+        _address(cdf), _address(guide), g, _address(u), u.size, None, _address(table),
+        _address(values),
+    )  # fmt: skip
+    return values
 
 
 def k3_from_expm1(expm1_l: np.ndarray, l: np.ndarray, out: np.ndarray) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from klest.distributions.base import Distribution
+from klest.distributions.categorical import Categorical
 from klest.distributions.normal import Normal
 from klest.fast_normal import quadratic_in_place, scaled_normal
 
@@ -69,7 +70,26 @@ def sample_log_ratio(
     if type(q) is Normal and type(p) is Normal:
         coefficients = _normal_normal_coefficients(q, p)
         return scaled_normal(rng, size, q.scale, q.loc, quadratic=coefficients)
+    if _unbatched_categoricals(q, p):
+        # log p[i] - log q[i], looked up by the inverse CDF's index in the same pass
+        return q.inverse_cdf(rng.random(size), table=_categorical_log_ratios(q, p))
     return log_ratio_function(q, p)(q.sample(rng, size), overwrite=True)
+
+
+def _unbatched_categoricals(q: Distribution, p: Distribution) -> bool:
+    return (
+        type(q) is Categorical
+        and type(p) is Categorical
+        and not q.batch_shape
+        and not p.batch_shape
+        and q.num_categories == p.num_categories
+    )
+
+
+def _categorical_log_ratios(q: Categorical, p: Categorical) -> np.ndarray:
+    """log p[i] - log q[i] for every category, as p.log_prob(i) - q.log_prob(i) gives it."""
+    with np.errstate(invalid="ignore"):
+        return p.log_probs - q.log_probs
 
 
 def log_ratio_function(q: Distribution, p: Distribution) -> LogRatio:

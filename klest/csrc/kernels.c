@@ -539,6 +539,41 @@ int klest_accumulate(const double *const *rows, const int64_t *kinds, const doub
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Categorical sampling                                                                      */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Inverse CDF with a guide table (Chen and Asau 1974): the first i with cdf[i] > u -- NumPy's
+ * searchsorted(cdf, u, side="right") -- for a nondecreasing cdf with cdf[k - 1] = 1 and
+ * 0 <= u < 1. guide[b], b = 0..g, is the first i with cdf[i] > b / g (guide[g] = k - 1)
+ * for g a power of two, so b = floor(u * g) is exact and the answer lies in
+ * [guide[b], guide[b + 1]]: a short scan on average ((k + g) / g entries), a binary search
+ * in the rare long bucket. index[j] gets the category (when index is not NULL); values[j]
+ * gets table[category] (when table is not NULL). */
+void klest_categorical_inverse_cdf(const double *cdf, const int32_t *guide, int64_t g,
+                                   const double *u, int64_t n, int64_t *index,
+                                   const double *table, double *values) {
+    const double scale = (double)g;
+    for (int64_t j = 0; j < n; j++) {
+        double x = u[j];
+        int64_t b = (int64_t)(x * scale);
+        int64_t lo = guide[b], hi = guide[b + 1];
+        if (hi - lo <= 16) {
+            while (cdf[lo] <= x) lo++;
+        } else { /* first i in [lo, hi] with cdf[i] > x; cdf[hi] > x holds */
+            while (lo < hi) {
+                int64_t mid = lo + (hi - lo) / 2;
+                if (cdf[mid] <= x)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+        }
+        if (index != NULL) index[j] = lo;
+        if (table != NULL) values[j] = table[lo];
+    }
+}
+
 /* k3 = exp(l) - 1 - l of n values, from l and expm1(l) (klest.estimators' k3). */
 void klest_k3_from_expm1(const double *expm1_l, const double *l, double *out, int64_t n) {
     kernels()->series(SERIES_K3, l, expm1_l, out, n);

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from klest import _native
 from klest.distributions.base import (
     REAL,
     UNIT_INTERVAL,
@@ -33,7 +34,8 @@ class Categorical(Distribution):
     axis). An array of shape ``(..., K)`` is a batch of distributions with
     ``batch_shape = shape[:-1]``; ``log_prob(x)`` broadcasts ``x`` against the batch shape and
     ``sample(rng, size)`` returns int64 indices of shape ``size + batch_shape``, drawn by
-    inverse CDF (one uniform per draw, ``searchsorted`` on the cumulative probabilities).
+    inverse CDF (one uniform per draw; the first category whose cumulative probability
+    exceeds it, found with a guide table in compiled code: ``searchsorted``'s answer).
     ``to_dict`` emits whichever parameterisation was given.
 
     >>> import numpy as np
@@ -191,12 +193,36 @@ class Categorical(Distribution):
         cdf /= cdf[..., -1:]
         return cdf
 
+    @cached_property
+    def _guide(self) -> np.ndarray:
+        """Guide table of the inverse CDF (unbatched): guide[b] = first i with
+        cdf[i] > b / g for b < g, guide[g] = K - 1; g = the power of two >= K / 4."""
+        k = self.num_categories
+        g = 1 << max(0, (max(k // 4, 1) - 1).bit_length())
+        guide = np.searchsorted(self._cdf, np.arange(g) / g, side="right")
+        return np.append(guide, k - 1).astype(np.int32)
+
+    def inverse_cdf(self, u: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+        """The category of each uniform u in [0, 1): the first i with cdf[i] > u (the
+        sampler's inverse CDF; unbatched). With ``table`` (length K), ``table`` at those
+        categories instead, in the same compiled pass."""
+        if self.batch_shape:
+            raise ValueError("inverse_cdf needs an unbatched Categorical")
+        u = np.ascontiguousarray(u, dtype=np.float64).reshape(-1)
+        if table is not None:
+            table = np.ascontiguousarray(table, dtype=np.float64)
+            if table.shape != (self.num_categories,):
+                raise ValueError(
+                    f"table must have {self.num_categories} entries, got {table.shape}"
+                )
+        return _native.inverse_cdf(self._cdf, self._guide, u, table)
+
     def _sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
         batch = self.batch_shape
         u = rng.random(size + batch)
         last = self.num_categories - 1
-        if not batch:
-            return np.minimum(np.searchsorted(self._cdf, u, side="right"), last).astype(np.int64)
+        if not batch:  # searchsorted(cdf, u, side="right"), by guide table (klest/csrc)
+            return self.inverse_cdf(u).reshape(size)
         cdf = self._cdf.reshape(-1, last + 1)
         flat_u = u.reshape(-1, cdf.shape[0])
         out = np.empty(flat_u.shape, dtype=np.int64)

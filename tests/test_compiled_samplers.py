@@ -1,4 +1,5 @@
-"""klest.fast_normal must be NumPy's standard_normal, value for value and state for state."""
+"""The compiled samplers: NumPy's normal stream value for value, the guide-table inverse CDF
+searchsorted's answer for every uniform, and the fused log-ratios bit for bit."""
 
 from __future__ import annotations
 
@@ -93,3 +94,36 @@ def test_threads_sharing_one_generator_never_reuse_draws() -> None:
     drawn = np.sort(np.concatenate(parts))
     # the 16 calls consumed the stream once, in some order: the same multiset of values
     assert np.array_equal(drawn, np.sort(np.random.default_rng(12).standard_normal(800_000)))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 1000, 131_072])
+@pytest.mark.parametrize("shape", ["flat", "peaked", "holes"])
+def test_guide_table_inverse_cdf_is_searchsorted(k: int, shape: str) -> None:
+    rng = np.random.default_rng(k)
+    logits = rng.standard_normal(k) * (8.0 if shape == "peaked" else 1.0)
+    if shape == "holes" and k > 2:  # categories of zero mass, which are never drawn
+        logits[rng.random(k) < 0.5] = -np.inf
+        logits[0] = 0.0
+    q = klest.Categorical(logits=logits)
+    g = q._guide.size - 1
+    u = np.concatenate([rng.random(200_000), np.arange(g) / g, [0.0, 1.0 - 2.0**-53]])
+    got = q.inverse_cdf(u)
+    assert np.array_equal(got, np.searchsorted(q._cdf, u, side="right"))
+    assert np.all(q.probs[got] > 0)
+
+
+def test_categorical_log_ratio_in_one_pass() -> None:
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal(5000) * 2.0
+    logits[::7] = -np.inf  # p has holes: log-ratio -inf there
+    q = klest.Categorical(logits=rng.standard_normal(5000))
+    p = klest.Categorical(logits=logits)
+    fused = sample_log_ratio(q, p, np.random.default_rng(3), 50_000)
+    plain = log_ratio_function(q, p)(q.sample(np.random.default_rng(3), 50_000))
+    assert np.array_equal(fused, plain)
+    assert np.isneginf(fused).any()
+    batched = klest.Categorical(logits=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="unbatched"):
+        batched.inverse_cdf(np.array([0.5]))
+    with pytest.raises(ValueError, match="5000 entries"):
+        q.inverse_cdf(np.array([0.5]), table=np.zeros(3))
