@@ -9,10 +9,12 @@
  *  - klest_k3_from_expm1: exp(l) - 1 - l from l and expm1(l), with a Taylor series where the
  *    subtraction would lose digits.
  *
+ *  - klest_categorical_inverse_cdf: searchsorted(cdf, u, side="right") by guide table.
+ *
  * Sums run over eight interleaved partial sums combined in a fixed order, held in SSE2, AVX2
- * or AVX-512 registers as the CPU allows: the same bits on every machine, for any worker
- * count. Built with -ffp-contract=off: a*b + c is always a multiply then an add, as in
- * NumPy.
+ * or AVX-512 registers as the CPU allows: the same bits whatever the SIMD width, for any
+ * worker count. Built with -ffp-contract=off (a*b + c is always a multiply then an add, as
+ * in NumPy) and -fno-trapping-math (selects vectorise; no result depends on FP flags).
  */
 #include <Python.h>
 #include <math.h>
@@ -134,7 +136,6 @@ KLEST_INLINE double k3_value(double expm1_l, double l) {
         (((((((c9 * l + c8) * l + c7) * l + c6) * l + c5) * l + c4) * l + c3) * l + c2) * l * l;
     return direct >= 5.02e-5 ? direct : series;
 }
-
 
 /* ---------------------------------------------------------------------------------------- */
 /* The accumulator                                                                           */
