@@ -9,9 +9,11 @@ they run, and the result is bit-identical for 1, 2 or 8 workers, a process pool 
 cluster. Memory is constant in n.
 
 The hot path is compiled (``klest/csrc/kernels.c``): normal draws bit-identical to NumPy's
-generator at ~3.5x its speed (:mod:`klest.fast_normal`), and the statistics of each block
-reduced tile by tile in cache (:class:`klest.moments.Accumulator`). What is left in NumPy is
-the log-ratio, expm1 (shared by r - 1 and k3) and any estimator without a compiled form.
+generator at ~3.3x its speed (:mod:`klest.fast_normal`), with the log-ratio of a Gaussian or
+Categorical pair computed in the same pass (:func:`klest.log_ratio.sample_log_ratio`), and
+the statistics of each block reduced tile by tile in cache
+(:class:`klest.moments.Accumulator`). What is left in NumPy is expm1 (shared by r - 1 and
+k3), the log-ratio of other pairs, and any estimator without a compiled form.
 """
 
 from __future__ import annotations
