@@ -29,7 +29,7 @@ import numpy as np
 
 from klest.estimators import expm1_minus_x
 
-__all__ = ["NUMPY", "NumpyOps", "TorchOps", "get_ops", "is_tensor"]
+__all__ = ["NUMPY", "NumpyOps", "TorchOps", "get_ops", "is_tensor", "log_ratio_estimator"]
 
 # exp(l) - 1 - l = sum_{n>=2} l^n / n!; for |l| < 0.01 the terms past n = 9 are < 1e-22 of it
 _SERIES_CUT = 1e-2
@@ -175,3 +175,17 @@ def get_ops(*xs: Any) -> NumpyOps | TorchOps:
         if is_tensor(x):
             return TorchOps(x.device)
     return NUMPY
+
+
+def _negate(l: Any) -> Any:
+    return -l
+
+
+def _half_square(l: Any) -> Any:
+    return 0.5 * (l * l)
+
+
+def log_ratio_estimator(ops: Any, kind: str) -> Callable[[Any], Any]:
+    """The frameworks' per-token k1, k2 or k3 as a function of l = ref_logprob - logprob:
+    ``-l``, ``0.5 * (l * l)``, or ``ops.k3`` (stable, with NaN-free gradients)."""
+    return {"k1": _negate, "k2": _half_square}.get(kind, ops.k3)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from klest.rl._backend import log_ratio_estimator
 from klest.rl.penalty import PenaltySpec, register
 
 FRAMEWORK = "nemo_rl"
@@ -34,14 +35,6 @@ def _clamp_value(name: str, value: Any) -> float | None:
     return float(value)
 
 
-def _k1(l: Any) -> Any:
-    return -l
-
-
-def _k2(l: Any) -> Any:
-    return 0.5 * (l * l)
-
-
 def _make(kind: str) -> Any:
     def fn(
         ops: Any,
@@ -54,7 +47,7 @@ def _make(kind: str) -> Any:
     ) -> Any:
         ic = _clamp_value("input_clamp_value", input_clamp_value)
         oc = _clamp_value("output_clamp_value", output_clamp_value)
-        base = {"k1": _k1, "k2": _k2}.get(kind, ops.k3)
+        base = log_ratio_estimator(ops, kind)
         l = ref - lp
         if ic is not None:
             l = ops.clip(l, -ic, ic)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from klest.rl._backend import log_ratio_estimator
 from klest.rl.penalty import PenaltySpec, register
 
 FRAMEWORK = "openrlhf"
@@ -26,40 +27,29 @@ OUTPUT_CLAMP = 10.0
 PLACEMENT = "reward (experience maker, no gradient) or loss (use_kl_loss)"
 
 
-def _k1(l: Any) -> Any:
-    return -l
-
-
-def _k2(l: Any) -> Any:
-    return 0.5 * (l * l)
-
-
-def _make(base: Any) -> Any:
+def _make(kind: str) -> Any:
     def fn(ops: Any, lp: Any, ref: Any) -> Any:
-        estimator = ops.k3 if base is None else base
+        estimator = log_ratio_estimator(ops, kind)
         return ops.clamp_output(estimator, (ref - lp,), -OUTPUT_CLAMP, OUTPUT_CLAMP)
 
     return fn
 
 
-for kind, base, formula, grad in (
+for kind, formula, grad in (
     (
         "k1",
-        _k1,
         "clamp(logprob - ref_logprob, -10, 10)",
         "d/d logprob = 1 where |logprob - ref_logprob| <= 10, else 0",
     ),
     (
         "k2",
-        _k2,
         "clamp((logprob - ref_logprob)**2 / 2, -10, 10)",
         "d/d logprob = logprob - ref_logprob where the value is below 10, else 0",
     ),
     (
         "k3",
-        None,
         "clamp(exp(l) - 1 - l, -10, 10), l = ref_logprob - logprob",
         "d/d logprob = 1 - exp(l) where the value is below 10, else 0",
     ),
 ):
-    register(PenaltySpec(FRAMEWORK, kind, _make(base), SOURCE, formula, grad, PLACEMENT))
+    register(PenaltySpec(FRAMEWORK, kind, _make(kind), SOURCE, formula, grad, PLACEMENT))

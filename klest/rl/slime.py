@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from klest.rl._backend import log_ratio_estimator
 from klest.rl.penalty import PenaltySpec, register
 
 FRAMEWORK = "slime"
@@ -27,14 +28,6 @@ SOURCE = "slime.utils.ppo_utils.compute_approx_kl"
 OUTPUT_CLAMP = 10.0
 PLACEMENT = "loss (use_kl_loss; use_unbiased_kl multiplies by the importance ratio)"
 OPTIONS = {"old_logprob": None, "importance_ratio": None}
-
-
-def _k1(l: Any) -> Any:
-    return -l
-
-
-def _k2(l: Any) -> Any:
-    return 0.5 * (l * l)
 
 
 def _weighted(base: Any) -> Any:
@@ -50,7 +43,7 @@ def _make(kind: str) -> Any:
             raise ValueError("slime: give old_logprob= or importance_ratio=, not both")
         if old_logprob is not None:
             importance_ratio = ops.exp(lp - old_logprob)
-        base = {"k1": _k1, "k2": _k2}.get(kind, ops.k3)
+        base = log_ratio_estimator(ops, kind)
         l, w = ref - lp, importance_ratio
         value, args = (base, (l,)) if w is None else (_weighted(base), (l, w))
         if kind == "low_var_kl":
