@@ -22,6 +22,7 @@ __all__ = [
     "fill_normal",
     "inverse_cdf",
     "k3_from_expm1",
+    "merge",
     "set_simd_level",
 ]
 
@@ -47,6 +48,8 @@ _LIB.klest_accumulate.argtypes = [
     _P, _P, _P, _P, _I64, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _F64, _F64,
 ]  # fmt: skip
 _LIB.klest_accumulate.restype = ctypes.c_int
+_LIB.klest_merge.argtypes = [_I64, _P, _P, _P, _P, _P, _P]
+_LIB.klest_merge.restype = ctypes.c_int
 _LIB.klest_categorical_inverse_cdf.argtypes = [_P, _P, _I64, _P, _I64, _P, _P, _P]
 _LIB.klest_categorical_inverse_cdf.restype = None
 _LIB.klest_tile_size.argtypes = []
@@ -97,6 +100,23 @@ def fill_normal(
     a, b, c = (0.0, 0.0, 0.0) if quadratic is None else quadratic
     transform = 0 if quadratic is None else (1 if a == 0.0 else 2)
     _LIB.klest_fill_normal(_address(state), _address(out), out.size, scale, loc, transform, a, b, c)
+
+
+def merge(
+    stats: np.ndarray,
+    joint: np.ndarray,
+    comoment: np.ndarray,
+    stats_b: np.ndarray,
+    joint_b: np.ndarray,
+    comoment_b: np.ndarray,
+) -> None:
+    """Fold accumulator arrays b (draws after a's) into a's, in place."""
+    status = _LIB.klest_merge(
+        len(stats), _address(stats), _address(joint), _address(comoment),
+        _address(stats_b), _address(joint_b), _address(comoment_b),
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError("klest_merge could not allocate its scratch memory")
 
 
 def inverse_cdf(

@@ -128,24 +128,33 @@ class Accumulator:
 
     def to_moments(self) -> Moments:
         """The statistics so far, as an immutable (mergeable) :class:`Moments`."""
-        s = self.stats
-        count = s[:, _COUNT].astype(np.int64)
-        empty = count == 0
-        return Moments(
-            count=count,
-            mean=s[:, _MEAN].copy(),
-            m2=s[:, _M2].copy(),
-            m3=s[:, _M3].copy(),
-            m4=s[:, _M4].copy(),
-            minimum=np.where(empty, np.inf, s[:, _MINIMUM]),
-            maximum=np.where(empty, -np.inf, s[:, _MAXIMUM]),
-            negative=s[:, _NEGATIVE].astype(np.int64),
-            nonfinite=s[:, _NONFINITE].astype(np.int64),
-            joint_count=int(self.joint[0]),
-            joint_mean=self.joint[1:].copy(),
-            comoment=self.comoment.copy(),
-            histogram=self.histogram.copy(),
+        return _from_arrays(
+            self.stats.copy(), self.joint.copy(), self.comoment.copy(), self.histogram.copy()
         )
+
+
+def _as_arrays(moments: Moments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(stats, joint, comoment) in the compiled accumulator's layout (fresh arrays)."""
+    stats = np.column_stack([getattr(moments, field) for field in _native.FIELDS])
+    joint = np.concatenate([[float(moments.joint_count)], moments.joint_mean])
+    return stats.astype(np.float64), joint, np.array(moments.comoment, dtype=np.float64)
+
+
+def _from_arrays(
+    stats: np.ndarray, joint: np.ndarray, comoment: np.ndarray, histogram: np.ndarray
+) -> Moments:
+    counts = {_COUNT, _NEGATIVE, _NONFINITE}
+    columns = {
+        field: stats[:, i].astype(np.int64) if i in counts else stats[:, i]
+        for i, field in enumerate(_native.FIELDS)
+    }
+    return Moments(
+        **columns,
+        joint_count=int(joint[0]),
+        joint_mean=joint[1:],
+        comoment=comoment,
+        histogram=histogram,
+    )
 
 
 def block_moments(
@@ -166,45 +175,8 @@ def block_moments(
 
 
 def merge(a: Moments, b: Moments) -> Moments:
-    """Combine the statistics of two disjoint sets of draws (a first, then b)."""
-    na, nb = a.count.astype(np.float64), b.count.astype(np.float64)
-    n = na + nb
-    with np.errstate(invalid="ignore", divide="ignore"):
-        delta = b.mean - a.mean
-        safe = np.where(n > 0, n, 1.0)
-        mean = np.where(n > 0, a.mean + delta * nb / safe, 0.0)
-        m2 = a.m2 + b.m2 + delta**2 * na * nb / safe
-        m3 = (
-            a.m3 + b.m3
-            + delta**3 * na * nb * (na - nb) / safe**2
-            + 3.0 * delta * (na * b.m2 - nb * a.m2) / safe
-        )  # fmt: skip
-        m4 = (
-            a.m4 + b.m4
-            + delta**4 * na * nb * (na * na - na * nb + nb * nb) / safe**3
-            + 6.0 * delta**2 * (na * na * b.m2 + nb * nb * a.m2) / safe**2
-            + 4.0 * delta * (na * b.m3 - nb * a.m3) / safe
-        )  # fmt: skip
-    ja, jb = a.joint_count, b.joint_count
-    jn = ja + jb
-    if jn:
-        jdelta = b.joint_mean - a.joint_mean
-        joint_mean = a.joint_mean + jdelta * (jb / jn)
-        comoment = a.comoment + b.comoment + np.outer(jdelta, jdelta) * (ja * jb / jn)
-    else:
-        joint_mean, comoment = a.joint_mean, a.comoment
-    return Moments(
-        count=a.count + b.count,
-        mean=mean,
-        m2=m2,
-        m3=m3,
-        m4=m4,
-        minimum=np.minimum(a.minimum, b.minimum),
-        maximum=np.maximum(a.maximum, b.maximum),
-        negative=a.negative + b.negative,
-        nonfinite=a.nonfinite + b.nonfinite,
-        joint_count=jn,
-        joint_mean=joint_mean,
-        comoment=comoment,
-        histogram=a.histogram + b.histogram,
-    )
+    """Combine the statistics of two disjoint sets of draws (a first, then b), with the
+    compiled accumulator's own update (``klest_merge``)."""
+    stats, joint, comoment = _as_arrays(a)
+    _native.merge(stats, joint, comoment, *_as_arrays(b))
+    return _from_arrays(stats, joint, comoment, a.histogram + b.histogram)

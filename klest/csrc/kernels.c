@@ -334,6 +334,17 @@ static void merge_series(double *st, double nb, double mean_b, double m2b, doubl
     st[COUNT] = n;
 }
 
+/* Fold a whole series record (count, mean, central sums, extremes, negatives, non-finite
+ * values) into stats row `st`. */
+static void fold_series(double *st, double count, double mean, double m2, double m3, double m4,
+                        double lo, double hi, double negative, double nonfinite) {
+    merge_series(st, count, mean, m2, m3, m4);
+    st[MINIMUM] = lo < st[MINIMUM] ? lo : st[MINIMUM];
+    st[MAXIMUM] = hi > st[MAXIMUM] ? hi : st[MAXIMUM];
+    st[NEGATIVE] += negative;
+    st[NONFINITE] += nonfinite;
+}
+
 /* Fold nb joint draws (means mean_b[E], co-moments cb[E*E]) into joint[1+E], comoment[E*E]. */
 static void merge_joint(double *joint, double *comoment, int64_t size, double nb,
                         const double *mean_b, const double *cb, double *delta) {
@@ -375,11 +386,8 @@ static void finite_tile(const double *const *tile, int64_t size, int64_t t,
         w->mean[e] = center + h;
         recentre(tt, s, h, &m2, &m3, &m4);
         w->cross[e * size + e] = m2;
-        double *st = stats + e * NFIELDS;
-        merge_series(st, tt, w->mean[e], m2, m3, m4);
-        st[MINIMUM] = lo < st[MINIMUM] ? lo : st[MINIMUM];
-        st[MAXIMUM] = hi > st[MAXIMUM] ? hi : st[MAXIMUM];
-        st[NEGATIVE] += (double)negative;
+        fold_series(stats + e * NFIELDS, tt, w->mean[e], m2, m3, m4, lo, hi, (double)negative,
+                    0.0);
     }
     for (int64_t i = 0; i < size; i++)
         for (int64_t j = i + 1; j < size; j++) {
@@ -407,8 +415,10 @@ static void tile_with_nonfinite(const double *const *tile, int64_t size, int64_t
                 hi = v[i] > hi ? v[i] : hi;
                 negative += v[i] < 0.0;
             }
-        st[NONFINITE] += (double)(t - count);
-        if (count == 0) continue;
+        if (count == 0) {
+            st[NONFINITE] += (double)t;
+            continue;
+        }
         double c = (double)count, mean = total / c, s[4] = {0, 0, 0, 0}, m2, m3, m4;
         for (int64_t i = 0; i < t; i++)
             if (isfinite(v[i])) {
@@ -417,10 +427,7 @@ static void tile_with_nonfinite(const double *const *tile, int64_t size, int64_t
             }
         double h = s[0] / c;
         recentre(c, s, h, &m2, &m3, &m4);
-        merge_series(st, c, mean + h, m2, m3, m4);
-        st[MINIMUM] = lo < st[MINIMUM] ? lo : st[MINIMUM];
-        st[MAXIMUM] = hi > st[MAXIMUM] ? hi : st[MAXIMUM];
-        st[NEGATIVE] += (double)negative;
+        fold_series(st, c, mean + h, m2, m3, m4, lo, hi, (double)negative, (double)(t - count));
     }
     int64_t joint_count = 0;
     for (int64_t e = 0; e < size; e++) w->mean[e] = 0.0;
@@ -573,6 +580,23 @@ void klest_categorical_inverse_cdf(const double *cdf, const int32_t *guide, int6
         if (index != NULL) index[j] = lo;
         if (table != NULL) values[j] = table[lo];
     }
+}
+
+/* Fold accumulator b into accumulator a (b's draws after a's), both in the layout of
+ * klest_accumulate: stats (E x NFIELDS), joint (1 + E), comoment (E x E). klest.moments.merge
+ * combines the engine's tasks with it. Returns 0, or -1 without scratch memory. */
+int klest_merge(int64_t size, double *stats, double *joint, double *comoment,
+                const double *stats_b, const double *joint_b, const double *comoment_b) {
+    double *delta = malloc(sizeof(double) * (size > 0 ? size : 1));
+    if (delta == NULL) return -1;
+    for (int64_t e = 0; e < size; e++) {
+        const double *b = stats_b + e * NFIELDS;
+        fold_series(stats + e * NFIELDS, b[COUNT], b[MEAN], b[M2], b[M3], b[M4], b[MINIMUM],
+                    b[MAXIMUM], b[NEGATIVE], b[NONFINITE]);
+    }
+    merge_joint(joint, comoment, size, joint_b[0], joint_b + 1, comoment_b, delta);
+    free(delta);
+    return 0;
 }
 
 /* k3 = exp(l) - 1 - l of n values, from l and expm1(l) (klest.estimators' k3). */
