@@ -1,6 +1,6 @@
 """Keep glibc from returning the engine's scratch memory to the OS after every block.
 
-Each block allocates a dozen arrays of block_size float64 (0.5 MB at the default size).
+Each block allocates several arrays of block_size float64 (0.5 MB at the default size).
 glibc serves such sizes with mmap, or trims them off the heap top as soon as they are freed,
 so every block pays page faults on memory it just released — measured here at 40% of the
 engine's time. Raising the mmap threshold to 4 MB and the trim threshold to 32 MB keeps
