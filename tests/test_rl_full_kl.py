@@ -71,6 +71,23 @@ def test_near_identical_policies_keep_relative_precision() -> None:
     np.testing.assert_allclose(rl.full_kl(a, b), want, rtol=1e-7)
 
 
+def test_subnormal_policy_probability_against_a_large_reference_one() -> None:
+    """pi_v = e^-720 (subnormal, > 0) where pi_ref_v = 1/2: the term pi_v k3(log(r_v/pi_v))
+    overflows (e^719 = inf, times 1e-313 = inf) although the KL is log 2 (was +inf)."""
+    a = np.array([[0.0, -720.0], [0.0, -740.0], [5.0, -800.0]])
+    b = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    want = direct(a, b)
+    np.testing.assert_allclose(rl.full_kl(a, b), want, rtol=1e-13)
+    at = torch.tensor(a, requires_grad=True)
+    out = rl.full_kl(at, torch.tensor(b))
+    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-13)
+    out.sum().backward()
+    a2 = torch.tensor(a, requires_grad=True)
+    x, y = torch.log_softmax(a2, -1), torch.log_softmax(torch.tensor(b), -1)
+    (x.exp() * (x - y)).sum().backward()
+    torch.testing.assert_close(at.grad, a2.grad, rtol=1e-12, atol=1e-300)
+
+
 def test_invariant_to_row_shifts() -> None:
     a, b = logits(4, (3, 9)), logits(5, (3, 9))
     shifted = a + np.array([[100.0], [-50.0], [3.0]])
@@ -176,7 +193,7 @@ def test_invalid_shapes_and_rows() -> None:
         rl.full_kl(np.zeros((2, 3)), np.zeros((2, 4)))
     with pytest.raises(ValueError, match="non-empty last"):
         rl.full_kl(np.zeros((2, 0)), np.zeros((2, 0)))
-    with pytest.raises(ValueError, match="row of -inf"):
+    with pytest.raises(ValueError, match=r"logits at position \(1,\) is -inf .*row of -inf"):
         rl.full_kl(np.array([[0.0, 1.0], [-np.inf, -np.inf]]), np.zeros((2, 2)))
 
 

@@ -386,3 +386,71 @@ def test_klest_import_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _up(x: float) -> float:
+    return float(np.nextafter(x, math.inf))
+
+
+def _down(x: float) -> float:
+    return float(np.nextafter(x, -math.inf))
+
+
+def test_torch_output_clamp_is_inclusive_at_the_bounds_like_torch_clamp() -> None:
+    """`TorchOps.clamp_output(fn, args, lo, hi)` = torch.clamp(fn(*args), lo, hi) in value
+    and gradient: at a value exactly on a bound the clamp is not active and fn's gradient
+    passes (torch.clamp's gradient is 1 there); one ulp past the bound it is 0. Both code
+    paths: some entries past a bound (masked evaluation), and only entries on the bounds
+    (the early return when nothing is clamped)."""
+    from klest.rl._backend import TorchOps
+
+    ops = TorchOps()
+    grid = [-5.0, 5.0, _up(5.0), _down(-5.0), _down(5.0), _up(-5.0), 0.0, -7.0, 7.0]
+    for xs in (grid, [-5.0, 5.0]):
+        x = torch.tensor(xs, dtype=torch.float64, requires_grad=True)
+        out = ops.clamp_output(lambda t: 2.0 * t, (x,), -10.0, 10.0)
+        out.sum().backward()
+        x2 = torch.tensor(xs, dtype=torch.float64, requires_grad=True)
+        want = torch.clamp(2.0 * x2, -10.0, 10.0)
+        want.sum().backward()
+        assert torch.equal(out.detach(), want.detach())
+        assert torch.equal(x.grad, x2.grad)
+        assert x.grad[0] == 2.0 and x.grad[1] == 2.0  # exactly on -10 and on 10
+
+
+K3_AT_2 = float(k3_ref(np.array([2.0]))[0])  # klest's k3(2.0) is this float exactly
+SLIME_W = 10.0 / K3_AT_2  # SLIME_W * K3_AT_2 == 10.0 exactly (asserted below)
+
+
+@pytest.mark.parametrize(
+    ("framework", "kind", "l", "opts", "bound", "on"),
+    [
+        # value -l = k1 reaches +-10 exactly at l = -+10; one ulp further it is clamped
+        ("openrlhf", "k1", [-10.0, 10.0, _down(-10.0), _up(10.0), _up(-10.0)], {}, 10.0, 2),
+        ("nemo_rl", "k1", [-10.0, 10.0, _down(-10.0), _up(10.0), _up(-10.0)], {}, 10.0, 2),
+        ("nemo_rl", "k2", [4.0, -4.0, _up(4.0), _down(-4.0)], {"output_clamp_value": 8.0}, 8.0, 2),
+        ("nemo_rl", "k3", [2.0, _up(2.0), 1.0], {"output_clamp_value": K3_AT_2}, K3_AT_2, 1),
+        ("slime", "low_var_kl", [2.0, 2.5], {"importance_ratio": SLIME_W}, 10.0, 1),
+    ],
+)
+def test_output_clamps_pass_the_gradient_at_exactly_the_bound(
+    framework: str, kind: str, l: list[float], opts: dict, bound: float, on: int
+) -> None:
+    """The clamped kinds at values exactly on the output clamp: the value is the bound and
+    the gradient is the unclamped function's (as torch.clamp, which the frameworks call),
+    not 0. (verl's low_var_kl clamps k3 at 10, which no float64 l reaches exactly: k3 jumps
+    from 9.999999999999995 to 10.000000000000002; its clamp is the same clamp_output.)
+    The first `on` entries of `l` give values exactly on a bound, the others lie past it."""
+    assert SLIME_W * K3_AT_2 == 10.0
+    lp = np.zeros(len(l))
+    ref = np.array(l)
+    want, dlp_want, dref_want = reference(framework, kind, lp, ref, **opts)
+    at_bound = np.arange(len(l)) < on
+    assert (np.abs(want[at_bound]) == bound).all()
+    out, dlp, dref = torch_grads(framework, kind, lp, ref, **opts)
+    for got in (out.detach().numpy(), rl.kl_penalty(lp, ref, kind, framework=framework, **opts)):
+        assert (got[at_bound] == want[at_bound]).all()
+        np.testing.assert_allclose(got, want, rtol=1e-15, atol=0)
+    assert (dlp[at_bound] != 0).all() and (dref[at_bound] != 0).all()
+    np.testing.assert_allclose(dlp, dlp_want, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(dref, dref_want, rtol=1e-13, atol=0)

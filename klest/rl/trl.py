@@ -102,7 +102,7 @@ register(
         "sum_v exp(logprob_v) (logprob_v - ref_logprob_v) over the vocabulary axis",
         NO_GRADIENT,
         REWARD,
-        options={"logits": None, "ref_logits": None, "chunk_size": None},
+        options={"logits": None, "ref_logits": None, "chunk_size": None, "nonfinite": "propagate"},
         raw=True,
     )
 )

@@ -107,7 +107,7 @@ register(
         "sum_v pi(v) (log pi(v) - log pi_ref(v)) per position, from full-vocabulary logits",
         "exact gradient of KL(pi||pi_ref) with respect to both logits",
         PLACEMENT,
-        options={"logits": None, "ref_logits": None, "chunk_size": None},
+        options={"logits": None, "ref_logits": None, "chunk_size": None, "nonfinite": "propagate"},
         raw=True,
     )
 )
