@@ -2,7 +2,9 @@
 
 ``kl(a, b)`` is KL(a||b) = E_{x~a}[log a(x) - log b(x)] — the first argument is the one the
 expectation is taken over. Closed forms are small pure functions registered with
-``@register_kl(A, B)``; pairs whose supports do not nest return ``inf`` deliberately; pairs
+``@register_kl(A, B)``; pairs on different spaces (continuous vs discrete, different event
+shapes) raise a ValueError; pairs on one space whose supports do not nest return ``inf``
+deliberately; pairs
 without a closed form fall back to quadrature (1-D continuous), enumeration (finite
 discrete) or a truncated series with an error bound (countable discrete).
 ``kl_result`` tells which method produced the number.
@@ -19,7 +21,15 @@ import numpy as np
 
 from klest.distributions.base import Distribution
 
-__all__ = ["METHODS", "KLResult", "NoKLMethodError", "kl", "kl_result", "register_kl"]
+__all__ = [
+    "METHODS",
+    "KLResult",
+    "NoKLMethodError",
+    "check_same_space",
+    "kl",
+    "kl_result",
+    "register_kl",
+]
 
 METHODS = ("auto", "closed_form", "quadrature", "enumeration")
 
@@ -123,6 +133,36 @@ def _numerical(a: Distribution, b: Distribution) -> KLResult:
     return KLResult(_as_value(res.value), res.method, res.abs_error + rounding)
 
 
+def _space(d: Distribution) -> str:
+    if d.event_shape:
+        return f"R^{d.support.dim}" if not d.discrete else f"Z^{d.support.dim}"
+    return "the integers" if d.discrete else "the real line"
+
+
+def check_same_space(a: Distribution, b: Distribution, what: str = "KL is") -> None:
+    """Raise a one-line ValueError when a and b live on different spaces.
+
+    One rule: distributions on different spaces (continuous vs discrete, or different
+    event shapes) are not comparable, whatever their supports; on one space, a support of
+    a that is not inside b's makes KL(a||b) = inf (``kl`` returns it, method "support").
+
+    >>> from klest.distributions import Normal, Poisson
+    >>> check_same_space(Normal(loc=0.0, scale=1.0), Poisson(rate=1.0))
+    Traceback (most recent call last):
+    ...
+    ValueError: KL is undefined for the pair (Normal, Poisson): they live on different spaces ...
+    """
+    if a.discrete != b.discrete or a.support.dim != b.support.dim or a.event_shape != b.event_shape:
+        kinds = [
+            f"{type(d).__name__} on {_space(d)}, {'discrete' if d.discrete else 'continuous'}"
+            for d in (a, b)
+        ]
+        raise ValueError(
+            f"{what} undefined for the pair {_pair(a, b)}: they live on different spaces "
+            f"({kinds[0]}; {kinds[1]})"
+        )
+
+
 def kl_result(a: Distribution, b: Distribution, method: str = "auto") -> KLResult:
     """KL(a||b) together with the method that produced it (see :func:`kl`)."""
     if not isinstance(a, Distribution) or not isinstance(b, Distribution):
@@ -132,11 +172,7 @@ def kl_result(a: Distribution, b: Distribution, method: str = "auto") -> KLResul
     if method not in METHODS:
         raise ValueError(f"unknown KL method {method!r}; choose one of {', '.join(METHODS)}")
 
-    if a.support.dim != b.support.dim or a.event_shape != b.event_shape:
-        raise ValueError(
-            f"KL is undefined for the pair {_pair(a, b)}: they live on different spaces "
-            f"({a.support.describe()} vs {b.support.describe()})"
-        )
+    check_same_space(a, b)
     if not b.support.contains(a.support):
         # a puts mass where b has none: KL(a||b) is +inf by definition, whatever the method.
         shape = np.broadcast_shapes(a.batch_shape, b.batch_shape)

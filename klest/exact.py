@@ -19,7 +19,7 @@ import numpy as np
 
 from klest import estimators as _estimators
 from klest.distributions.base import Distribution
-from klest.divergence import kl_result
+from klest.divergence import check_same_space, kl_result
 from klest.log_ratio import log_ratio_function
 from klest.numerics import Expectation, expect
 
@@ -241,6 +241,7 @@ def exact_moments(
             f"exact_moments needs two klest distributions, got "
             f"{type(q).__name__} and {type(p).__name__}"
         )
+    check_same_space(q, p, "exact moments are")
     mean, var, used, abs_error, note = _moments(q, p, est, method)
     truth = _truth(q, p, est)
     return ExactMoments(

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import solve_triangular
 
+from klest.closed_forms import _stable as stable
 from klest.estimators import Estimator, expm1_minus_x
 
 __all__ = ["GaussianLogRatio", "gaussian_log_ratio", "gaussian_moments"]
@@ -36,6 +37,9 @@ VAR_RTOL = 1e-9  # accept a closed-form variance whose estimated rounding error 
 MEAN_RTOL = 1e-12  # ... and a mean whose estimated rounding error is below this (relative)
 _SERIES_ORDER = 60  # terms of the Taylor-series fallback
 _SERIES_RADIUS = 0.5  # use the fallback only where |s| * max|2 a_i| <= this (fast convergence)
+#: below this var_q / var_p the quadratic form's a_i = (1 - ratio)/2 and 1 + s lambda_i lose
+#: the ratio's digits (it is subnormal): exact moments are then not computed
+_NORMAL_RANGE = 1e-290
 
 Terms = dict[tuple[int, float], float]
 
@@ -94,11 +98,24 @@ def gaussian_log_ratio(q: Any, p: Any) -> GaussianLogRatio:
     from klest.distributions.normal import Normal
 
     if isinstance(q, Normal) and isinstance(p, Normal):
-        rel = (q.scale - p.scale) / p.scale  # sigma_q / sigma_p - 1, without cancellation
-        lam = np.array([rel * (2.0 + rel)])  # var_q / var_p - 1
-        ratio = np.array([(q.scale / p.scale) ** 2])
-        delta = np.array([(q.loc - p.loc) / p.scale])
-        b = -(q.scale / p.scale) * delta
+        log_var_ratio = 2.0 * stable.log_ratio(q.scale, p.scale)  # never forms the ratio
+        if abs(log_var_ratio) < 0.5:
+            rel = (q.scale - p.scale) / p.scale  # sigma_q / sigma_p - 1, without cancellation
+            lam = np.array([rel * (2.0 + rel)])  # var_q / var_p - 1
+        else:
+            lam = np.array([stable.exp(log_var_ratio) - 1.0])
+        ratio = np.array([stable.exp(log_var_ratio)])
+        delta = np.array([stable.scaled_difference(q.loc, p.loc, p.scale)])
+        b = -stable.exp(0.5 * log_var_ratio) * delta if delta[0] else np.zeros(1)
+        if not (np.isfinite(lam[0]) and np.isfinite(b[0]) and _NORMAL_RANGE < ratio[0]):
+            from klest.exact import NoExactMethodError
+
+            raise NoExactMethodError(
+                f"exact moments for q={q!r}, p={p!r} are out of float64 range: q.scale / "
+                f"p.scale = exp({0.5 * log_var_ratio:.6g}) and the shift "
+                f"(q.loc - p.loc) / p.scale = {delta[0]:.6g} make the log-ratio's quadratic "
+                "form overflow"
+            )
     elif isinstance(q, MultivariateNormal) and isinstance(p, MultivariateNormal):
         if q.dim != p.dim:
             raise ValueError(
@@ -220,7 +237,11 @@ def _square(terms: tuple[tuple[float, int, float], ...]) -> Terms:
 def _diverges(form: GaussianLogRatio, s: float) -> bool:
     """E[e^{s l}] = inf iff 1 + s lambda_i <= 0 for some i (1 - 2 s a_i, up to its rounding)."""
     u0, _ = _u0(form, s)
-    return bool(np.any(u0 <= 8.0 * _EPS * np.maximum(1.0, np.abs(s * form.lam))))
+    # rounding of u0: relative to 1 and s lambda_i near 0, to its terms 1 - s and s ratio_i
+    # otherwise (u0 = ratio_i at s = 1, where a tiny ratio is no sign of divergence)
+    near = np.abs(form.lam) <= 0.5
+    size = np.where(near, np.maximum(1.0, np.abs(s * form.lam)), abs(1.0 - s) + abs(s) * form.ratio)
+    return bool(np.any(u0 <= 8.0 * _EPS * size))
 
 
 @dataclass(frozen=True)
@@ -305,7 +326,7 @@ def _term_label(j: int, s: float) -> str:
 
 
 def _divergence_note(form: GaussianLogRatio, j: int, s: float, what: str) -> str:
-    if s > 0:
+    if s > 1.0:
         bound = s / (s - 1.0)
         times = "twice" if bound == 2.0 else f"{bound:.6g} times"
         why = (

@@ -43,7 +43,61 @@ def _normal_normal_coefficients(q: Normal, p: Normal) -> tuple[float, float, flo
     return a, b, c
 
 
+def _standardized_coefficients(q: Normal, p: Normal) -> tuple[float, float, float]:
+    """(a, b, c) with log p(x) - log q(x) = a z^2 + b z + c for x = q.loc + q.scale z.
+
+    With d = (q.loc - p.loc)/p.scale and rho = q.scale/p.scale (from logarithms: neither
+    ratio is formed where it would overflow): a = (1 - rho)(1 + rho)/2, b = -d rho and
+    c = log rho - d^2/2. Terms beyond the float64 range are +-inf, their correct rounding.
+    """
+    log_rho = math.log(q.scale) - math.log(p.scale)
+    rho = math.exp(log_rho) if log_rho < 709.0 else math.inf
+    diff = q.loc - p.loc  # inf only when |q.loc - p.loc| exceeds the float64 range
+    d = diff / p.scale if math.isfinite(diff) else q.loc / p.scale - p.loc / p.scale
+    a = 0.5 * (1.0 - rho) * (1.0 + rho)
+    b = -d * rho if d else 0.0
+    return a, b, log_rho - 0.5 * d * d
+
+
+#: use the x-polynomial (the compiled fused path) only while its terms exceed the
+#: standardized polynomial's by less than this factor (digits lost to cancellation)
+_CONDITIONING = 1e3
+
+
+def _x_polynomial_is_safe(q: Normal, p: Normal) -> bool:
+    """True when a x^2 + b x + c is finite and loses at most ~3 digits to cancellation.
+
+    It is not for locations far from 0 in units of the scales (q = N(1e20, 1): c = 5e39
+    cancels against b x) nor for scale ratios whose squares overflow (q.scale = 1e-160).
+    Typical parameters always take the x-polynomial, so their streams are unchanged.
+    """
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        try:
+            a, b, c = _normal_normal_coefficients(q, p)
+        except (OverflowError, ZeroDivisionError, ValueError):
+            return False
+        if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(c)):
+            return False
+        za, zb, zc = _standardized_coefficients(q, p)
+        x = abs(q.loc) + 10.0 * q.scale
+        size = abs(a) * x * x + abs(b) * x + abs(c)
+        standard = abs(za) * 100.0 + abs(zb) * 10.0 + abs(zc)
+        return math.isfinite(size) and size <= _CONDITIONING * (standard + 1.0)
+
+
 def _normal_normal(q: Normal, p: Normal) -> LogRatio:
+    if not _x_polynomial_is_safe(q, p):
+        coefficients = _standardized_coefficients(q, p)
+        loc, scale = q.loc, q.scale
+
+        def standardized(x: np.ndarray, overwrite: bool = False) -> np.ndarray:
+            x = np.asarray(x, dtype=np.float64)
+            with np.errstate(over="ignore", invalid="ignore"):
+                diff = x - loc
+                z = np.where(np.isfinite(diff), diff / scale, x / scale - loc / scale)
+            return _quadratic_no_warnings(z, *coefficients)
+
+        return standardized
     coefficients = _normal_normal_coefficients(q, p)
 
     def quadratic(x: np.ndarray, overwrite: bool = False) -> np.ndarray:
@@ -53,13 +107,25 @@ def _normal_normal(q: Normal, p: Normal) -> LogRatio:
     return quadratic
 
 
+def _quadratic_no_warnings(z: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    """quadratic_in_place where a coefficient may be +-inf (z = 0 then gives c, not NaN)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = quadratic_in_place(np.array(z, dtype=np.float64), a, b, c)
+    if not (math.isfinite(a) and math.isfinite(b)):
+        out = np.where(z == 0.0, c, out)
+    return out
+
+
 def sample_log_ratio(
     q: Distribution, p: Distribution, rng: np.random.Generator, size: int
 ) -> np.ndarray:
     """log p(x) - log q(x) for ``size`` draws x ~ q from ``rng``.
 
     Bit for bit ``log_ratio_function(q, p)(q.sample(rng, size))``; for a pair of Normals the
-    draws and the log-ratio come out of one compiled loop, and x is never written.
+    draws and the log-ratio come out of one compiled loop, and x is never written. (At
+    extreme Normal parameters, where the polynomial in x would overflow or cancel, the
+    log-ratio is the polynomial in the standard normal draw z, x = loc + scale z: the same
+    law, computed without forming x.)
 
     >>> q, p = Normal(loc=0.0, scale=1.0), Normal(loc=1.0, scale=2.0)
     >>> fused = sample_log_ratio(q, p, np.random.default_rng(3), 10_000)
@@ -68,6 +134,11 @@ def sample_log_ratio(
     True
     """
     if type(q) is Normal and type(p) is Normal:
+        if not _x_polynomial_is_safe(q, p):
+            # extreme parameters: the log-ratio as a polynomial in the standard normal draw
+            return _quadratic_no_warnings(
+                scaled_normal(rng, size, 1.0, 0.0), *_standardized_coefficients(q, p)
+            )
         coefficients = _normal_normal_coefficients(q, p)
         return scaled_normal(rng, size, q.scale, q.loc, quadratic=coefficients)
     if _unbatched_categoricals(q, p):

@@ -306,7 +306,13 @@ def level_crossings(h: ArrayFn, points: np.ndarray, levels: Sequence[float]) -> 
             def shifted(x: float, level: float = level) -> float:
                 return float(np.asarray(h(np.array([x])))[0]) - level
 
-            roots.append(brentq(shifted, a, b, xtol=1e-300, rtol=4 * np.finfo(float).eps))
+            # a split point needs no proof of convergence: brentq's last iterate (it may
+            # stall on a crossing at an extreme scale, |x| ~ 1e-20) is as good a break
+            root, _ = brentq(
+                shifted, a, b, xtol=1e-300, rtol=4 * np.finfo(float).eps,
+                full_output=True, disp=False,
+            )  # fmt: skip
+            roots.append(root)
         roots.extend(points[diff == 0.0])
     return np.asarray(roots, dtype=np.float64)
 

@@ -63,11 +63,40 @@ def test_different_spaces_raise() -> None:
         kl(Normal(loc=0.0, scale=1.0), mvn)
 
 
-def test_continuous_vs_discrete_is_infinite_by_support() -> None:
-    res = kl_result(Normal(loc=0.0, scale=1.0), klest.Poisson(rate=1.0))
+MIXED_SPACES = [
+    (Normal(loc=0.0, scale=1.0), klest.Poisson(rate=1.0)),
+    (Normal(loc=0.0, scale=1.0), klest.Categorical(probs=[0.5, 0.5])),
+    (klest.Exponential(rate=1.0), klest.Bernoulli(probs=0.5)),
+    (
+        klest.MultivariateNormal(mean=[0.0, 0.0], cov=[[1.0, 0.0], [0.0, 1.0]]),
+        Normal(loc=0.0, scale=1.0),
+    ),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), MIXED_SPACES, ids=lambda d: type(d).__name__)
+def test_different_spaces_raise_both_ways_naming_types_and_spaces(a, b) -> None:
+    # one rule: continuous vs discrete is a different space, like R^2 vs R (no inf)
+    for x, y in ((a, b), (b, a)):
+        for method in ("auto", "closed_form", "quadrature", "enumeration"):
+            with pytest.raises(ValueError, match="different spaces") as err:
+                kl_result(x, y, method=method)
+            msg = str(err.value)
+            assert "\n" not in msg
+            assert type(x).__name__ in msg and type(y).__name__ in msg
+            assert ("discrete" in msg) == (x.discrete or y.discrete)
+        for name in ("k1", "k3", "rev_kl"):
+            with pytest.raises(ValueError, match="different spaces"):
+                klest.exact_moments(x, y, name)
+
+
+def test_same_space_support_mismatch_is_still_inf() -> None:
+    res = kl_result(klest.Poisson(rate=1.0), klest.Bernoulli(probs=0.5))
     assert res.value == math.inf and res.method == "support"
-    res = kl_result(klest.Bernoulli(probs=0.5), Normal(loc=0.0, scale=1.0))
+    res = kl_result(Normal(loc=0.0, scale=1.0), klest.Exponential(rate=1.0))
     assert res.value == math.inf and res.method == "support"
+    m = klest.exact_moments(Normal(loc=0.0, scale=1.0), klest.Exponential(rate=1.0), "k1")
+    assert m.mean == math.inf and m.truth == math.inf
 
 
 def test_support_mismatch_is_infinite_for_every_method() -> None:
