@@ -18,6 +18,9 @@ True
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 from klest import _native
@@ -46,9 +49,22 @@ def scaled_normal(
 
     With ``quadratic = (a, b, c)``, returns ``((x * a) + b) * x + c`` instead, computed in
     that order (``x * b + c`` when a == 0): a Gaussian log-ratio, without writing x.
+    ``scale``, ``loc`` and the coefficients are real scalars (NaN and inf are arithmetic, as
+    in NumPy); a bad ``rng``, ``size`` or parameter is a one-line TypeError or ValueError.
+
+    >>> scaled_normal(np.random.default_rng(0), -1, 1.0, 0.0)
+    Traceback (most recent call last):
+        ...
+    ValueError: size must be non-negative, got -1
     """
-    shape = (size,) if isinstance(size, int | np.integer) else tuple(size)
-    count = int(np.prod(shape, dtype=np.int64))
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    shape = _shape(size)
+    count = math.prod(shape)
+    if count * 8 > np.iinfo(np.intp).max:
+        raise ValueError(f"size {size} is too large: {count} float64 values cannot be allocated")
+    scale, loc = _native.real_scalar("scale", scale), _native.real_scalar("loc", loc)
+    quadratic = None if quadratic is None else _native.quadratic_coefficients(quadratic)
     bit_generator = rng.bit_generator
     if count < MIN_FAST_SIZE or type(bit_generator) is not np.random.PCG64:
         draws = rng.standard_normal(shape)
@@ -61,10 +77,25 @@ def scaled_normal(
         full = bit_generator.state
         s, inc = full["state"]["state"], full["state"]["inc"]
         state = np.array([s >> 64, s & _MASK64, inc >> 64, inc & _MASK64], dtype=np.uint64)
-        _native.fill_normal(state, out, float(scale), float(loc), quadratic)
+        _native.fill_normal(state, out, scale, loc, quadratic)
         full["state"]["state"] = (int(state[0]) << 64) | int(state[1])
         bit_generator.state = full
     return out
+
+
+def _shape(size: Any) -> tuple[int, ...]:
+    """``size`` (an int or a sequence of ints) as a shape, each entry >= 0."""
+    entries = (size,) if isinstance(size, int | np.integer) else size
+    if (
+        isinstance(entries, str | bytes)
+        or not isinstance(entries, tuple | list)
+        or not all(isinstance(n, int | np.integer) and not isinstance(n, bool) for n in entries)
+    ):
+        raise TypeError(f"size must be an int or a tuple of ints, got {size!r}")
+    shape = tuple(int(n) for n in entries)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"size must be non-negative, got {size!r}")
+    return shape
 
 
 def quadratic_in_place(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:

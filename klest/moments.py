@@ -2,7 +2,8 @@
 
 A :class:`Moments` holds, for each of E series (estimators, plus the control variate r - 1):
 the count of finite values, their mean and central power sums M2, M3, M4, min/max, the count
-of negative and non-finite values, and a histogram on shared bins; and, over the draws where
+of negative values, of non-finite values and of the +inf and -inf among them (the rest are
+NaN), and a histogram on shared bins; and, over the draws where
 *every* series is finite, the joint mean vector and co-moment matrix (for covariances between
 estimators). Two Moments merge exactly (Chan et al.'s pairwise update, extended to third and
 fourth moments by Pébay 2008); merging in a fixed order makes results bit-reproducible.
@@ -24,7 +25,10 @@ from klest import _native
 
 __all__ = ["Accumulator", "Moments", "block_moments", "merge"]
 
-_COUNT, _MEAN, _M2, _M3, _M4, _MINIMUM, _MAXIMUM, _NEGATIVE, _NONFINITE = range(len(_native.FIELDS))
+_INDEX = {field: i for i, field in enumerate(_native.FIELDS)}
+_MINIMUM, _MAXIMUM = _INDEX["minimum"], _INDEX["maximum"]
+#: the integer columns (counts) of the accumulator's stats array
+_COUNTS = frozenset(_INDEX[f] for f in ("count", "negative", "nonfinite", "posinf", "neginf"))
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,9 @@ class Moments:
     minimum: np.ndarray  # (E,)
     maximum: np.ndarray  # (E,)
     negative: np.ndarray  # (E,) int64
-    nonfinite: np.ndarray  # (E,) int64
+    nonfinite: np.ndarray  # (E,) int64: non-finite values (+inf, -inf and NaN)
+    posinf: np.ndarray  # (E,) int64: +inf values
+    neginf: np.ndarray  # (E,) int64: -inf values
     joint_count: int  # draws where all series are finite
     joint_mean: np.ndarray  # (E,)
     comoment: np.ndarray  # (E, E) sum of products of deviations over joint draws
@@ -49,6 +55,16 @@ class Moments:
     def n_series(self) -> int:
         return len(self.count)
 
+    @property
+    def nan(self) -> np.ndarray:
+        """(E,) int64: NaN values per series (the non-finite values that are not ±inf)."""
+        return self.nonfinite - self.posinf - self.neginf
+
+    @property
+    def draws(self) -> np.ndarray:
+        """(E,) int64: every value per series, finite or not."""
+        return self.count + self.nonfinite
+
 
 class Accumulator:
     """Running statistics of E series over blocks of draws, folded in the order given.
@@ -57,8 +73,8 @@ class Accumulator:
     >>> acc = Accumulator(2, edges=np.linspace(-4.0, 4.0, 9))
     >>> acc.add([np.array([0.5, -1.0, 2.0]), np.array([1.0, 2.0, np.inf])])
     >>> stats = acc.to_moments()
-    >>> stats.mean.tolist(), stats.nonfinite.tolist(), stats.joint_count
-    ([0.5, 1.5], [0, 1], 2)
+    >>> stats.mean.tolist(), stats.nonfinite.tolist(), stats.posinf.tolist(), stats.joint_count
+    ([0.5, 1.5], [0, 1], [0, 1], 2)
     """
 
     def __init__(
@@ -68,8 +84,20 @@ class Accumulator:
         hist_stride: int = 1,
         hist_rows: int | None = None,
     ) -> None:
-        if hist_stride < 1:
-            raise ValueError(f"hist_stride must be >= 1, got {hist_stride}")
+        n_series = _native.checked_int("n_series", n_series, 1)
+        hist_stride = _native.checked_int("hist_stride", hist_stride, 1)
+        if edges is not None:
+            edges = _native.as_real_array("edges", edges)
+            if edges.ndim != 1 or len(edges) < 2:
+                raise ValueError(
+                    f"edges must be 1-D with at least 2 entries, got shape {edges.shape}"
+                )
+            if not np.isfinite(edges).all() or not (np.diff(edges) > 0).all():
+                raise ValueError("edges must be finite and strictly increasing")
+        if hist_rows is not None:
+            hist_rows = _native.checked_int("hist_rows", hist_rows, 0)
+            if hist_rows > n_series:
+                raise ValueError(f"hist_rows must be in [0, {n_series}], got {hist_rows}")
         self.stats = np.zeros((n_series, len(_native.FIELDS)))
         self.stats[:, _MINIMUM], self.stats[:, _MAXIMUM] = np.inf, -np.inf
         self.joint = np.zeros(n_series + 1)  # [joint count, joint means...]
@@ -102,10 +130,10 @@ class Accumulator:
                     raise ValueError(f"unknown computed series {value!r}; valid: {valid}")
                 series.append(value)
             else:
-                series.append(np.ascontiguousarray(value, dtype=np.float64))
+                series.append(_native.as_real_array("values", value))
         inputs = [
-            None if x is None else np.ascontiguousarray(x, dtype=np.float64)
-            for x in (log_ratio, expm1_log_ratio)
+            None if x is None else _native.as_real_array(label, x)
+            for label, x in (("log_ratio", log_ratio), ("expm1_log_ratio", expm1_log_ratio))
         ]
         if len(series) != len(self.stats):
             raise ValueError(f"expected {len(self.stats)} series, got {len(series)}")
@@ -113,6 +141,8 @@ class Accumulator:
         arrays += [x for x in inputs if x is not None]
         if not arrays:
             raise ValueError("computed series need the log-ratio of the block")
+        if any(array.ndim != 1 for array in arrays):
+            raise ValueError("every series of a block must be 1-D")
         m = len(arrays[0])
         if m == 0:
             raise ValueError("a block needs at least one draw")
@@ -143,9 +173,8 @@ def _as_arrays(moments: Moments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _from_arrays(
     stats: np.ndarray, joint: np.ndarray, comoment: np.ndarray, histogram: np.ndarray
 ) -> Moments:
-    counts = {_COUNT, _NEGATIVE, _NONFINITE}
     columns = {
-        field: stats[:, i].astype(np.int64) if i in counts else stats[:, i]
+        field: stats[:, i].astype(np.int64) if i in _COUNTS else stats[:, i]
         for i, field in enumerate(_native.FIELDS)
     }
     return Moments(

@@ -127,3 +127,132 @@ def test_categorical_log_ratio_in_one_pass() -> None:
         batched.inverse_cdf(np.array([0.5]))
     with pytest.raises(ValueError, match="5000 entries"):
         q.inverse_cdf(np.array([0.5]), table=np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "probs",
+    [
+        [0.25, 0.25, 0.5],  # one bucket, the short scan
+        [0.25, 0.0, 0.0, 0.25, 0.5],  # repeated CDF values: zero-mass categories are skipped
+        [2.0**-10] * 40 + [41 * 2.0**-10] * 24,  # 40 categories in bucket 0: the binary search
+    ],
+    ids=["scan", "holes", "binary-search"],
+)
+def test_inverse_cdf_with_u_exactly_on_cdf_values(probs: list[float]) -> None:
+    # dyadic probabilities: the CDF is exact, so u can sit exactly on each CDF value, where
+    # the guide table's `cdf[i] <= u` (not `<`) decides: searchsorted(side="right") skips it
+    q = klest.Categorical(probs=probs)
+    cdf = q._cdf
+    assert np.array_equal(cdf, np.cumsum(probs))  # exact
+    on = cdf[cdf < 1.0]
+    g = q._guide.size - 1
+    u = np.concatenate([on, np.nextafter(on, 0.0), np.nextafter(on, 1.0), np.arange(g) / g])
+    for table in (None, np.arange(len(probs), dtype=np.float64) * 10.0):
+        got = q.inverse_cdf(u, table=table)
+        want = np.searchsorted(cdf, u, side="right")
+        assert np.array_equal(got, want if table is None else table[want])
+    assert np.all(q.probs[q.inverse_cdf(u)] > 0)
+
+
+def test_inverse_cdf_refuses_u_outside_the_unit_interval() -> None:
+    q = klest.Categorical(probs=[0.1, 0.2, 0.3, 0.4])
+    for bad in (1.0, 1.5, 50.0, -1e-300, -np.inf, np.inf, np.nan):
+        u = np.array([0.5, 0.25, bad, 0.0])
+        for table in (None, np.zeros(4)):
+            with pytest.raises(ValueError, match=r"u must lie in \[0, 1\), got .* at index 2$"):
+                q.inverse_cdf(u, table=table)
+    with pytest.raises(ValueError, match=r"at index \(1, 0\)"):
+        q.inverse_cdf(np.array([[0.5, 0.5], [1.0, 0.5]]))
+
+
+def test_inverse_cdf_converts_or_refuses_its_arguments() -> None:
+    q = klest.Categorical(probs=[0.25, 0.25, 0.5])
+    # any real dtype, any shape, any strides: the result has u's shape
+    u = np.array([[0.1, 0.3], [0.6, 0.9]], dtype=np.float32).T
+    assert q.inverse_cdf(u).tolist() == [[0, 2], [1, 2]]
+    assert q.inverse_cdf([0, 0.5]).tolist() == [0, 2]
+    assert q.inverse_cdf(np.zeros(0)).shape == (0,)
+    assert q.inverse_cdf(np.float64(0.3)).shape == ()
+    assert q.inverse_cdf(np.array([0.3]), table=[1, 2, 3]).tolist() == [2.0]
+    with pytest.raises(TypeError, match="u must be real numbers, got complex128"):
+        q.inverse_cdf(np.array([0.5 + 0j]))
+    with pytest.raises(TypeError, match="u must be real numbers, got <U"):
+        q.inverse_cdf(np.array(["0.5"]))
+    with pytest.raises(TypeError, match="table must be real numbers, got object"):
+        q.inverse_cdf(np.array([0.5]), table=np.array([1.0, None, 2.0]))
+    with pytest.raises(ValueError, match=r"table must have 3 entries, got shape \(3, 1\)"):
+        q.inverse_cdf(np.array([0.5]), table=np.zeros((3, 1)))
+
+
+def test_scaled_normal_refuses_bad_arguments() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(TypeError, match=r"rng must be a numpy\.random\.Generator"):
+        scaled_normal(np.random.RandomState(0), 10, 1.0, 0.0)  # type: ignore[arg-type]
+    for size in (-1, (5000, -1), (-1, -5000)):
+        with pytest.raises(ValueError, match="size must be non-negative"):
+            scaled_normal(rng, size, 1.0, 0.0)
+    for size in (2.5, "10", (3, 1.5), None):
+        with pytest.raises(TypeError, match="size must be an int or a tuple of ints"):
+            scaled_normal(rng, size, 1.0, 0.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"size .* is too large"):
+        scaled_normal(rng, (2**40, 2**40), 1.0, 0.0)
+    with pytest.raises(TypeError, match="scale must be a real number"):
+        scaled_normal(rng, 3000, np.ones(2), 0.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="quadratic must be 3 numbers"):
+        scaled_normal(rng, 3000, 1.0, 0.0, quadratic=(1.0, 2.0))  # type: ignore[arg-type]
+    # non-finite parameters are arithmetic, as in NumPy: the same values on both paths
+    for size in (10, 3000):
+        assert np.isnan(scaled_normal(rng, size, np.nan, 0.0)).all()
+        assert np.isinf(scaled_normal(rng, size, 1.0, np.inf)).all()
+    assert scaled_normal(rng, (0, 3), 1.0, 0.0).shape == (0, 3)
+
+
+def test_native_wrappers_refuse_what_the_kernels_would_index_out_of_bounds() -> None:
+    from klest import _native
+
+    q = klest.Categorical(probs=[0.25, 0.25, 0.5])
+    cdf, guide, u = q._cdf, q._guide, np.array([0.5])
+    bad_guide = guide.copy()
+    bad_guide[0] = 7
+    cases = [
+        (lambda: _native.inverse_cdf(cdf, bad_guide, u), ValueError, r"guide entries must be"),
+        (lambda: _native.inverse_cdf(cdf[:2], guide, u), ValueError, "ending in 1.0"),
+        (lambda: _native.inverse_cdf(cdf, guide[:1], u), ValueError, "power of two"),
+        (lambda: _native.inverse_cdf(cdf, guide.astype(np.int64), u), TypeError, "int32"),
+        (lambda: _native.inverse_cdf(cdf, guide, u, np.zeros(2)), ValueError, "table must"),
+        (lambda: _native.inverse_cdf(cdf, guide, np.array([0.5, 50.0])), ValueError, "index 1"),
+        (lambda: _native.inverse_cdf(cdf, guide, u.astype(np.float32)), TypeError, "float64"),
+        (
+            lambda: _native.fill_normal(np.zeros(3, np.uint64), np.zeros(9), 1, 0),
+            ValueError,
+            r"state must have shape \(4,\)",
+        ),
+        (
+            lambda: _native.fill_normal(np.zeros(4, np.uint64), np.zeros(9)[::3], 1, 0),
+            ValueError,
+            "C-contiguous",
+        ),
+        (
+            lambda: _native.fill_normal(np.zeros(4, np.uint64), np.broadcast_to(0.0, (9,)), 1, 0),
+            ValueError,
+            "C-contiguous",
+        ),
+        (
+            lambda: _native.k3_from_expm1(np.zeros(5), np.zeros(9), np.zeros(9)),
+            ValueError,
+            r"expm1_l must have shape \(9,\)",
+        ),
+        (
+            lambda: _native.k3_from_expm1(np.zeros(9), np.zeros(9), np.zeros(8)),
+            ValueError,
+            r"out must have shape \(9,\)",
+        ),
+    ]
+    read_only = np.zeros(9)
+    read_only.flags.writeable = False
+    cases.append(
+        (lambda: _native.k3_from_expm1(np.zeros(9), np.zeros(9), read_only), ValueError, "writable")
+    )
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()

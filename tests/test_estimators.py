@@ -227,3 +227,9 @@ def test_k3_kernel_matches_the_subtract_then_series_reference() -> None:
         np.inf,
         np.inf,
     ]
+
+
+@pytest.mark.parametrize("name", ["k1", "k3", "low_var_kl", "rev_kl"])
+def test_complex_log_ratios_are_an_error_not_a_dropped_imaginary_part(name) -> None:
+    with pytest.raises(TypeError, match="log_ratio must be real numbers, got complex128"):
+        estimators.get(name)(np.array([0.1 + 0.5j, 0.2]))

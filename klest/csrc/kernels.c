@@ -27,7 +27,9 @@
 #define KLEST_TILE 1024
 #define KLEST_INLINE static inline __attribute__((always_inline))
 
-enum { COUNT, MEAN, M2, M3, M4, MINIMUM, MAXIMUM, NEGATIVE, NONFINITE, NFIELDS };
+/* NONFINITE counts every non-finite value; POSINF and NEGINF the +inf and -inf among them
+ * (the NaNs are the rest). */
+enum { COUNT, MEAN, M2, M3, M4, MINIMUM, MAXIMUM, NEGATIVE, NONFINITE, POSINF, NEGINF, NFIELDS };
 
 /* How a series of the block is given: as an array, or computed here, tile by tile, from the
  * log-ratio l and expm1(l) -- bit for bit what klest's NumPy estimators return -- so that
@@ -335,14 +337,17 @@ static void merge_series(double *st, double nb, double mean_b, double m2b, doubl
 }
 
 /* Fold a whole series record (count, mean, central sums, extremes, negatives, non-finite
- * values) into stats row `st`. */
+ * values, +inf and -inf among them) into stats row `st`. */
 static void fold_series(double *st, double count, double mean, double m2, double m3, double m4,
-                        double lo, double hi, double negative, double nonfinite) {
+                        double lo, double hi, double negative, double nonfinite, double posinf,
+                        double neginf) {
     merge_series(st, count, mean, m2, m3, m4);
     st[MINIMUM] = lo < st[MINIMUM] ? lo : st[MINIMUM];
     st[MAXIMUM] = hi > st[MAXIMUM] ? hi : st[MAXIMUM];
     st[NEGATIVE] += negative;
     st[NONFINITE] += nonfinite;
+    st[POSINF] += posinf;
+    st[NEGINF] += neginf;
 }
 
 /* Fold nb joint draws (means mean_b[E], co-moments cb[E*E]) into joint[1+E], comoment[E*E]. */
@@ -387,7 +392,7 @@ static void finite_tile(const double *const *tile, int64_t size, int64_t t,
         recentre(tt, s, h, &m2, &m3, &m4);
         w->cross[e * size + e] = m2;
         fold_series(stats + e * NFIELDS, tt, w->mean[e], m2, m3, m4, lo, hi, (double)negative,
-                    0.0);
+                    0.0, 0.0, 0.0);
     }
     for (int64_t i = 0; i < size; i++)
         for (int64_t j = i + 1; j < size; j++) {
@@ -405,7 +410,7 @@ static void tile_with_nonfinite(const double *const *tile, int64_t size, int64_t
     for (int64_t e = 0; e < size; e++) {
         const double *v = tile[e];
         double *st = stats + e * NFIELDS;
-        int64_t count = 0, negative = 0;
+        int64_t count = 0, negative = 0, posinf = 0, neginf = 0;
         double total = 0.0, lo = INFINITY, hi = -INFINITY;
         for (int64_t i = 0; i < t; i++)
             if (isfinite(v[i])) {
@@ -414,9 +419,14 @@ static void tile_with_nonfinite(const double *const *tile, int64_t size, int64_t
                 lo = v[i] < lo ? v[i] : lo;
                 hi = v[i] > hi ? v[i] : hi;
                 negative += v[i] < 0.0;
+            } else if (isinf(v[i])) {
+                posinf += v[i] > 0.0;
+                neginf += v[i] < 0.0;
             }
         if (count == 0) {
             st[NONFINITE] += (double)t;
+            st[POSINF] += (double)posinf;
+            st[NEGINF] += (double)neginf;
             continue;
         }
         double c = (double)count, mean = total / c, s[4] = {0, 0, 0, 0}, m2, m3, m4;
@@ -427,7 +437,8 @@ static void tile_with_nonfinite(const double *const *tile, int64_t size, int64_t
             }
         double h = s[0] / c;
         recentre(c, s, h, &m2, &m3, &m4);
-        fold_series(st, c, mean + h, m2, m3, m4, lo, hi, (double)negative, (double)(t - count));
+        fold_series(st, c, mean + h, m2, m3, m4, lo, hi, (double)negative, (double)(t - count),
+                    (double)posinf, (double)neginf);
     }
     int64_t joint_count = 0;
     for (int64_t e = 0; e < size; e++) w->mean[e] = 0.0;
@@ -557,13 +568,17 @@ int klest_accumulate(const double *const *rows, const int64_t *kinds, const doub
  * for g a power of two, so b = floor(u * g) is exact and the answer lies in
  * [guide[b], guide[b + 1]]: a short scan on average ((k + g) / g entries), a binary search
  * in the rare long bucket. index[j] gets the category (when index is not NULL); values[j]
- * gets table[category] (when table is not NULL). */
-void klest_categorical_inverse_cdf(const double *cdf, const int32_t *guide, int64_t g,
-                                   const double *u, int64_t n, int64_t *index,
-                                   const double *table, double *values) {
+ * gets table[category] (when table is not NULL). Returns -1, or the first j whose u[j] is
+ * not in [0, 1) (NaN included), where it stops: such a u would index outside guide and cdf.
+ * The caller (klest/_native.py) checks the rest: g >= 1, every guide entry in [0, k - 1]
+ * and cdf[k - 1] = 1, so that the scan and the search stay inside cdf. */
+int64_t klest_categorical_inverse_cdf(const double *cdf, const int32_t *guide, int64_t g,
+                                      const double *u, int64_t n, int64_t *index,
+                                      const double *table, double *values) {
     const double scale = (double)g;
     for (int64_t j = 0; j < n; j++) {
         double x = u[j];
+        if (!(x >= 0.0 && x < 1.0)) return j;
         int64_t b = (int64_t)(x * scale);
         int64_t lo = guide[b], hi = guide[b + 1];
         if (hi - lo <= 16) {
@@ -580,6 +595,7 @@ void klest_categorical_inverse_cdf(const double *cdf, const int32_t *guide, int6
         if (index != NULL) index[j] = lo;
         if (table != NULL) values[j] = table[lo];
     }
+    return -1;
 }
 
 /* Fold accumulator b into accumulator a (b's draws after a's), both in the layout of
@@ -592,7 +608,7 @@ int klest_merge(int64_t size, double *stats, double *joint, double *comoment,
     for (int64_t e = 0; e < size; e++) {
         const double *b = stats_b + e * NFIELDS;
         fold_series(stats + e * NFIELDS, b[COUNT], b[MEAN], b[M2], b[M3], b[M4], b[MINIMUM],
-                    b[MAXIMUM], b[NEGATIVE], b[NONFINITE]);
+                    b[MAXIMUM], b[NEGATIVE], b[NONFINITE], b[POSINF], b[NEGINF]);
     }
     merge_joint(joint, comoment, size, joint_b[0], joint_b + 1, comoment_b, delta);
     free(delta);

@@ -202,18 +202,29 @@ class Categorical(Distribution):
         guide = np.searchsorted(self._cdf, np.arange(g) / g, side="right")
         return np.append(guide, k - 1).astype(np.int32)
 
-    def inverse_cdf(self, u: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+    def inverse_cdf(self, u: Any, table: Any = None) -> np.ndarray:
         """The category of each uniform u in [0, 1): the first i with cdf[i] > u (the
-        sampler's inverse CDF; unbatched). With ``table`` (length K), ``table`` at those
-        categories instead, in the same compiled pass."""
+        sampler's inverse CDF; unbatched), an int64 array of u's shape. With ``table``
+        (length K), ``table`` at those categories instead (float64), in the same compiled
+        pass. Any real dtype and layout of u and table is converted to float64; a u outside
+        [0, 1) (NaN included) is a ValueError naming its index.
+
+        >>> q = Categorical(probs=[0.25, 0.25, 0.5])
+        >>> q.inverse_cdf([0.0, 0.25, 0.5, 0.99]).tolist()
+        [0, 1, 2, 2]
+        >>> q.inverse_cdf([0.3, 1.0])
+        Traceback (most recent call last):
+            ...
+        ValueError: u must lie in [0, 1), got 1.0 at index 1
+        """
         if self.batch_shape:
             raise ValueError("inverse_cdf needs an unbatched Categorical")
-        u = np.ascontiguousarray(u, dtype=np.float64).reshape(-1)
+        u = _native.as_real_array("u", u)
         if table is not None:
-            table = np.ascontiguousarray(table, dtype=np.float64)
+            table = _native.as_real_array("table", table)
             if table.shape != (self.num_categories,):
                 raise ValueError(
-                    f"table must have {self.num_categories} entries, got {table.shape}"
+                    f"table must have {self.num_categories} entries, got shape {table.shape}"
                 )
         return _native.inverse_cdf(self._cdf, self._guide, u, table)
 
