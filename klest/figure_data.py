@@ -105,12 +105,16 @@ def _infinite_exact(runs: pd.DataFrame) -> np.ndarray:
 
 
 def _converged(runs: pd.DataFrame) -> np.ndarray:
-    """False where the sample std or its error bar cannot be trusted: the engine flagged it
-    (an infinite exact variance, single draws dominating the second or fourth moment), or
-    the sample std lies more than 5 of its standard errors from the exact std — with a
-    heavy tail (an infinite fourth moment) the error bar itself is far too small."""
-    note = runs["note"].fillna("").astype(str)
-    flagged = note.str.contains("do not converge|not reliable", regex=True).to_numpy()
+    """False where the sample std or its error bar cannot be trusted: the engine withheld
+    the std's error bar (``error_bar_std`` not "ok": non-finite draws, an infinite exact
+    variance or fourth moment, single draws dominating the moments, a sample std far below
+    the exact one), or the sample std lies more than 5 of its standard errors from the
+    exact std — with a heavy tail the error bar itself is far too small."""
+    if "error_bar_std" in runs:
+        flagged = runs["error_bar_std"].fillna("ok").astype(str).to_numpy() != "ok"
+    else:  # frames from before the error_bar columns: the engine's notes
+        note = runs["note"].fillna("").astype(str)
+        flagged = note.str.contains("do not converge|not reliable", regex=True).to_numpy()
     std, exact, se = (runs[c].to_numpy(dtype=np.float64) for c in ("std", "exact_std", "se_std"))
     with np.errstate(invalid="ignore"):
         off = np.isfinite(exact) & ~(np.abs(std - exact) <= Z_CONSISTENT * se)
@@ -124,8 +128,10 @@ def kl_sweep_frame(
     of ``cases``, then the Monte Carlo rows of ``runs`` (one per case and estimator).
 
     Columns: ``source group case estimator target kl_qp truth mean var rel_bias rel_bias_se
-    rel_std rel_std_se converged n_draws note`` (standard errors and ``n_draws`` are NaN on
-    exact rows; ``converged`` is False where the sample std cannot be trusted).
+    rel_std rel_std_se converged error_bar error_bar_std n_draws note`` (standard errors and
+    ``n_draws`` are NaN on exact rows, and on Monte Carlo rows whose error bar is withheld,
+    ``error_bar``/``error_bar_std`` saying why; ``converged`` is False where the sample std
+    cannot be trusted).
     """
     rows = []
     for group, members in _grouped(cases).items():
@@ -144,6 +150,7 @@ def kl_sweep_frame(
     exact = pd.DataFrame(rows)
     exact["rel_std_se"] = exact["rel_bias_se"] = exact["n_draws"] = math.nan
     exact["converged"] = True
+    exact["error_bar"] = exact["error_bar_std"] = "exact"
     frames = [exact]
     if runs is not None:
         mc = runs[runs["estimator"].isin([_estimators.get(e).name for e in estimators])].copy()
@@ -152,6 +159,10 @@ def kl_sweep_frame(
         mc["rel_std_se"] = mc["se_std"] / truth
         mc["rel_bias_se"] = mc["se_mean"] / truth
         mc["converged"] = _converged(mc)
+        for column, se in (("error_bar", "se_mean"), ("error_bar_std", "se_std")):
+            if column not in mc:  # frames from before the error_bar columns
+                finite = np.isfinite(mc[se].to_numpy(dtype=np.float64))
+                mc[column] = np.where(finite, "ok", "no error bar")
         mc["source"] = "monte_carlo"
         frames.append(mc)
     columns = [
@@ -169,6 +180,8 @@ def kl_sweep_frame(
         "rel_std",
         "rel_std_se",
         "converged",
+        "error_bar",
+        "error_bar_std",
         "n_draws",
         "note",
     ]
@@ -260,7 +273,9 @@ def batch_mse_frame(
     Exact rows at every B of ``batch_sizes`` (``inf`` where Var is infinite); Monte Carlo
     rows from each run's mean and variance (delta-method standard error) at powers of ten
     up to n/100, where the noise of the sample bias is below 1% of Var/B. Rows whose exact
-    variance is infinite get no Monte Carlo points (their sample MSE means nothing).
+    variance is infinite get no Monte Carlo points (their sample MSE means nothing), nor do
+    rows with non-finite draws; ``rel_rmse_se`` is NaN where the run withheld se_mean or
+    se_std (the plot draws those points hollow, without an error bar).
     Columns: ``source case kl_qp estimator batch_size rel_rmse rel_rmse_se n_draws``.
     """
     rows = []
@@ -285,6 +300,8 @@ def batch_mse_frame(
     if runs is not None:
         mc = runs[runs["estimator"].isin([_estimators.get(e).name for e in estimators])]
         mc = mc[~_infinite_exact(mc)]
+        # a mean or variance that is not finite (non-finite draws) has no MSE to draw
+        mc = mc[np.isfinite(mc[["mean", "var"]].to_numpy(dtype=np.float64)).all(axis=1)]
         for _, row in mc.iterrows():
             sizes = 10.0 ** np.arange(0, max(int(math.log10(row["n"] / 100)), 0) + 1)
             bias, se, truth = row["mean"] - row["truth"], row["se_mean"], abs(row["truth"])
@@ -318,8 +335,9 @@ def variance_ratio_frame(cases: Sequence[Any], runs: pd.DataFrame | None) -> pd.
 
     Exact rows (``inf`` where Var[k3] is infinite, the reason in ``note``) and Monte Carlo
     rows (standard error by the delta method from the two standard errors of the std,
-    neglecting their correlation; ``converged`` False where the engine flagged either std as
-    unreliable); cases with an infinite exact Var[k3] get no Monte Carlo row. Columns:
+    neglecting their correlation, NaN where either is withheld; ``converged`` False where the
+    engine flagged either std as unreliable); cases with an infinite exact Var[k3], or
+    non-finite draws of k1 or k3, get no Monte Carlo row. Columns:
     ``source series case kl_qp var_ratio var_ratio_se converged n_draws note``.
     """
     rows = []
@@ -348,6 +366,8 @@ def variance_ratio_frame(cases: Sequence[Any], runs: pd.DataFrame | None) -> pd.
                 rows_of_case[rows_of_case["estimator"] == k].iloc[0] for k in ("k1", "k3")
             )
             if _infinite_exact(rows_of_case[rows_of_case["estimator"] == "k3"]).any():
+                continue
+            if not np.isfinite([one["var"], three["var"]]).all():  # non-finite draws
                 continue
             case = by_index[int(index)]
             ratio = three["var"] / one["var"]

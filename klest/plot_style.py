@@ -152,21 +152,28 @@ def ordered(values: pd.Series) -> list:
 
 
 def mc_points(ax: Axes, x, y, err, style: dict[str, str], converged=None) -> None:
-    """Monte Carlo markers with ± one standard error; hollow where ``converged`` is False.
+    """Monte Carlo markers with ± one standard error; hollow where ``converged`` is False,
+    hollow and without an error bar where ``err`` is NaN (the standard error is withheld:
+    an infinite variance, non-converging draws); points with a non-finite y are not drawn.
 
     >>> fig, (ax,) = new_figure(1)
     >>> mc_points(ax, [1.0, 2.0], [1.0, 2.0], [0.1, 0.1], estimator_style("k1"), [True, False])
     >>> sorted(line.get_markerfacecolor() for line in ax.get_lines() if line.get_marker() == "o")
     ['#0072B2', 'white']
+    >>> fig, (ax,) = new_figure(1)
+    >>> mc_points(ax, [1.0, 2.0], [1.0, 2.0], [0.1, float("nan")], estimator_style("k1"))
+    >>> len(ax.containers), [line.get_markerfacecolor() for line in ax.get_lines()][-1]
+    (1, 'white')
     """
     x, y, err = (np.asarray(v, dtype=np.float64) for v in (x, y, err))
     ok = np.ones(len(x), bool) if converged is None else np.asarray(converged, bool)
-    for mask, face in ((ok, style["color"]), (~ok, "white")):
-        if mask.any():
+    shown, bar = np.isfinite(x) & np.isfinite(y), np.isfinite(err)
+    for mask, face in ((ok & bar, style["color"]), (~ok & bar, "white")):
+        if (mask & shown).any():
             ax.errorbar(
-                x[mask],
-                y[mask],
-                yerr=np.nan_to_num(err[mask]),
+                x[mask & shown],
+                y[mask & shown],
+                yerr=err[mask & shown],
                 fmt=style["marker"],
                 color=style["color"],
                 mfc=face,
@@ -175,11 +182,25 @@ def mc_points(ax: Axes, x, y, err, style: dict[str, str], converged=None) -> Non
                 elinewidth=1.0,
                 zorder=3,
             )
+    if (~bar & shown).any():  # no error bar exists: a hollow marker alone
+        ax.plot(
+            x[~bar & shown],
+            y[~bar & shown],
+            ls="",
+            marker=style["marker"],
+            color=style["color"],
+            mfc="white",
+            ms=4.5,
+            zorder=3,
+        )
 
 
-def source_handles(frame: pd.DataFrame, hollow: bool = False) -> list[Line2D]:
+def source_handles(
+    frame: pd.DataFrame, hollow: bool = False, error_column: str | None = None
+) -> list[Line2D]:
     """Legend entries for "exact" lines and "Monte Carlo" markers (with n, and the hollow
-    marker when ``hollow`` and some row is not ``converged``).
+    marker when ``hollow`` and some row is not ``converged``, or when some Monte Carlo row
+    has no standard error in ``error_column``).
 
     >>> df = pd.DataFrame({"source": ["exact", "monte_carlo"], "n_draws": [None, 1000]})
     >>> [h.get_label() for h in source_handles(df)]
@@ -191,7 +212,10 @@ def source_handles(frame: pd.DataFrame, hollow: bool = False) -> list[Line2D]:
         n = mc["n_draws"].max() if "n_draws" in mc else math.nan
         label = "Monte Carlo ± 1 s.e." + (f" (n = {int(n):,})" if n == n else "")
         handles.append(Line2D([], [], color="0.3", marker="o", lw=0, label=label))
-        if hollow and "converged" in mc and not mc["converged"].astype(bool).all():
+        unconverged = hollow and "converged" in mc and not mc["converged"].astype(bool).all()
+        missing = error_column is not None and error_column in mc
+        missing = missing and not np.isfinite(mc[error_column].to_numpy(np.float64)).all()
+        if unconverged or missing:
             handles.append(
                 Line2D(
                     [],
@@ -200,7 +224,8 @@ def source_handles(frame: pd.DataFrame, hollow: bool = False) -> list[Line2D]:
                     marker="o",
                     mfc="white",
                     lw=0,
-                    label="hollow: std or its s.e. unreliable (heavy tail)",
+                    label="hollow: no error bar (infinite or unconverged variance) or an "
+                    "unreliable one",
                 )
             )
     return handles

@@ -95,7 +95,7 @@ def plot_rel_std(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
         handles = _kl_sweep(frame, "rel_std", ax)
         ax.set(xscale="log", yscale="log", xlabel=KL_QP_LABEL, ylabel="stdev / true  (one sample)")
         fig.legend(
-            handles=[*handles, *source_handles(frame, hollow=True)],
+            handles=[*handles, *source_handles(frame, hollow=True, error_column="rel_std_se")],
             loc="outside right upper",
             title="estimator",
         )
@@ -112,7 +112,9 @@ def plot_rel_bias(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
     biased estimators, their Monte Carlo points where the sample bias exceeds 2 standard
     errors; the exactly unbiased ones are listed. Right: the Monte Carlo bias in standard
     errors, (mean - true)/s.e., for every estimator: unbiased ones stay inside the ±2 band
-    unless their std does not converge (hollow: heavy tails make the s.e. too small).
+    unless their std does not converge (hollow: heavy tails make the s.e. too small). A point
+    without a standard error (``rel_bias_se`` NaN: the run withheld it) has no z-score: it
+    is left out of the right panel, which lists such estimators.
 
     >>> from klest.experiment import parse_config
     >>> from klest import figure_data
@@ -126,7 +128,7 @@ def plot_rel_bias(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
     with paper_style():
         fig, (left, right) = new_figure(2, height=3.3)
         exact, mc = split_sources(frame)
-        handles, unbiased, smallest = [], [], math.inf
+        handles, unbiased, smallest, no_se = [], [], math.inf, []
         for i, name in enumerate(ordered(frame["estimator"])):
             style = estimator_style(name, i)
             ex = exact[exact["estimator"] == name].sort_values("kl_qp")
@@ -140,8 +142,12 @@ def plot_rel_bias(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
                     left.plot(ex["kl_qp"].where(part), np.abs(rel), color=style["color"], ls=ls)
                     smallest = min(smallest, float(np.abs(rel[part]).min()))
             pts = mc[mc["estimator"] == name]
-            z = (pts["rel_bias"] / pts["rel_bias_se"]).to_numpy(dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = (pts["rel_bias"] / pts["rel_bias_se"]).to_numpy(dtype=np.float64)
             conv = pts["converged"].to_numpy(bool) if "converged" in pts else np.ones(len(z), bool)
+            if (~np.isfinite(z)).any():
+                no_se.append(name)
+            conv = conv & np.isfinite(z)
             resolved = (np.abs(z) > 2.0) & (name not in unbiased)
             if resolved.any():
                 sel = pts[resolved]
@@ -153,7 +159,7 @@ def plot_rel_bias(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
                     style,
                     conv[resolved],
                 )
-            for mask, face in ((conv, style["color"]), (~conv, "white")):
+            for mask, face in ((conv, style["color"]), (~conv & np.isfinite(z), "white")):
                 if mask.any():
                     right.plot(
                         pts["kl_qp"].to_numpy()[mask],
@@ -183,6 +189,16 @@ def plot_rel_bias(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
                 fontsize=7,
                 color="0.3",
             )
+        if no_se:
+            right.text(
+                0.03,
+                0.97,
+                "no s.e. (not drawn) at some points: " + ", ".join(no_se),
+                va="top",
+                transform=right.transAxes,
+                fontsize=7,
+                color="0.3",
+            )
         right.axhspan(-2.0, 2.0, color="0.85", lw=0, zorder=0)
         right.set_xscale("log")
         right.set_yscale("symlog", linthresh=2.0, linscale=1.0)
@@ -191,7 +207,7 @@ def plot_rel_bias(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
             ylabel="(MC mean − true) / s.e.",
             title="Monte Carlo bias in standard errors (band: ±2)",
         )
-        sources = source_handles(frame, hollow=True)
+        sources = source_handles(frame, hollow=True, error_column="rel_bias_se")
         fig.legend(
             handles=[*handles, *sources],
             loc="outside lower center",
@@ -380,7 +396,7 @@ def plot_batch_mse(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
             ax.set(xscale="log", yscale="log", title=heading, xlabel="batch size B")
         axes[0].set_ylabel("√MSE / true  of the mean of B samples")
         fig.legend(
-            handles=[*handles.values(), *source_handles(frame)],
+            handles=[*handles.values(), *source_handles(frame, error_column="rel_rmse_se")],
             loc="outside lower center",
             ncols=len(handles) + 2,
         )
@@ -449,7 +465,8 @@ def plot_variance_ratio(frame: pd.DataFrame, *, title: str | None = None) -> Fig
             xscale="log", yscale="log", xlabel=KL_QP_LABEL, ylabel="Var[k3] / Var[k1]  under x ~ q"
         )
         fig.legend(
-            handles=[*handles, *source_handles(frame, hollow=True)], loc="outside right upper"
+            handles=[*handles, *source_handles(frame, hollow=True, error_column="var_ratio_se")],
+            loc="outside right upper",
         )
         if title:
             ax.set_title(title)

@@ -1,10 +1,18 @@
-"""Tidy DataFrame in, table text out (no computation, no files)."""
+"""Tidy DataFrame in, table text out (no computation, no files).
+
+Where a row's ``error_bar`` (``error_bar_std``) column says the standard error of the mean
+(of the std) is withheld, the cell shows the estimate marked ``(no ±)`` and the row's note
+says why; where draws were non-finite, the case table gets a ``non-finite`` column.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 __all__ = [
@@ -60,10 +68,40 @@ def schulman_table(
     return "\n".join(lines)
 
 
-def _pm(value: float, error: float) -> str:
+#: marks an estimate whose error bar is withheld (the row's note says why)
+NO_ERROR_BAR = "(no ±)"
+#: the column saying whether an error-bar column is valid ("ok") or why it is withheld
+ERROR_BAR_COLUMNS = {"se_mean": "error_bar", "se_std": "error_bar_std"}
+
+
+def _withheld(row: pd.Series, se_column: str) -> bool:
+    """Whether ``row`` says the error bar in ``se_column`` does not exist (or is unreliable)."""
+    status = row.get(ERROR_BAR_COLUMNS.get(se_column, ""), None)
+    return isinstance(status, str) and status not in ("", "ok", "nan")
+
+
+def _pm(value: float, error: float, withheld: bool = False) -> str:
+    if withheld:
+        return f"{_cell(value)} {NO_ERROR_BAR}"
     if not (math.isfinite(value) and math.isfinite(error)):
         return _cell(value)
     return f"{_cell(value)} ± {error:.2g}"
+
+
+def _nonfinite_cell(row: pd.Series) -> str:
+    """The share of non-finite draws of a row, with their kinds: "49.9% (+inf)"."""
+    share = float(row.get("frac_nonfinite", 0.0) or 0.0)
+    if not share > 0:
+        return "0"
+    kinds = [sign for sign, column in (("+inf", "n_posinf"), ("-inf", "n_neginf"),
+             ("NaN", "n_nan")) if float(row.get(column, 0) or 0) > 0]  # fmt: skip
+    return f"{share:.3g}" if not kinds else f"{100 * share:.3g}% ({', '.join(kinds)})"
+
+
+def _has_nonfinite(frame: pd.DataFrame) -> bool:
+    if "frac_nonfinite" not in frame.columns:
+        return False
+    return bool((pd.to_numeric(frame["frac_nonfinite"], errors="coerce").fillna(0) > 0).any())
 
 
 def monte_carlo_table(frame: pd.DataFrame, *, case: str = "case") -> str:
@@ -79,28 +117,37 @@ def monte_carlo_table(frame: pd.DataFrame, *, case: str = "case") -> str:
     | case | estimator | bias/true (MC) | bias/true (exact) | stdev/true (MC) | stdev/true (exact) |
     |---|---|---|---|---|---|
     | A | k3 | 0.001 ± 0.001 | 0 | 1.69 ± 0.002 | 1.695 |
+
+    A withheld error bar (``error_bar`` / ``error_bar_std`` not "ok") is marked (and a
+    ``non-finite`` column appears when some draws were non-finite):
+
+    >>> df["error_bar"], df["error_bar_std"] = ["infinite variance"], ["infinite variance"]
+    >>> print(monte_carlo_table(df).splitlines()[-1])
+    | A | k3 | 0.001 (no ±) | 0 | 1.69 (no ±) | 1.695 |
     """
     header = [
         "case", "estimator", "bias/true (MC)", "bias/true (exact)",
         "stdev/true (MC)", "stdev/true (exact)",
     ]  # fmt: skip
+    nonfinite = _has_nonfinite(frame)
+    if nonfinite:
+        header.append("non-finite")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in frame.iterrows():
         truth = abs(float(row["truth"]))
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    str(row[case]),
-                    str(row["estimator"]),
-                    _pm(float(row["rel_bias"]), float(row["se_mean"]) / truth),
-                    _cell(float(row["exact_rel_bias"])),
-                    _pm(float(row["rel_std"]), float(row["se_std"]) / truth),
-                    _cell(float(row["exact_rel_std"])),
-                ]
-            )
-            + " |"
-        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            errors = [np.divide(float(row[c]), truth) for c in ("se_mean", "se_std")]
+        cells = [
+            str(row[case]),
+            str(row["estimator"]),
+            _pm(float(row["rel_bias"]), float(errors[0]), _withheld(row, "se_mean")),
+            _cell(float(row["exact_rel_bias"])),
+            _pm(float(row["rel_std"]), float(errors[1]), _withheld(row, "se_std")),
+            _cell(float(row["exact_rel_std"])),
+        ]
+        if nonfinite:
+            cells.append(_nonfinite_cell(row))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -141,6 +188,37 @@ def estimate_cell(value: float, error: float, digits: int = 4) -> str:
     return f"{text} ± {round(error, decimals):.{places}f}"
 
 
+#: array parameters longer than this are summarised in case headers
+ARRAY_SHOWN = 8
+
+
+def _parameter(value: object) -> str:
+    """A parameter for a case header; a long array (JSON text in the tidy frame) as its
+    length, first values, range and a short hash instead of every entry.
+
+    >>> _parameter("[0.5, 0.25, 0.25]")
+    '[0.5, 0.25, 0.25]'
+    >>> _parameter(json.dumps(list(range(2000))))
+    '[2,000 values: 0, 1, 2, ...; min 0, max 1999; sha256 2eaa447f]'
+    """
+    if isinstance(value, float):
+        return _cell(value, 6)
+    text = str(value)
+    if not text.startswith("["):
+        return text
+    try:
+        flat = np.asarray(json.loads(text), dtype=np.float64).ravel()
+    except (ValueError, TypeError):
+        return text
+    if flat.size <= ARRAY_SHOWN:
+        return text
+    digest = hashlib.sha256(flat.tobytes()).hexdigest()[:8]  # of the float64 values
+    head = ", ".join(_cell(float(v), 4) for v in flat[:3])
+    with np.errstate(invalid="ignore"):
+        low, high = _cell(float(np.min(flat)), 4), _cell(float(np.max(flat)), 4)
+    return f"[{flat.size:,} values: {head}, ...; min {low}, max {high}; sha256 {digest}]"
+
+
 def _describe(row: pd.Series, which: str) -> str:
     prefix = f"{which}."
     family = row.get(f"{which}.family", "")
@@ -151,9 +229,7 @@ def _describe(row: pd.Series, which: str) -> str:
             continue
         if isinstance(value, float) and math.isnan(value):
             continue
-        params.append(
-            f"{name[len(prefix) :]}={_cell(value, 6) if isinstance(value, float) else value}"
-        )
+        params.append(f"{name[len(prefix) :]}={_parameter(value)}")
     return f"{family}({', '.join(params)})"
 
 
@@ -175,9 +251,23 @@ def _quantity_cells(row: pd.Series, quantity: str, digits: int) -> list[str]:
     error = float(row[se_column])
     if relative:
         truth = abs(float(row["truth"]))
-        error = error / truth if truth > 0 else math.nan
+        error = error / truth if 0 < truth < math.inf else math.nan
     exact = float(row[exact_column]) if exact_column in row.index else math.nan
-    return [estimate_cell(float(row[column]), error, digits), _cell(exact, digits)]
+    if _withheld(row, se_column):
+        estimate = f"{_cell(float(row[column]), digits)} {NO_ERROR_BAR}"
+    else:
+        estimate = estimate_cell(float(row[column]), error, digits)
+    return [estimate, _cell(exact, digits)]
+
+
+def _noted(row: pd.Series, notes: list[str], label: str) -> str:
+    """The estimator's name, with a reference "[k]" to its note appended to ``notes``."""
+    name = str(row["estimator"])
+    note = str(row.get("note", "") or "")
+    if note and note != "nan":
+        notes.append(f"[{len(notes) + 1}] {label}: {note}")
+        name = f"{name} [{len(notes)}]"
+    return name
 
 
 def experiment_table(
@@ -219,13 +309,21 @@ def experiment_table(
         header += [quantity, "exact"]
     parts = [f"# {title}"] if title else []
     if layout == "long":
-        lines = ["| case " + "| " + " | ".join(header) + " |", "|" + "---|" * (len(header) + 1)]
+        nonfinite = _has_nonfinite(frame)
+        wide = header + (["non-finite"] if nonfinite else [])
+        lines = ["| case " + "| " + " | ".join(wide) + " |", "|" + "---|" * (len(wide) + 1)]
+        notes: list[str] = []
         for _, row in frame.iterrows():
-            cells = [str(row["case"]), str(row["estimator"])]
+            name = _noted(row, notes, f"{row['case']}, {row['estimator']}")
+            cells = [str(row["case"]), name]
             for quantity in columns:
                 cells += _quantity_cells(row, quantity, digits)
+            if nonfinite:
+                cells.append(_nonfinite_cell(row))
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
+        if notes:
+            parts.append("\n".join(notes))
         return "\n\n".join(parts)
     for label in dict.fromkeys(frame["case"]):
         rows = frame[frame["case"] == label]
@@ -236,17 +334,16 @@ def experiment_table(
         ]
         if "n_draws" in rows.columns:
             context.append(f"n = {int(first['n_draws']):,}")
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        nonfinite = _has_nonfinite(rows)
+        wide = header + (["non-finite"] if nonfinite else [])
+        lines = ["| " + " | ".join(wide) + " |", "|" + "---|" * len(wide)]
         notes = []
         for _, row in rows.iterrows():
-            name = str(row["estimator"])
-            note = str(row.get("note", "") or "")
-            if note and note != "nan":
-                notes.append(f"[{len(notes) + 1}] {name}: {note}")
-                name = f"{name} [{len(notes)}]"
-            cells = [name]
+            cells = [_noted(row, notes, str(row["estimator"]))]
             for quantity in columns:
                 cells += _quantity_cells(row, quantity, digits)
+            if nonfinite:
+                cells.append(_nonfinite_cell(row))
             lines.append("| " + " | ".join(cells) + " |")
         section = [f"### {label}", "; ".join(context), "\n".join(lines)]
         if notes:

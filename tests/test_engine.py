@@ -31,6 +31,8 @@ def _same(a, b) -> None:
         "maximum",
         "negative",
         "nonfinite",
+        "posinf",
+        "neginf",
         "joint_mean",
         "comoment",
         "histogram",
@@ -153,7 +155,12 @@ def test_support_mismatch_run_reports_nonfinite_not_nan() -> None:
     k1, rev = frame.loc["k1"], frame.loc["rev_kl"]
     # z = 5 on a binomial proportion of 1/2
     assert abs(k1["nonfinite"] / 40_000 - 0.5) <= 5 * math.sqrt(0.25 / 40_000)
-    assert math.isfinite(k1["mean"]) and k1["n"] == 40_000 - k1["nonfinite"]
+    assert k1["n_posinf"] == k1["nonfinite"] and k1["n_neginf"] == k1["n_nan"] == 0
+    # the headline covers every draw: +inf draws make the mean +inf; the finite subset's
+    # statistics are only in the finite_* columns
+    assert k1["mean"] == math.inf and k1["n"] == 40_000
+    assert k1["finite_n"] == 40_000 - k1["nonfinite"] and math.isfinite(k1["finite_mean"])
+    assert k1["frac_nonfinite"] == k1["nonfinite"] / 40_000
     assert k1["truth"] == math.inf
     assert rev["nonfinite"] == 0 and math.isfinite(rev["mean"])
 

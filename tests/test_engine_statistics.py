@@ -5,7 +5,9 @@ fewer than 200 checks in this file; Z = 5 gives a two-sided false-failure probab
 5.7e-7 per check and below 1.2e-4 for the whole file. Seeds are fixed: a failure is a bug.
 Means are checked for every estimator whose exact variance is finite; standard deviations
 only for bounded estimators or light-tailed cases, where se_std (which needs the fourth
-moment) is itself reliable.
+moment) is itself reliable, and never where the exact fourth moment is infinite (se_std does
+not exist there: the result withholds it). Every checked row must carry its error bar: a
+withheld error bar where the exact moments say it exists fails the test.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def test_means_agree_with_exact(run) -> None:
         if not math.isfinite(row["exact_mean"]) or not math.isfinite(row["exact_std"]):
             continue
         checked += 1
+        assert row["error_bar"] == "ok", (name, est, row["note"])
         assert abs(row["mean"] - row["exact_mean"]) <= Z * row["se_mean"], (name, est)
     # every pair has exact moments for at least k1, k2, k3
     assert checked >= 3, name
@@ -76,6 +79,10 @@ def test_stds_agree_with_exact(run) -> None:
     for est, row in frame.iterrows():
         if est not in STD_CHECKED or not math.isfinite(row["exact_std"]):
             continue
+        if row["error_bar_std"] == "infinite 4th moment":  # e.g. E_q[r^4] = inf: no se_std
+            assert math.isnan(row["se_std"]), (name, est)
+            continue
+        assert row["error_bar_std"] == "ok", (name, est, row["note"])
         assert abs(row["std"] - row["exact_std"]) <= Z * row["se_std"], (name, est)
 
 

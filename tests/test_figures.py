@@ -1,12 +1,19 @@
 """The figure registry regenerates every figure from its config(s), and `klest figures` writes
-PNG + PDF + CSV deterministically (tiny n: what is tested is the plumbing, not statistics)."""
+PNG + PDF + CSV deterministically (tiny n). Each figure's data is checked against values
+known in closed form (Gaussian mean shift: Var[k1] = 2 KL, Var[k3] = e^(2 KL) - 1 - 2 KL,
+k2's bias = KL^2 / 2; the per-sample gradient coefficients; the established verdicts of
+which KL each estimator x placement differentiates), and the Monte Carlo points of exactly
+Gaussian estimators (k1 here) against their exact values with z = 5 on their standard errors."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,6 +25,160 @@ from klest.figures import FIGURES, Runs, build_figure
 
 N = 2_000
 SUFFIXES = (".png", ".pdf", ".csv")
+Z = 5.0
+CSV_RTOL = 1e-9  # the CSVs hold 12 significant digits (of the log-ratio too)
+
+
+def _exact(frame: pd.DataFrame, estimator: str, column: str = "estimator") -> pd.DataFrame:
+    return frame[(frame["source"] == "exact") & (frame[column] == estimator)]
+
+
+def _mc(frame: pd.DataFrame, estimator: str) -> pd.DataFrame:
+    return frame[(frame["source"] == "monte_carlo") & (frame["estimator"] == estimator)]
+
+
+def _check_kl_sweep(frame: pd.DataFrame) -> None:
+    """Figures 1-2, q = N(0,1), p = N(mu,1): KL = mu^2/2."""
+    k1, k2, k3 = (_exact(frame, name) for name in ("k1", "k2", "k3"))
+    assert np.allclose(k1["rel_std"], np.sqrt(2.0 / k1["kl_qp"]), rtol=CSV_RTOL)
+    assert np.allclose(k1["rel_bias"], 0.0, atol=1e-12)
+    assert np.allclose(k2["rel_bias"], k2["kl_qp"] / 2.0, rtol=CSV_RTOL)
+    kl = k3["kl_qp"].to_numpy()
+    assert np.allclose(k3["rel_std"], np.sqrt(np.expm1(2 * kl) - 2 * kl) / kl, rtol=CSV_RTOL)
+    mc = _mc(frame, "k1")  # k1 = mu^2/2 - mu x is exactly Gaussian: its error bars hold
+    assert len(mc) == 9 and (mc["error_bar"] == "ok").all() and (mc["n_draws"] == N).all()
+    assert (np.abs(mc["rel_bias"]) <= Z * mc["rel_bias_se"]).all()
+    assert (np.abs(mc["rel_std"] - np.sqrt(2.0 / mc["kl_qp"])) <= Z * mc["rel_std_se"]).all()
+
+
+def _check_curves(frame: pd.DataFrame) -> None:
+    def values(name: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = frame[frame["estimator"] == name]
+        return rows["log_ratio"].to_numpy(), rows["value"].to_numpy()
+
+    lr, k1 = values("k1")
+    assert np.array_equal(k1, -lr)
+    lr, k2 = values("k2")
+    assert np.allclose(k2, 0.5 * lr**2, rtol=CSV_RTOL, atol=0.0)
+    lr, k3 = values("k3")
+    assert np.allclose(k3, np.expm1(lr) - lr, rtol=CSV_RTOL, atol=1e-15)
+    lr, rev = values("rev_kl")
+    assert np.allclose(rev, np.exp(lr) * lr - np.expm1(lr), rtol=CSV_RTOL, atol=1e-15)
+    lr, lvk = values("low_var_kl")
+    inner = np.abs(lr) <= 20.0
+    expected = np.minimum(np.expm1(lr[inner]) - lr[inner], 10.0)
+    assert np.allclose(lvk[inner], expected, rtol=CSV_RTOL, atol=1e-15)
+    assert lvk.max() == 10.0
+
+
+def _check_histograms(frame: pd.DataFrame) -> None:
+    # every 16th draw of N goes into the histograms
+    assert (frame["n_drawn"] == N // 16).all() and frame["count"].sum() > 0
+    for (_, name), rows in frame.groupby(["case", "estimator"]):
+        assert rows["count"].sum() + rows["below"].iloc[0] + rows["above"].iloc[0] == N // 16
+        width = (rows["bin_right"] - rows["bin_left"]).to_numpy()
+        assert np.allclose(rows["density"] * width * (N // 16), rows["count"], rtol=CSV_RTOL)
+        if name == "k1":  # k1 ~ N(KL, 2 KL): the histogram's mean is near KL
+            kl, n = rows["kl_qp"].iloc[0], rows["count"].sum()
+            middle = 0.5 * (rows["bin_left"] + rows["bin_right"])
+            mean = float((middle * rows["count"]).sum() / n)
+            assert abs(mean - kl) <= width.max() + Z * math.sqrt(2 * kl / n), (kl, mean)
+
+
+def _check_batch_mse(frame: pd.DataFrame) -> None:
+    for kl in (0.005, 0.5):  # the two mean-shift cases: mu^2 = 2 KL
+        mu2 = 2.0 * kl
+        k1 = _exact(frame[np.isclose(frame["kl_qp"], kl)], "k1")
+        assert np.allclose(k1["rel_rmse"], np.sqrt(mu2 / k1["batch_size"]) / kl, rtol=CSV_RTOL)
+        k2 = _exact(frame[np.isclose(frame["kl_qp"], kl)], "k2")
+        var = mu2**2 / 2 + mu2**3 / 4
+        expected = np.sqrt((mu2**2 / 8) ** 2 + var / k2["batch_size"]) / kl
+        assert np.allclose(k2["rel_rmse"], expected, rtol=CSV_RTOL)
+        mc = _mc(frame[np.isclose(frame["kl_qp"], kl)], "k1")
+        one = mc[mc["batch_size"] == 1.0]  # one draw: the variance dominates the MSE
+        assert len(one) == 1
+        gap = abs(one["rel_rmse"].iloc[0] - math.sqrt(mu2) / kl)
+        assert gap <= Z * one["rel_rmse_se"].iloc[0]
+
+
+def _check_variance_ratio(frame: pd.DataFrame) -> None:
+    shift = frame["series"].str.startswith("Normal shift")
+    exact = frame[shift & (frame["source"] == "exact")]
+    kl = exact["kl_qp"].to_numpy()
+    assert np.allclose(exact["var_ratio"], (np.expm1(2 * kl) - 2 * kl) / (2 * kl), rtol=CSV_RTOL)
+    mc = frame[shift & (frame["source"] == "monte_carlo") & (frame["kl_qp"] <= 0.125)]
+    assert len(mc) == 3
+    kl = mc["kl_qp"].to_numpy()
+    expected = (np.expm1(2 * kl) - 2 * kl) / (2 * kl)
+    assert (np.abs(mc["var_ratio"] - expected) <= Z * mc["var_ratio_se"]).all()
+
+
+def _verdicts(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
+    return {(r.estimator, r.placement): r.gradient_of for r in frame.itertuples()}
+
+
+def _check_gradient_table(frame: pd.DataFrame) -> None:
+    # the established results: k1 as a loss has zero expected gradient, k2 as a loss and k1
+    # as a reward differentiate KL(pi||ref), k3 as a loss KL(ref||pi)
+    verdicts = _verdicts(frame)
+    assert verdicts[("k1", "loss")] == "zero"
+    assert verdicts[("k2", "loss")] == verdicts[("k1", "reward")] == "KL(pi||ref)"
+    assert verdicts[("k3", "loss")] == "KL(ref||pi)"
+    assert verdicts[("k3", "loss_is")] == "KL(pi||ref)"
+    assert {verdicts[(e, "straight_through")] for e in ("k1", "k2", "k3")} == {"KL(pi||ref)"}
+    for row in frame.itertuples():
+        if row.gradient_of in ("KL(pi||ref)", "KL(ref||pi)"):
+            assert frame.loc[row.Index, f"rel_err_{row.gradient_of}"] < 1e-6
+
+
+def _check_coefficients(frame: pd.DataFrame) -> None:
+    def coefficient(name: str, placement: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = frame[(frame["estimator"] == name) & (frame["placement"] == placement)]
+        return rows["log_ratio"].to_numpy(), rows["coefficient"].to_numpy()
+
+    l, c = coefficient("k1", "loss")
+    assert np.allclose(c, 1.0, rtol=CSV_RTOL)  # grad k1 = grad log pi
+    l, c = coefficient("k2", "loss")
+    assert np.allclose(c, -l, rtol=CSV_RTOL, atol=1e-12)
+    l, c = coefficient("k3", "loss")
+    assert np.allclose(c, -np.expm1(l), rtol=CSV_RTOL, atol=1e-12)
+    for name, value in (("k1", -l), ("k2", 0.5 * l**2), ("k3", np.expm1(l) - l)):
+        assert np.allclose(coefficient(name, "reward")[1], value), name  # REINFORCE: k itself
+    assert np.allclose(coefficient("KL(pi||ref)", "true")[1], -l)
+    assert np.allclose(coefficient("KL(ref||pi)", "true")[1], -np.expm1(l))
+
+
+def _check_fixed_points(frame: pd.DataFrame) -> None:
+    interior = frame[frame["status"] == "interior"]
+    for objective in ("KL(pi||ref)", "KL(ref||pi)"):
+        rows = interior[interior["objective"] == objective]
+        assert len(rows) > 0 and (rows[f"tv_{objective}"] < 1e-9).all(), objective
+
+
+def _check_sequence_variance(frame: pd.DataFrame) -> None:
+    unbiased = frame[frame["unbiased"].astype(bool)]
+    assert np.allclose(unbiased["exact_mean"], unbiased["truth"], rtol=CSV_RTOL)
+    one = frame[frame["length"] == 1].set_index("estimator")
+    assert one.loc["sum k1", "exact_var"] == pytest.approx(one.loc["k1(L)", "exact_var"])
+    assert one.loc["RB", "exact_var"] == pytest.approx(0.0, abs=1e-15)  # one token: exact
+    truth = frame.drop_duplicates("length").sort_values("length")["truth"].to_numpy()
+    assert (np.diff(truth) > 0).all()
+
+
+#: figure -> checks of its data against known values
+CHECKS: dict[str, Callable[[pd.DataFrame], None]] = {
+    "fig1_rel_std": _check_kl_sweep,
+    "fig2_rel_bias": _check_kl_sweep,
+    "fig3_estimator_curves": _check_curves,
+    "fig4_histograms": _check_histograms,
+    "fig5_batch_mse": _check_batch_mse,
+    "fig6_k3_vs_k1": _check_variance_ratio,
+    "fig7_gradient_table": _check_gradient_table,
+    "fig8_gradient_coefficients": _check_coefficients,
+    "fig9_bandit_fixed_points": _check_fixed_points,
+    "fig10_sequence_variance": _check_sequence_variance,
+    "fig11_gaussian_gradient_table": _check_gradient_table,
+}
 
 
 def _generate(directory: Path) -> list[Path]:
@@ -56,13 +217,15 @@ def test_each_figure_is_written_as_png_pdf_and_csv(two_runs, name) -> None:
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert pdf.read_bytes().startswith(b"%PDF-")
     frame = pd.read_csv(csv)
-    assert len(frame) > 0
     if "source" in frame:  # Monte Carlo points from the tiny runs, exact rows beside them
         assert set(frame["source"]) == {"exact", "monte_carlo"}
         mc = frame[frame["source"] == "monte_carlo"]
         assert (mc["n_draws"] == N).all()
-    if name == "fig4_histograms":  # every 16th draw of N goes into the histograms
-        assert (frame["n_drawn"] == N // 16).all() and frame["count"].sum() > 0
+    CHECKS[name](frame)
+
+
+def test_every_figure_has_checks() -> None:
+    assert set(CHECKS) == set(FIGURES)
 
 
 def test_claims_and_index_are_written(two_runs) -> None:

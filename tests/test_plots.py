@@ -104,6 +104,26 @@ def test_rel_std_marks_unconverged_points_hollow(sweep) -> None:
     assert any("hollow" in t.get_text() for t in fig.legends[0].get_texts())
 
 
+def test_withheld_error_bars_are_hollow_markers_without_a_bar(sweep) -> None:
+    frame = sweep.copy()
+    k3 = (frame["source"] == "monte_carlo") & (frame["estimator"] == "k3")
+    frame.loc[k3, ["rel_std_se", "rel_bias_se"]] = math.nan  # as a run that withheld them
+    frame.loc[k3, "converged"] = True
+    colour = plots.estimator_style("k3")["color"]
+    for fig in (plots.plot_rel_std(frame), plots.plot_rel_bias(frame)):
+        ax = fig.axes[0]
+        bars = [c for c in ax.containers if c.lines[0].get_color() == colour]
+        drawn = sum(len(c.lines[0].get_xdata()) for c in bars)
+        markers = [ln for ln in _lines_with_colour(ax, colour) if ln.get_linestyle() == "None"]
+        hollow = [ln for ln in markers if ln.get_markerfacecolor() == "white"]
+        if fig.axes[0].get_ylabel().startswith("stdev"):
+            assert drawn == 0 and sum(len(ln.get_xdata()) for ln in hollow) == k3.sum()
+        assert any("hollow: no error bar" in t.get_text() for t in fig.legends[0].get_texts())
+    right = fig.axes[1]  # rel_bias: no z-score without a standard error, and it says so
+    assert not _lines_with_colour(right, colour)
+    assert any("k3" in t.get_text() and "no s.e." in t.get_text() for t in right.texts)
+
+
 def test_rel_bias_shows_exact_bias_and_mc_z_scores(sweep) -> None:
     fig = plots.plot_rel_bias(sweep, title="shift")
     left, right = fig.axes
