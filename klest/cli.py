@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,22 +87,25 @@ class _Reporter:
             return
         if status == "stored":
             print(f"{head}: reused the stored result", file=sys.stderr)
+        elif status == "failed":
+            print(f"{head}: failed (reported at the end)", file=sys.stderr)
         else:
             seconds = time.perf_counter() - self.started
             print(f"{head}: {case.n:,} draws in {seconds:.1f} s", file=sys.stderr)
 
 
 def _dask_client(address: str) -> Any:
+    """A Client for the scheduler at ``address``; anything else fails in ~8 s, one line."""
+    from klest.dask_connect import SchedulerError, connect
+
     try:
-        from dask.distributed import Client
+        return connect(address)
     except ImportError:
         raise CommandError(
             "--scheduler needs dask.distributed: pip install 'klest[dask]'"
         ) from None
-    try:
-        return Client(address, timeout="10s")
-    except (OSError, TimeoutError, ValueError) as err:
-        raise CommandError(f"cannot connect to the Dask scheduler at {address}: {err}") from None
+    except SchedulerError as err:
+        raise CommandError(str(err)) from None
 
 
 def _run_study(args: argparse.Namespace) -> int:
@@ -123,43 +128,112 @@ def _run_study(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a run unwinds as on Ctrl-C."""
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a run is on, SIGTERM unwinds it (finished cases stay stored, the status says
+    ``interrupted``) instead of killing the process where it stands."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resolve_config(name: str) -> Path:
+    """A config path as given, or the name of a config in experiments/ (``schulman_blog``)."""
+    from klest.experiment import default_experiments_dir
+
+    path = Path(name)
+    if path.exists() or "/" in name or name.endswith(".toml"):
+        return path
+    directory = default_experiments_dir()
+    candidate = directory / f"{name}.toml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(sorted(p.stem for p in directory.glob("*.toml"))) or "none"
+    raise CommandError(f"{name}: no such file, nor an experiment in {directory} (known: {known})")
+
+
 def _run(args: argparse.Namespace) -> int:
     import warnings
 
-    from klest.experiment import load_config, run_experiment
+    from klest.experiment import CaseFailures, load_config, run_experiment, store_overrides
     from klest.rl_studies import is_study_file
+    from klest.store import StoreBusyError, run_directory
 
+    args.config = str(resolve_config(args.config))
     if is_study_file(args.config):
         return _run_study(args)
     config = load_config(args.config)
-    directory = Path(args.out) / config.name
+    directory = Path(args.out) / run_directory(
+        config.name, store_overrides(config, n=args.n, seed=args.seed)
+    )
     client = _dask_client(args.scheduler) if args.scheduler else None
 
     def one_line(message: Any, category: Any, *_: Any, **__: Any) -> None:
         print(f"klest: {category.__name__}: {message}", file=sys.stderr)
 
+    failed = None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _sigterm_interrupts():
             warnings.showwarning = one_line
-            frame = run_experiment(
-                config, out_dir=args.out, n=args.n, seed=args.seed, workers=args.workers,
-                executor=client.get_executor() if client else None, force=args.force,
-                progress=_Reporter(len(config.cases)),
-            )  # fmt: skip
-    except KeyboardInterrupt:
+            warnings.simplefilter("always", UserWarning)  # every case's notes, each time
+            try:
+                frame = run_experiment(
+                    config, out_dir=args.out, n=args.n, seed=args.seed, workers=args.workers,
+                    executor=client.get_executor() if client else None, force=args.force,
+                    progress=_Reporter(len(config.cases)),
+                )  # fmt: skip
+            except CaseFailures as err:
+                failed, frame = err, err.frame
+    except KeyboardInterrupt as err:
         print(
             f"klest: interrupted; finished cases are stored in {directory} (run again to resume)",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(err, Terminated) else 130
+    except StoreBusyError as err:
+        raise CommandError(str(err)) from None
     except OSError as err:
         raise CommandError(f"cannot write {err.filename or directory}: {err.strerror}") from None
     finally:
         if client is not None:
             client.close()
-    print(_table(config, frame, title=config.title))
+    if frame is not None:
+        print(_table(config, frame, title=config.title))
     print(f"klest: results in {directory}/", file=sys.stderr)
+    if failed is not None:
+        for line in str(failed).splitlines():
+            print(f"klest: error: {line}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _usable_workers(workers: int) -> int:
+    """``--workers`` capped at the CPUs this process may use, with a warning."""
+    from klest.engine import available_cpus
+
+    cpus = available_cpus()
+    if workers > cpus:
+        print(
+            f"klest: warning: --workers {workers} is more than the {cpus} CPUs available; "
+            f"using {cpus}",
+            file=sys.stderr,
+        )
+        return cpus
+    return workers
 
 
 def _list(_: argparse.Namespace) -> int:
@@ -195,21 +269,22 @@ def _list(_: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
+def _integer(text: str, minimum: int) -> int:
     try:
         value = int(text.replace("_", ""))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _integer(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _integer(text, 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from klest.experiment import ConfigError
 
+    if getattr(args, "workers", None) is not None:
+        args.workers = _usable_workers(args.workers)
     try:
         return args.handler(args)
     except (CommandError, ConfigError) as err:

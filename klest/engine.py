@@ -19,10 +19,12 @@ k3), the log-ratio of other pairs, and any estimator without a compiled form.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +38,9 @@ from klest.distributions.base import Distribution
 from klest.log_ratio import sample_log_ratio
 from klest.moments import Accumulator, Moments, merge
 from klest.results import SimulationResult
+from klest.worker_pool import worker_pool
 
-__all__ = ["BLOCKS_PER_TASK", "DEFAULT_BLOCK_SIZE", "simulate"]
+__all__ = ["BLOCKS_PER_TASK", "DEFAULT_BLOCK_SIZE", "available_cpus", "simulate", "usable_workers"]
 
 DEFAULT_BLOCK_SIZE = 1 << 16  # 65,536 draws: ~0.5 MB per series, cache-friendly
 BLOCKS_PER_TASK = 16  # fixed: part of what makes results independent of the worker count
@@ -167,6 +170,7 @@ def _histogram_edges(values: np.ndarray) -> np.ndarray | None:
 def _validate(
     q: Any, p: Any, names: Sequence[str], n: Any, seed: Any, block_size: Any, workers: Any
 ) -> tuple[tuple[str, ...], int, int, int]:
+    """Checked arguments of :func:`simulate`: (estimator names, n, seed, block size)."""
     if not isinstance(q, Distribution) or not isinstance(p, Distribution):
         raise TypeError(
             f"simulate needs two klest distributions, got {type(q).__name__} and {type(p).__name__}"
@@ -189,9 +193,35 @@ def _validate(
     ):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
             raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
+    if seed is None:  # fresh entropy from the OS, as numpy.random.default_rng(None)
+        seed = np.random.SeedSequence().entropy
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
     return canonical, int(n), int(seed), int(block_size)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def usable_workers(workers: Any) -> Any:
+    """``workers`` capped at :func:`available_cpus`, with a warning (more processes than CPUs
+    only add memory and scheduling overhead); anything not a positive integer is returned
+    unchanged for the caller's own check."""
+    if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
+        return workers
+    cpus = available_cpus()
+    if workers > cpus:
+        warnings.warn(
+            f"workers={int(workers)} is more than the {cpus} CPUs available; using {cpus}",
+            UserWarning,
+            stacklevel=3,
+        )
+        return cpus
+    return int(workers)
 
 
 def _progress_bar(total: int, progress: bool | None) -> Any:
@@ -227,13 +257,19 @@ def _merge_in_order(plan: RunPlan, executor: Executor | None, window: int, bar: 
     else:
         pending: list[tuple[Future[Moments], int, int]] = []
         queue: Iterable[tuple[int, int]] = iter(tasks)
-        for first, count in queue:
-            pending.append((executor.submit(run_blocks, plan, first, count), first, count))
-            if len(pending) >= window:
+        try:
+            for first, count in queue:
+                pending.append((executor.submit(run_blocks, plan, first, count), first, count))
+                if len(pending) >= window:
+                    future, f0, c0 = pending.pop(0)
+                    absorb(future.result(), f0, c0)
+            while pending:
                 future, f0, c0 = pending.pop(0)
                 absorb(future.result(), f0, c0)
-        for future, f0, c0 in pending:
-            absorb(future.result(), f0, c0)
+        except BaseException:  # a failed task or an interruption: the rest is not needed
+            for future, _, _ in pending:
+                future.cancel()
+            raise
     assert total is not None
     return total
 
@@ -244,7 +280,7 @@ def simulate(
     estimators: Sequence[str] | str,
     n: int,
     *,
-    seed: int = 0,
+    seed: int | None = 0,
     block_size: int | None = None,
     workers: int = 1,
     executor: Executor | None = None,
@@ -255,8 +291,12 @@ def simulate(
     """Run every estimator on the same n draws x ~ q and return their statistics.
 
     The result depends on (seed, n, block_size, case) only — not on ``workers`` or
-    ``executor`` (any ``concurrent.futures.Executor``, e.g. a Dask client's
-    ``get_executor()``). ``case`` is the case index c of the seeding scheme. With
+    ``executor``. ``seed`` is any non-negative integer (SeedSequence entropy, of any size);
+    the default 0 makes a bare call reproducible, and ``seed=None`` draws fresh entropy from
+    the operating system, recorded as ``result.seed`` so that the run can be replayed.
+    ``executor`` is any ``concurrent.futures.Executor`` (e.g. a Dask client's
+    ``get_executor()``); ``workers`` beyond the CPUs available are capped, with a warning.
+    ``case`` is the case index c of the seeding scheme. With
     ``exact=True`` the exact moments (where klest can compute them) sit beside the Monte
     Carlo ones.
 
@@ -267,6 +307,7 @@ def simulate(
     >>> bool(abs(frame.loc["k3", "mean"] - 0.5) < 5 * frame.loc["k3", "se_mean"])
     True
     """
+    workers = usable_workers(workers)
     names, n, seed, block = _validate(
         q, p, estimators, n, seed, DEFAULT_BLOCK_SIZE if block_size is None else block_size,
         workers,
@@ -284,7 +325,7 @@ def simulate(
             if executor is not None:
                 stats = _merge_in_order(plan, executor, MAX_IN_FLIGHT_PER_WORKER * 8, bar)
             elif workers > 1 and len(_tasks(plan)) > 1:
-                with ProcessPoolExecutor(max_workers=workers) as pool:
+                with worker_pool(workers) as pool:  # workers die with this process
                     window = MAX_IN_FLIGHT_PER_WORKER * workers
                     stats = _merge_in_order(plan, pool, window, bar)
             else:

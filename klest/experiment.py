@@ -67,7 +67,7 @@ import json
 import math
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -79,10 +79,12 @@ from klest import __version__
 from klest._checks import ConfigError
 from klest._config import parse
 from klest.distributions.base import Distribution
-from klest.engine import BLOCKS_PER_TASK, DEFAULT_BLOCK_SIZE, simulate
+from klest.engine import BLOCKS_PER_TASK, DEFAULT_BLOCK_SIZE, simulate, usable_workers
+from klest.worker_pool import worker_pool
 
 __all__ = [
     "CaseConfig",
+    "CaseFailures",
     "ConfigError",
     "ExperimentConfig",
     "OutputConfig",
@@ -91,10 +93,40 @@ __all__ = [
     "load_config",
     "parse_config",
     "run_experiment",
+    "store_overrides",
 ]
 
-#: ``progress(case, status)`` is called with status "running", "done" or "stored" (reused)
+#: the version of the tidy frame's columns (:func:`case_frame`); part of every stored case's
+#: key, so that cases stored with older columns are recomputed. 2: ``n`` counts every draw,
+#: headline statistics over all draws, ``error_bar`` and the ``finite_*`` columns (issue 10)
+FRAME_FORMAT = 2
+
+#: ``progress(case, status)`` is called with status "running", then "done" or "failed"; or
+#: "stored" (reused)
 ProgressCallback = Callable[["CaseConfig", str], None]
+
+
+class CaseFailures(RuntimeError):
+    """Some cases of an experiment failed; every other case ran (and is stored).
+
+    ``failures`` maps each failed case's index to its one-line error; ``frame`` holds the
+    tidy rows of the cases that finished (None if none did). The message's first line counts
+    them, then one line per failed case.
+    """
+
+    def __init__(
+        self, total: int, failures: dict[int, tuple[str, str]], frame: pd.DataFrame | None
+    ) -> None:
+        self.failures = {index: error for index, (_, error) in failures.items()}
+        self.frame = frame
+        lines = [f"{len(failures)} of {total} cases failed"]
+        lines += [f"case {i} {label!r}: {error}" for i, (label, error) in failures.items()]
+        super().__init__("\n".join(lines))
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or "(no message)"
+    return f"{type(err).__name__}: {text}"
 
 
 @dataclass(frozen=True)
@@ -187,17 +219,21 @@ class ExperimentConfig:
         float, aliases, defaults written out, a sweep's values spelled out or as linspace)."""
         return _digest(self.to_dict())
 
+    def case_identity(self, case: CaseConfig) -> dict[str, Any]:
+        """Everything a stored case's rows depend on: the case, seed, block size, experiment
+        name and klest version (the store records it, to say what changed)."""
+        return {
+            "case": case.to_dict(),
+            "experiment": self.name,
+            "seed": self.seed,
+            "block_size": self.block_size,
+            "klest": __version__,
+            "frame_format": FRAME_FORMAT,
+        }
+
     def case_key(self, case: CaseConfig) -> str:
-        """What a stored case's rows depend on: the case, seed, block size, name, klest version."""
-        return _digest(
-            {
-                "case": case.to_dict(),
-                "experiment": self.name,
-                "seed": self.seed,
-                "block_size": self.block_size,
-                "klest": __version__,
-            }
-        )
+        """SHA-256 of :meth:`case_identity`: equal exactly when the rows would be equal."""
+        return _digest(self.case_identity(case))
 
     def with_overrides(self, *, n: int | None = None, seed: int | None = None) -> ExperimentConfig:
         """A copy with ``n`` (for every case, per-case overrides included) and/or ``seed``
@@ -309,7 +345,8 @@ def case_frame(config: ExperimentConfig, case: CaseConfig, result: Any) -> pd.Da
     """The tidy rows of one finished case: ``result.to_frame()`` plus case and run columns.
 
     Columns: ``experiment case_index case group sweep_param sweep_value``, every column of
-    :meth:`SimulationResult.to_frame` (where ``n`` counts the finite values used), then
+    :meth:`SimulationResult.to_frame` (``n`` counts every draw, ``finite_n`` the finite
+    values), then
     ``seed n_draws block_size`` and the flattened parameters ``q.family q.<param> ...
     p.family p.<param> ...`` (array-valued parameters as JSON text).
     """
@@ -342,11 +379,25 @@ def _pool(config: ExperimentConfig, workers: int, executor: Executor | None) -> 
     if executor is not None or workers == 1 or biggest <= BLOCKS_PER_TASK * config.block_size:
         yield executor
         return
-    pool = ProcessPoolExecutor(max_workers=workers)
-    try:
+    with worker_pool(workers, cancel_futures=True) as pool:  # workers die with this process
         yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def store_overrides(
+    config: ExperimentConfig, *, n: int | None, seed: int | None
+) -> dict[str, int | None]:
+    """The overrides that really change ``config`` (they name the run's results directory,
+    :func:`klest.store.run_directory`): an ``n`` or ``seed`` equal to the config's is none.
+
+    >>> config = parse_config({"name": "x", "estimators": ["k1"], "n": 10, "seed": 1,
+    ...     "cases": [{"q": {"family": "normal"}, "p": {"family": "normal"}}]})
+    >>> store_overrides(config, n=10, seed=2)
+    {'n': None, 'seed': 2}
+    """
+    return {
+        "n": n if n is not None and any(case.n != n for case in config.cases) else None,
+        "seed": seed if seed is not None and seed != config.seed else None,
+    }
 
 
 def run_experiment(
@@ -370,37 +421,61 @@ def run_experiment(
     cases with a matching key are reused instead of recomputed (``force=True`` recomputes).
     Without ``out_dir`` nothing is written. ``progress`` is True/False/None (a progress bar per
     case, None: only on a terminal) or a callable ``progress(case, status)``.
+
+    A case that raises does not stop the others: after the last case,
+    :class:`CaseFailures` is raised, carrying the finished rows and each failed case's error
+    (also recorded in the store). An interruption (Ctrl-C, SIGTERM as handled by the CLI)
+    marks the store ``interrupted`` and propagates.
     """
-    config = config.with_overrides(n=n, seed=seed)
+    config, original = config.with_overrides(n=n, seed=seed), config
     notify = progress if callable(progress) else None
     bar = None if callable(progress) else progress
     store = None
     if out_dir is not None:
         from klest.store import ResultsStore
 
-        store = ResultsStore(out_dir, config, overrides={"n": n, "seed": seed})
-    frames = []
-    with _pool(config, workers, executor) as pool:
-        for case in config.cases:
-            frame = None if store is None or force else store.load_case(case)
-            if frame is not None:
+        store = ResultsStore(out_dir, config, overrides=store_overrides(original, n=n, seed=seed))
+    workers = usable_workers(workers)
+    frames: list[pd.DataFrame] = []
+    failures: dict[int, tuple[str, str]] = {}
+    try:
+        with _pool(config, workers, executor) as pool:
+            for case in config.cases:
+                frame = None if store is None or force else store.load_case(case)
+                if frame is not None:
+                    if notify is not None:
+                        notify(case, "stored")
+                    frames.append(frame)
+                    continue
                 if notify is not None:
-                    notify(case, "stored")
+                    notify(case, "running")
+                try:
+                    result = simulate(
+                        case.q, case.p, case.estimators, case.n, seed=config.seed,
+                        block_size=config.block_size, executor=pool, progress=bar,
+                        case=case.index,
+                    )  # fmt: skip
+                    frame = case_frame(config, case, result)
+                except Exception as err:  # one failing case never aborts the others
+                    failures[case.index] = (case.label, _one_line(err))
+                    if store is not None:
+                        store.fail_case(case, failures[case.index][1])
+                    if notify is not None:
+                        notify(case, "failed")
+                    continue
+                if store is not None:
+                    store.save_case(case, frame, result.metadata(), result.elapsed)
                 frames.append(frame)
-                continue
-            if notify is not None:
-                notify(case, "running")
-            result = simulate(
-                case.q, case.p, case.estimators, case.n, seed=config.seed,
-                block_size=config.block_size, executor=pool, progress=bar, case=case.index,
-            )  # fmt: skip
-            frame = case_frame(config, case, result)
-            if store is not None:
-                store.save_case(case, frame, result.metadata(), result.elapsed)
-            frames.append(frame)
-            if notify is not None:
-                notify(case, "done")
-    tidy = pd.concat(frames, ignore_index=True)
+                if notify is not None:
+                    notify(case, "done")
+    except BaseException:
+        if store is not None:
+            store.interrupt()
+        raise
+    tidy = pd.concat(frames, ignore_index=True) if frames else None
     if store is not None:
         store.finish()
+    if failures:
+        raise CaseFailures(len(config.cases), failures, tidy)
+    assert tidy is not None
     return tidy

@@ -245,7 +245,7 @@ def is_study_file(path: str | Path) -> bool:
     try:
         with Path(path).open("rb") as fh:
             return "study" in tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return False
 
 

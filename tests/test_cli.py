@@ -56,9 +56,9 @@ def test_list_shows_every_family_and_estimator(capsys) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["demo", "--n", "0"], "must be >= 1"),
+        (["demo", "--n", "0"], "must be an integer >= 1"),
         (["demo", "--n", "ten"], "not an integer"),
-        (["demo", "--seed", "-3"], "must be >= 0"),
+        (["demo", "--seed", "-3"], "must be an integer >= 0"),
         (["frobnicate"], "invalid choice"),
     ],
 )

@@ -75,8 +75,10 @@ def test_run_writes_files_prints_the_table_and_resumes(tmp_path, tiny) -> None:
 
     forced = run("run", str(tiny), "--force", "--seed", "4", "--n", "3000", cwd=tmp_path)
     assert forced.returncode == 0 and "reused" not in forced.stderr
-    meta = json.loads((directory / "meta.json").read_text())
+    assert "results in results/tiny-n3000-seed4/" in forced.stderr
+    meta = json.loads((directory.with_name("tiny-n3000-seed4") / "meta.json").read_text())
     assert (meta["seed"], meta["n"], meta["overrides"]) == (4, 3000, {"n": 3000, "seed": 4})
+    assert json.loads((directory / "meta.json").read_text())["n"] == 4000  # kept apart
 
 
 def test_interrupted_run_keeps_finished_cases(tmp_path, tiny, monkeypatch, capsys) -> None:
@@ -123,9 +125,9 @@ def test_missing_file_and_bad_options(tmp_path, tiny, capsys) -> None:
     assert missing.returncode == 1
     assert missing.stderr == f"klest: error: {tmp_path / 'absent.toml'}: no such file\n"
     for args, message in (
-        ([str(tiny), "--n", "0"], "argument --n: must be >= 1, got 0"),
+        ([str(tiny), "--n", "0"], "argument --n: must be an integer >= 1, got 0"),
         ([str(tiny), "--workers", "two"], "argument --workers: not an integer: 'two'"),
-        ([str(tiny), "--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+        ([str(tiny), "--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
         ([], "the following arguments are required: CONFIG"),
     ):
         with pytest.raises(SystemExit) as exit_info:
@@ -158,8 +160,8 @@ def test_scheduler_runs_on_dask_with_identical_results(tmp_path, tiny, capsys) -
         )
     assert code == 0
     local, remote = (
-        read_results(tmp_path / "local" / "tiny"),
-        read_results(tmp_path / "dask" / "tiny"),
+        read_results(tmp_path / "local" / "tiny-n300000"),
+        read_results(tmp_path / "dask" / "tiny-n300000"),
     )
     assert local.equals(remote)
     capsys.readouterr()
@@ -177,7 +179,7 @@ def test_schulman_blog_reproduces_both_tables(tmp_path) -> None:
     config = default_experiments_dir() / "schulman_blog.toml"
     out = run("run", str(config), "--n", "200000", "--out", str(tmp_path), "--workers", "2")
     assert out.returncode == 0, out.stderr
-    frame = read_results(tmp_path / "schulman_blog").set_index(["case", "estimator"])
+    frame = read_results(tmp_path / "schulman_blog-n200000").set_index(["case", "estimator"])
     exact = {  # Schulman's tables: (bias/true, stdev/true); ours to 4 digits
         ("KL = 0.005", "k1"): (0.0, 20.0), ("KL = 0.005", "k2"): (0.0025, 1.418),
         ("KL = 0.005", "k3"): (0.0, 1.417), ("KL = 0.5", "k1"): (0.0, 2.0),

@@ -13,6 +13,7 @@ from klest import __version__
 from klest.experiment import parse_config, run_experiment
 from klest.store import (
     ResultsStore,
+    StoreWarning,
     frame_from_csv,
     frame_to_csv,
     read_results,
@@ -143,7 +144,7 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path, uninterrupted) 
     assert "### mu = 0.2" in (directory / "table.md").read_text()
     assert "### mu = 0.3" not in (directory / "table.md").read_text()
     meta = json.loads((directory / "meta.json").read_text())
-    assert (meta["status"], meta["cases_finished"]) == ("running", 2)
+    assert (meta["status"], meta["cases_finished"]) == ("interrupted", 2)
     assert [c["status"] for c in meta["cases"]] == ["computed"] * 2 + ["pending"] * 3
     before = mtimes(directory)
 
@@ -176,7 +177,10 @@ def test_changed_config_recomputes_what_changed(tmp_path) -> None:
     cases = [dict(c) for c in SWEEP["cases"]]
     cases[2] = {**cases[2], "p": {"family": "laplace", "loc": 0.5}}  # only case 4 changes
     recorder = Recorder()
-    frame = run_experiment(config(cases=cases), out_dir=tmp_path, progress=recorder)
+    with pytest.warns(
+        StoreWarning, match=r"case 4 'laplace': the config changed .*p\.loc 0\.2 -> 0\.5"
+    ):
+        frame = run_experiment(config(cases=cases), out_dir=tmp_path, progress=recorder)
     assert recorder.statuses() == ["stored"] * 4 + ["done"]
     assert set(frame.loc[frame["case_index"] == 4, "p.loc"]) == {0.5}
     assert set(read_results(tmp_path / "sweep").loc[lambda f: f["case_index"] == 4, "p.loc"]) == {
@@ -187,7 +191,8 @@ def test_changed_config_recomputes_what_changed(tmp_path) -> None:
         run_experiment(config(cases=cases), out_dir=tmp_path, progress=recorder, **overrides)
         assert recorder.statuses() == ["done"] * 5, overrides
     recorder = Recorder()
-    run_experiment(config(cases=cases, block_size=500), out_dir=tmp_path, progress=recorder)
+    with pytest.warns(StoreWarning, match="block_size 1000 -> 500"):
+        run_experiment(config(cases=cases, block_size=500), out_dir=tmp_path, progress=recorder)
     assert recorder.statuses() == ["done"] * 5
 
 
@@ -206,8 +211,15 @@ def test_damaged_or_foreign_case_files_are_recomputed(tmp_path, uninterrupted) -
     (cases / "1.csv").write_text((cases / "2.csv").read_text())  # another case's rows
     (cases / "3.csv").unlink()
     recorder = Recorder()
-    frame = run_experiment(config(), out_dir=tmp_path, progress=recorder)
+    with pytest.warns(StoreWarning) as caught:
+        frame = run_experiment(config(), out_dir=tmp_path, progress=recorder)
     assert recorder.statuses() == ["done", "done", "stored", "done", "stored"]
+    assert [str(w.message).split(": ", 1)[1] for w in caught] == [
+        "case 0 'mu = 0.1': cases/0.csv does not match its recorded hash (edited or damaged): "
+        "recomputed, the stored result replaced",
+        "case 1 'mu = 0.2': cases/1.csv does not match its recorded hash (edited or damaged): "
+        "recomputed, the stored result replaced",
+    ]  # a deleted case file is simply not stored: no message
     pd.testing.assert_frame_equal(frame, uninterrupted[1], check_exact=True)
 
 
@@ -226,6 +238,7 @@ def test_output_section_controls_files_and_table(tmp_path) -> None:
     cfg = config(output={"formats": ["csv"], "table_columns": ["mean", "stdev"], "layout": "long"})
     store = ResultsStore(tmp_path, cfg)
     assert store.case_path(3) == tmp_path / "sweep" / "cases" / "3.csv"
+    store.finish()
     frame = run_experiment(cfg, out_dir=tmp_path)
     assert not (tmp_path / "sweep" / "table.md").exists()
     pd.testing.assert_frame_equal(read_results(tmp_path / "sweep"), frame, check_exact=True)
