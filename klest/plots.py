@@ -53,6 +53,11 @@ __all__ = [
 ]
 
 
+def _corner_note(ax: Axes, text: str) -> None:
+    """A small grey note in the top-left corner of ``ax``."""
+    ax.text(0.03, 0.97, text, va="top", transform=ax.transAxes, fontsize=7, color="0.3")
+
+
 def _kl_sweep(frame: pd.DataFrame, column: str, ax: Axes) -> list[Line2D]:
     exact, mc = split_sources(frame)
     handles = []
@@ -180,25 +185,9 @@ def plot_rel_bias(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
         if math.isfinite(smallest):
             left.set_ylim(bottom=max(smallest, 1e-5) / 2.0)
         if unbiased:
-            left.text(
-                0.03,
-                0.97,
-                "bias exactly 0: " + ", ".join(unbiased),
-                va="top",
-                transform=left.transAxes,
-                fontsize=7,
-                color="0.3",
-            )
+            _corner_note(left, "bias exactly 0: " + ", ".join(unbiased))
         if no_se:
-            right.text(
-                0.03,
-                0.97,
-                "no s.e. (not drawn) at some points: " + ", ".join(no_se),
-                va="top",
-                transform=right.transAxes,
-                fontsize=7,
-                color="0.3",
-            )
+            _corner_note(right, "no s.e. (not drawn) at some points: " + ", ".join(no_se))
         right.axhspan(-2.0, 2.0, color="0.85", lw=0, zorder=0)
         right.set_xscale("log")
         right.set_yscale("symlog", linthresh=2.0, linscale=1.0)
