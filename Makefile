@@ -1,11 +1,18 @@
 # Two commands on a fresh machine with only python3 and make:
 #   make demo   -- create .venv, install klest, run the main job
-#   make test   -- create .venv with the dev extra, lint, run the whole suite
+#   make test   -- create .venv with the dev extra, lint, run the whole suite; then again in
+#                  .venv-min at the lowest versions pyproject.toml declares (test-lowest)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# the lowest lane: every >= bound of pyproject.toml pinned exactly (checked by a test)
+VENV_MIN        := .venv-min
+BIN_MIN         := $(VENV_MIN)/bin
+MIN_CONSTRAINTS := ci/constraints-min.txt
+# pytest-xdist processes per lane (the lanes run one after the other)
+WORKERS ?= 2
 
-.PHONY: demo test lint format clean
+.PHONY: demo test test-newest test-lowest lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +26,15 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml setup.py $(wildcard klest/c
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
+$(BIN_MIN)/python:
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(BIN_MIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV_MIN)/.installed-dev: $(BIN_MIN)/python pyproject.toml setup.py $(MIN_CONSTRAINTS) \
+		$(wildcard klest/csrc/*)
+	$(BIN_MIN)/python -m pip install --quiet --constraint $(MIN_CONSTRAINTS) -e ".[dev]"
+	touch $@
+
 demo: $(VENV)/.installed
 	$(BIN)/klest demo
 
@@ -26,8 +42,16 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check klest tests benchmarks setup.py
 	$(BIN)/ruff format --check klest tests benchmarks setup.py
 
-test: lint
-	$(BIN)/python -m pytest
+# both lanes, in this order (one .venv is enough for lint; the README test's `make demo` uses it).
+# The lowest lane leaves out the README's benchmark runs (tests/conftest.py), which the newest
+# lane runs; together they fit the 8-minute budget.
+test: test-newest test-lowest
+
+test-newest: lint
+	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
+
+test-lowest: $(VENV_MIN)/.installed-dev
+	KLEST_TEST_LANE=lowest $(BIN_MIN)/python -m pytest -n $(WORKERS) --dist worksteal
 
 # re-execute notebooks/NN_*.ipynb in place with the full sample sizes (stores their outputs)
 .PHONY: notebooks
@@ -39,4 +63,4 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix klest tests benchmarks setup.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .hypothesis

@@ -96,8 +96,8 @@ class GaussianMixture(Distribution):
     def cdf(self, x: Any) -> np.ndarray:
         """P(X <= x) = sum_i w_i Φ((x - m_i) / s_i).
 
-        >>> GaussianMixture(weights=[1.0], locs=[0.0], scales=[1.0]).cdf(0.0)
-        np.float64(0.5)
+        >>> float(GaussianMixture(weights=[1.0], locs=[0.0], scales=[1.0]).cdf(0.0))
+        0.5
         """
         x = np.asarray(x, dtype=np.float64)
         with np.errstate(over="ignore"):

@@ -1,0 +1,92 @@
+"""The declared lower bounds of the dependencies are the versions that `make test` tests.
+
+`make test` runs the suite twice: in .venv with the newest releases and in .venv-min with
+ci/constraints-min.txt, which pins every `>=` bound of pyproject.toml (runtime dependencies and
+the dev extra). These tests keep the two files in step, and in the lowest lane (the Makefile
+sets KLEST_TEST_LANE=lowest) check that the interpreter really runs those versions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[1]
+CONSTRAINTS = ROOT / "ci" / "constraints-min.txt"
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def declared_lower_bounds() -> dict[str, Version]:
+    """name -> the version of its `>=` bound, over [project] dependencies and the dev extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    bounds: dict[str, Version] = {}
+    for line in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        req = Requirement(line)
+        for spec in req.specifier:
+            if spec.operator == ">=":
+                bounds[_canonical(req.name)] = Version(spec.version)
+    return bounds
+
+
+def pinned_versions(path: Path = CONSTRAINTS) -> dict[str, Version]:
+    """name -> version of each `name==version` line of ci/constraints-min.txt."""
+    pins: dict[str, Version] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#")[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep, f"ci/constraints-min.txt: {raw!r} is not a name==version pin"
+            pins[_canonical(name)] = Version(version)
+    return pins
+
+
+def test_every_lower_bound_is_pinned_at_exactly_that_version() -> None:
+    bounds, pins = declared_lower_bounds(), pinned_versions()
+    assert {"numpy", "scipy", "pandas", "matplotlib", "pytest"} <= bounds.keys()
+    # dask[distributed] pins distributed to the same release as dask
+    expected = {**bounds, "distributed": bounds["dask"]}
+    assert pins == expected
+
+
+def test_versions_of_the_running_lane() -> None:
+    lowest = os.environ.get("KLEST_TEST_LANE") == "lowest"
+    bounds = declared_lower_bounds()
+    for name, pin in pinned_versions().items():
+        installed = Version(metadata.version(name))
+        if lowest:
+            assert installed == pin, f"{name} {installed} in the lowest lane, pinned {pin}"
+        else:
+            assert installed >= bounds.get(name, pin), f"{name} {installed} below its bound"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [("numpy>=1.26\n", "not a name==version pin"), ("numpy==1.26.0  # lowest\n", None)],
+)
+def test_constraint_lines_must_be_exact_pins(tmp_path: Path, text: str, error: str | None) -> None:
+    path = tmp_path / "c.txt"
+    path.write_text(text)
+    if error is None:
+        assert pinned_versions(path) == {"numpy": Version("1.26.0")}
+    else:
+        with pytest.raises(AssertionError, match=error):
+            pinned_versions(path)
+
+
+def test_the_lowest_lane_leaves_out_only_the_timing_readme_runs() -> None:
+    from conftest import _LOWEST_LANE_LEAVES_OUT
+    from test_readme import SHELL_LINES
+
+    left_out = [c for c in SHELL_LINES if any(p in c for p in _LOWEST_LANE_LEAVES_OUT)]
+    assert len(left_out) == 2
+    assert all("benchmarks/bench_" in c for c in left_out)
