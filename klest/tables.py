@@ -34,6 +34,18 @@ def _cell(value: float, digits: int = 4) -> str:
     return "0" if text in ("-0", "0") or abs(value) < 1e-12 else text
 
 
+def _number(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits, never rounded to 0 (a parameter or a true
+    value of 1e-160 is not 0; only an estimate's rounding noise is shown as 0, by _cell).
+
+    >>> _number(1e-160, 6), _number(-0.0, 6), _number(0.125, 2)
+    ('1e-160', '0', '0.12')
+    """
+    if math.isnan(value) or math.isinf(value):
+        return _cell(value)
+    return "0" if value == 0 else f"{value:.{digits}g}"
+
+
 def schulman_table(
     frame: pd.DataFrame,
     *,
@@ -202,7 +214,7 @@ def _parameter(value: object) -> str:
     '[2,000 values: 0, 1, 2, ...; min 0, max 1999; sha256 2eaa447f]'
     """
     if isinstance(value, float):
-        return _cell(value, 6)
+        return _number(value, 6)
     text = str(value)
     if not text.startswith("["):
         return text
@@ -213,9 +225,9 @@ def _parameter(value: object) -> str:
     if flat.size <= ARRAY_SHOWN:
         return text
     digest = hashlib.sha256(flat.tobytes()).hexdigest()[:8]  # of the float64 values
-    head = ", ".join(_cell(float(v), 4) for v in flat[:3])
+    head = ", ".join(_number(float(v), 4) for v in flat[:3])
     with np.errstate(invalid="ignore"):
-        low, high = _cell(float(np.min(flat)), 4), _cell(float(np.max(flat)), 4)
+        low, high = _number(float(np.min(flat)), 4), _number(float(np.max(flat)), 4)
     return f"[{flat.size:,} values: {head}, ...; min {low}, max {high}; sha256 {digest}]"
 
 
@@ -236,7 +248,7 @@ def _describe(row: pd.Series, which: str) -> str:
 def _truths(rows: pd.DataFrame, digits: int) -> str:
     groups: dict[tuple[str, str], list[str]] = {}
     for _, row in rows.iterrows():
-        key = (str(row["target"]), _cell(float(row["truth"]), digits))
+        key = (str(row["target"]), _number(float(row["truth"]), digits))
         groups.setdefault(key, []).append(str(row["estimator"]))
     if len(groups) == 1:
         (target, truth), _ = next(iter(groups.items()))

@@ -360,3 +360,11 @@ def test_case_header_summarises_long_logits() -> None:
     assert digests[0] != digests[1]
     small = pd.DataFrame(frame).assign(**{"q.logits": "[0.5, 0.25]"})
     assert "logits=[0.5, 0.25]" in experiment_table(small)
+
+
+def test_case_header_never_rounds_a_parameter_or_true_value_to_zero() -> None:
+    config = parse_config({"name": "tiny", "estimators": ["k1"], "n": 1000,
+        "cases": [{"label": "tiny", "q": {"family": "normal", "scale": 1e-160},
+                   "p": {"family": "normal", "loc": 1e-7, "scale": 1.0}}]})  # fmt: skip
+    table = experiment_table(run_experiment(config))
+    assert "q = normal(loc=0, scale=1e-160), p = normal(loc=1e-07, scale=1)" in table
