@@ -48,10 +48,10 @@ lint: $(VENV)/.installed-dev
 test: test-newest test-lowest
 
 test-newest: lint
-	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 
 test-lowest: $(VENV_MIN)/.installed-dev
-	KLEST_TEST_LANE=lowest $(BIN_MIN)/python -m pytest -n $(WORKERS) --dist worksteal
+	KLEST_TEST_LANE=lowest $(BIN_MIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 
 # re-execute notebooks/NN_*.ipynb in place with the full sample sizes (stores their outputs)
 .PHONY: notebooks

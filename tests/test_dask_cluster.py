@@ -40,6 +40,9 @@ from klest.cli import main  # noqa: E402
 from klest.dask_connect import DEFAULT_TIMEOUT, SchedulerError, probe_scheduler  # noqa: E402
 from klest.engine import simulate  # noqa: E402
 
+#: one xdist worker runs this module (one scheduler and its workers serve it): --dist loadgroup
+pytestmark = pytest.mark.xdist_group("dask_cluster")
+
 DASK = Path(sys.executable).with_name("dask")
 KLEST = Path(sys.executable).with_name("klest")
 

@@ -187,6 +187,10 @@ def _generate(directory: Path) -> list[Path]:
         return write_figure_set(directory, n=N, workers=1)
 
 
+#: one xdist worker runs this module, so the module-scoped figure set is built once per run,
+#: not once per worker (`make test` uses --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("figures")
+
 #: regenerated a second time to check the bytes (the Monte Carlo figures; kept few for time)
 AGAIN = ("fig4_histograms", "fig5_batch_mse")
 

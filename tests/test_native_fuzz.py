@@ -25,6 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+#: one xdist worker runs this module (its fuzz children run once per test run): --dist loadgroup
+pytestmark = pytest.mark.xdist_group("native_fuzz")
+
 #: examples per fuzz body (each child runs in ~1-3 s)
 EXAMPLES = int(os.environ.get("KLEST_FUZZ_EXAMPLES", "200"))
 
