@@ -43,8 +43,8 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check klest tests benchmarks setup.py
 
 # both lanes, in this order (one .venv is enough for lint; the README test's `make demo` uses it).
-# The lowest lane leaves out the README's benchmark runs (tests/conftest.py), which the newest
-# lane runs; together they fit the 8-minute budget.
+# The lowest lane leaves out the process-level modules (tests/conftest.py: CLI subprocesses,
+# README, notebooks, figure set, killed pools, real Dask cluster), which the newest lane runs.
 test: test-newest test-lowest
 
 test-newest: lint

@@ -48,7 +48,15 @@ def _kernel_manager(spec_dir: Path) -> KernelManager:
     }
     (spec / "kernel.json").write_text(json.dumps(kernel, indent=1))
     specs = KernelSpecManager(kernel_dirs=[str(spec_dir)], ensure_native_kernel=False)
-    return KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
+    # IPC sockets in the private spec directory, not TCP ports: a kernel picks its ports by
+    # binding and releasing them, which races with every other process starting at the same
+    # time (parallel test workers, Dask clusters) -- "Address already in use"
+    return KernelManager(
+        kernel_name=KERNEL_NAME,
+        kernel_spec_manager=specs,
+        transport="ipc",
+        ip=str(spec_dir / "kernel"),
+    )
 
 
 def kernel_environment(*, fast: bool) -> dict[str, str]:
