@@ -286,6 +286,11 @@ def _series(
 ) -> Expectation:
     max_step = max(_MIN_BLOCK, _CHUNK // max(1, math.prod(batch)))
     first_end = _first_block_end(q, low)
+    if first_end - low > _MAX_SERIES_TERMS:  # Poisson(rate=1e300): its bulk is 1e300 terms out
+        raise ValueError(
+            f"summing E_q[g(X)] over the support of {q!r} needs about {first_end - low:.3g} "
+            f"terms to reach its bulk, beyond the {_MAX_SERIES_TERMS} an enumeration sums"
+        )
     cap = first_end + _MAX_SERIES_TERMS
     acc = _Accumulator(batch)
     tail_logs = tail_scale = None

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from klest import estimators as _estimators
+from klest.distributions.affine import standardized
 from klest.distributions.base import Distribution
 from klest.divergence import check_same_space, kl_result
 from klest.log_ratio import log_ratio_function
@@ -109,6 +110,57 @@ def _numerical_expectation(
     return expect(q, g, log_abs_g=log_abs_g, breaks=p.breakpoints(), level_sets=level_sets)
 
 
+#: quadrature follows q's density from its quartiles out to |x| = 1e150 scales: p's bulk
+#: must lie within this many of q's scales (and be no narrower than 1/this of it)
+_REACH = 1e100
+
+
+def _quartiles(d: Distribution) -> np.ndarray | None:
+    try:
+        with np.errstate(all="ignore"):
+            out = np.asarray(d.quantile(np.array([0.25, 0.5, 0.75])), dtype=np.float64)
+    except (NotImplementedError, ValueError, OverflowError, ZeroDivisionError):
+        return None
+    return out if np.all(np.isfinite(out)) else None
+
+
+def _check_quadrature_reach(q: Distribution, p: Distribution, est: _estimators.Estimator) -> None:
+    """NoExactMethodError where quadrature under q would return a wrong finite number.
+
+    * Estimators that grow like a power of r = p/q (rev_kl, pearson_chi2, ...) weight x
+      like p does: with p's bulk 1e300 of q's scales away, or 1e-300 of q's scale wide
+      (StudentT(scale=1e300) vs StudentT(scale=1)), no tail walk or grid of q finds it.
+    * A log-ratio whose spread over q's bulk is below the resolution of its value
+      (N(0, 1) vs Laplace(loc=1e20): l = -1e20 + x + ..., the ulp of 1e20 is 16384) keeps
+      no digit of any variance.
+    """
+    qq, pq = _quartiles(q), _quartiles(p)
+    if qq is None:
+        return
+    q_scale = qq[2] - qq[0]
+    if pq is not None and q_scale > 0:
+        with np.errstate(over="ignore", invalid="ignore"):
+            far = float(np.abs(est(np.array([800.0])))[0])
+            p_scale, offset = pq[2] - pq[0], abs(pq[1] - qq[1])
+            out = not (p_scale * _REACH > q_scale and max(p_scale, offset) < _REACH * q_scale)
+        if out and not far < 1e300:
+            raise NoExactMethodError(
+                f"no exact method for {est.name!r} with q={q!r}, p={p!r} (in q's units): "
+                f"{est.name} grows like a power of r = p/q, whose mass is out of the "
+                "quadrature's reach (klest.simulate gives Monte Carlo estimates)"
+            )
+    with np.errstate(all="ignore"):
+        values = np.asarray(log_ratio_function(q, p)(qq), dtype=np.float64)
+        spread = float(np.max(values) - np.min(values))
+    level = abs(float(values[1]))
+    if math.isfinite(level) and level >= 1e10 and spread <= 1e6 * np.finfo(float).eps * level:
+        raise NoExactMethodError(
+            f"no exact moments for {est.name!r} with q={q!r}, p={p!r} (in q's units): "
+            f"the log-ratio's spread over q's quartiles ({spread:.3g}) is below the float64 "
+            f"resolution of its value ({values[1]:.6g})"
+        )
+
+
 def _numerical_moments(
     q: Distribution, p: Distribution, est: _estimators.Estimator
 ) -> tuple[Any, Any, str, Any, str]:
@@ -125,6 +177,9 @@ def _numerical_moments(
                 f"{at_zero_ratio:g}, so its mean and variance are infinite"
             )
             return at_zero_ratio, math.inf, method, 0.0, note
+    if not q.discrete:
+        q, p = standardized(q, p)  # the log-ratio's law is unchanged; quadrature needs it
+        _check_quadrature_reach(q, p, est)
     log_ratio = log_ratio_function(q, p)
 
     def g(x: np.ndarray) -> np.ndarray:

@@ -37,9 +37,9 @@ VAR_RTOL = 1e-9  # accept a closed-form variance whose estimated rounding error 
 MEAN_RTOL = 1e-12  # ... and a mean whose estimated rounding error is below this (relative)
 _SERIES_ORDER = 60  # terms of the Taylor-series fallback
 _SERIES_RADIUS = 0.5  # use the fallback only where |s| * max|2 a_i| <= this (fast convergence)
-#: below this var_q / var_p the quadratic form's a_i = (1 - ratio)/2 and 1 + s lambda_i lose
-#: the ratio's digits (it is subnormal): exact moments are then not computed
-_NORMAL_RANGE = 1e-290
+#: below this, 1 + s lambda_i (= var_q / var_p at s = 1) and b_i^2 are carried as logarithms:
+#: as floats they would be subnormal or 0 (q = N(0, 1e-160), p = N(0, 1): ratio 1e-320)
+_TINY = 1e-290
 
 Terms = dict[tuple[int, float], float]
 
@@ -50,8 +50,9 @@ class GaussianLogRatio:
 
     ``lam`` holds lambda_i = -2 a_i and ``ratio`` = 1 + lambda_i, the ratio var_q / var_p along
     direction i, and ``log_ratio`` its logarithm: each is kept to full relative precision, as
-    1 + lambda_i loses digits when var_q << var_p. ``neg_kl`` = c + sum a_i = E[l] =
-    -KL(q||p), computed without cancellation.
+    1 + lambda_i loses digits when var_q << var_p (``ratio`` may underflow to 0; ``log_ratio``
+    stays exact). ``neg_kl`` = c + sum a_i = E[l] = -KL(q||p), computed without
+    cancellation. ``log_b2`` is log b_i^2 where b_i^2 may underflow (else None).
     """
 
     c: float
@@ -61,21 +62,26 @@ class GaussianLogRatio:
     ratio: np.ndarray
     log_ratio: np.ndarray
     neg_kl: float
+    log_b2: np.ndarray | None = None
 
     @property
     def affine(self) -> bool:
         """True when every a_i is 0 (equal covariances): l ~ N(c, sum b_i^2)."""
         return not np.any(self.a)
 
+    def _inverse_ratio(self) -> np.ndarray:
+        with np.errstate(over="ignore", divide="ignore"):  # exp(1381) = inf: its rounding
+            return np.where(self.ratio > _TINY, 1.0 / self.ratio, np.exp(-self.log_ratio))
+
     @property
     def max_var_ratio(self) -> float:
         """The largest ratio var_p / var_q along any direction."""
-        return float(np.max(1.0 / self.ratio))
+        return float(np.max(self._inverse_ratio()))
 
     @property
     def min_var_ratio(self) -> float:
         """The smallest ratio var_p / var_q along any direction."""
-        return float(np.min(1.0 / self.ratio))
+        return float(np.min(self._inverse_ratio()))
 
     def one_dimensional(self) -> tuple[float, float, float] | None:
         """(c, a, b) with l = c + a w^2 + b w, w ~ N(0, 1), when l depends on one variable."""
@@ -97,6 +103,7 @@ def gaussian_log_ratio(q: Any, p: Any) -> GaussianLogRatio:
     from klest.distributions.multivariate_normal import MultivariateNormal
     from klest.distributions.normal import Normal
 
+    log_b2 = normal_log_ratio = None
     if isinstance(q, Normal) and isinstance(p, Normal):
         log_var_ratio = 2.0 * stable.log_ratio(q.scale, p.scale)  # never forms the ratio
         if abs(log_var_ratio) < 0.5:
@@ -107,7 +114,13 @@ def gaussian_log_ratio(q: Any, p: Any) -> GaussianLogRatio:
         ratio = np.array([stable.exp(log_var_ratio)])
         delta = np.array([stable.scaled_difference(q.loc, p.loc, p.scale)])
         b = -stable.exp(0.5 * log_var_ratio) * delta if delta[0] else np.zeros(1)
-        if not (np.isfinite(lam[0]) and np.isfinite(b[0]) and _NORMAL_RANGE < ratio[0]):
+        if delta[0] and math.isfinite(delta[0]):
+            log_b2 = np.array([log_var_ratio + 2.0 * math.log(abs(delta[0]))])
+        if not (
+            np.isfinite(lam[0])
+            and np.isfinite(b[0])
+            and math.isfinite(float(delta[0]) * float(delta[0]))
+        ):
             from klest.exact import NoExactMethodError
 
             raise NoExactMethodError(
@@ -116,6 +129,7 @@ def gaussian_log_ratio(q: Any, p: Any) -> GaussianLogRatio:
                 f"(q.loc - p.loc) / p.scale = {delta[0]:.6g} make the log-ratio's quadratic "
                 "form overflow"
             )
+        normal_log_ratio = np.array([log_var_ratio])
     elif isinstance(q, MultivariateNormal) and isinstance(p, MultivariateNormal):
         if q.dim != p.dim:
             raise ValueError(
@@ -155,9 +169,12 @@ def gaussian_log_ratio(q: Any, p: Any) -> GaussianLogRatio:
     half_sq = 0.5 * float(delta @ delta)
     with np.errstate(divide="ignore", invalid="ignore"):  # np.where evaluates both sides
         log_ratio = np.where(np.abs(lam) < 0.5, np.log1p(lam), np.log(ratio))
+    if normal_log_ratio is not None and ratio[0] < _TINY:
+        log_ratio = normal_log_ratio  # log(ratio) of a subnormal ratio (or of 0) is not
     c = -half_sq + 0.5 * float(np.sum(log_ratio))
     neg_kl = -half_sq - 0.5 * float(np.sum(expm1_minus_x(log_ratio)))
-    return GaussianLogRatio(c, -0.5 * lam, np.asarray(b, float), lam, ratio, log_ratio, neg_kl)
+    b = np.asarray(b, float)
+    return GaussianLogRatio(c, -0.5 * lam, b, lam, ratio, log_ratio, neg_kl, log_b2)
 
 
 def _u0(form: GaussianLogRatio, s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +184,8 @@ def _u0(form: GaussianLogRatio, s: float) -> tuple[np.ndarray, np.ndarray]:
     u0 = np.where(near, 1.0 + s * lam, (1.0 - s) + s * form.ratio)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_u0 = np.where(np.abs(s * lam) < 0.5, np.log1p(s * lam), np.log(np.abs(u0)))
+    if s == 1.0:  # u0 = ratio exactly, whose logarithm is exact even where it underflows
+        log_u0 = np.where(near, log_u0, form.log_ratio)
     return u0, log_u0
 
 
@@ -182,20 +201,33 @@ def _k_series(form: GaussianLogRatio, s: float, order: int) -> tuple[np.ndarray,
     """
     lam, b2 = form.lam, np.square(form.b)
     u0, log_u0 = _u0(form, s)  # 1 - 2 s a_i
-    rho = -lam / u0  # 2 a_i / u0
-    n = np.arange(order + 1)
-    pw = rho[:, None] ** n[None, :]  # rho_i^n
-    pw1 = np.concatenate([np.zeros((len(lam), 1)), pw[:, :-1]], axis=1)  # rho^(n-1)
-    pw2 = np.concatenate([np.zeros((len(lam), 2)), pw[:, :-2]], axis=1)[:, : order + 1]
-    bb = (b2 / (2.0 * u0))[:, None]
-    parts = [bb * s * s * pw, bb * 2.0 * s * pw1, bb * pw2]
+    tiny = u0 < _TINY  # carried as logarithms: u0 and b_i^2 may be subnormal or 0
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        log_b2 = form.log_b2 if form.log_b2 is not None else 2.0 * np.log(np.abs(form.b))
+        # 2 a_i / u0, b_i^2 / (2 u0): huge where u0 is tiny (inf beyond float64, as the
+        # derivatives of K at s are); exactly 0 where b_i = 0
+        rho = np.where(tiny, -lam * np.exp(-log_u0), -lam / u0)
+        bb_flat = np.where(tiny | (b2 < _TINY), np.exp(log_b2 - math.log(2.0) - log_u0), 0.0)
+        bb_flat = np.where(
+            form.b == 0.0, 0.0, np.where(tiny | (b2 < _TINY), bb_flat, b2 / (2.0 * u0))
+        )
+        n = np.arange(order + 1)
+        pw = rho[:, None] ** n[None, :]  # rho_i^n
+        pw1 = np.concatenate([np.zeros((len(lam), 1)), pw[:, :-1]], axis=1)  # rho^(n-1)
+        pw2 = np.concatenate([np.zeros((len(lam), 2)), pw[:, :-2]], axis=1)[:, : order + 1]
+        bb = bb_flat[:, None]
+        parts = [
+            np.where(bb == 0.0, 0.0, part)
+            for part in (bb * s * s * pw, bb * 2.0 * s * pw1, bb * pw2)
+        ]
     log_part = np.zeros((len(lam), order + 1))
     log_part[:, 0] = -0.5 * log_u0
     if order >= 1:
         log_part[:, 1:] = 0.5 * pw[:, 1:] / n[None, 1:]
     parts.append(log_part)
-    coef = sum(part.sum(axis=0) for part in parts)
-    size = sum(np.abs(part).sum(axis=0) for part in parts)
+    with np.errstate(over="ignore", invalid="ignore"):
+        coef = sum(part.sum(axis=0) for part in parts)
+        size = sum(np.abs(part).sum(axis=0) for part in parts)
     coef[0] += s * form.c
     size[0] += abs(s * form.c)
     if order >= 1:
@@ -236,6 +268,8 @@ def _square(terms: tuple[tuple[float, int, float], ...]) -> Terms:
 
 def _diverges(form: GaussianLogRatio, s: float) -> bool:
     """E[e^{s l}] = inf iff 1 + s lambda_i <= 0 for some i (1 - 2 s a_i, up to its rounding)."""
+    if 0.0 <= s <= 1.0:  # 1 + s lambda_i >= (1 - s) + s ratio_i > 0: never diverges
+        return False
     u0, _ = _u0(form, s)
     # rounding of u0: relative to 1 and s lambda_i near 0, to its terms 1 - s and s ratio_i
     # otherwise (u0 = ratio_i at s = 1, where a tiny ratio is no sign of divergence)
@@ -375,6 +409,10 @@ def _terms_moments(
         return mean, math.inf, "closed_form", 0.0, note
     if not need_var:
         return first.value, math.nan, "closed_form", first.error, ""
+    if all(s == 0.0 and j <= 1 for _, j, s in est.terms):  # coef * l + const (k1)
+        slope = sum(coef for coef, j, _ in est.terms if j == 1)
+        var_l = float(np.sum(2.0 * np.square(form.a) + np.square(form.b)))  # K''(0), exact
+        return first.value, slope * slope * var_l, "closed_form", first.error, ""
     sq_terms = _square(est.terms)
     second = _closed_sum(form, sq_terms) if sq_terms else _Sum(0.0, 0.0, [])
     if second.divergent:
@@ -400,15 +438,17 @@ def _terms_moments(
     if not good(best) and max(rates, default=0.0) * float(np.max(np.abs(form.lam))) <= (
         _SERIES_RADIUS
     ):
-        alt = combine(
-            _series_sum(form, _fraction_terms(est.terms, square=False)),
-            _series_sum(form, _fraction_terms(est.terms, square=True)),
-        )
-        if alt[3] < best[3]:
+        with np.errstate(over="ignore", invalid="ignore"):  # huge |E l|: inf/NaN, not taken
+            alt = combine(
+                _series_sum(form, _fraction_terms(est.terms, square=False)),
+                _series_sum(form, _fraction_terms(est.terms, square=True)),
+            )
+        if alt[3] < best[3] and math.isfinite(alt[0]) and math.isfinite(alt[1]):
             best = alt
     mean, var, mean_err, var_err = best
     note = ""
     if var_err > VAR_RTOL * var:
+        _check_resolution(form, est)
         line = form.one_dimensional()
         if line is not None:
             _, q_var, _, q_var_err, _ = _quadrature_moments(est, *line)
@@ -422,6 +462,49 @@ def _terms_moments(
     return mean, var, "closed_form", mean_err, note
 
 
+def _check_resolution(form: GaussianLogRatio, est: Estimator) -> None:
+    """NoExactMethodError when float64 cannot resolve the log-ratio's spread at its mean.
+
+    q = N(1e20, 1), p = N(0, 1): l = -5e39 + 1e20 w, and the ulp of 5e39 is 1e24. Neither
+    E[g^2] - E[g]^2 nor a quadrature over l(w) then keeps a digit of the variance.
+    """
+    spread = math.sqrt(float(np.sum(2.0 * np.square(form.a) + np.square(form.b))))
+    if spread < 1e-8 * abs(form.neg_kl):  # (q = p: both 0, l = 0 exactly)
+        from klest.exact import NoExactMethodError
+
+        raise NoExactMethodError(
+            f"Var[{est.name}] is not computable in float64 here: the log-ratio's spread "
+            f"({spread:.3g}) is below the resolution of its mean ({form.neg_kl:.3g})"
+        )
+
+
+#: p's bulk lies at |w| ~ (var_p / var_q)^(1/2) standard deviations of q; beyond this the
+#: quadrature in w (its tail walk stops at |w| = 1e150) cannot see it
+_REACH = 1e100
+
+
+def _check_quadrature_reach(est: Estimator, a: float) -> None:
+    """NoExactMethodError when est grows like a power of r and p's bulk is out of reach.
+
+    With l = c + a w^2 + b w and a = (1 - var_q/var_p)/2 near 1/2, r = e^l weights w like
+    p does: E_q[|r - 1|] is carried by |w| ~ sqrt(var_p / var_q), 1e160 for
+    q = N(0, 1e-160), p = N(0, 1), where no tail walk of q's density goes. Estimators bounded
+    in l, or growing like a power of l (abs, low_var_kl), are unaffected.
+    """
+    if not 0.5 - a < 0.5 / (_REACH * _REACH):  # 1 - 2a = var_q / var_p along w
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        far = float(np.abs(est(np.array([800.0])))[0])
+    if not far < 1e300:  # exponential in l: a power of r
+        from klest.exact import NoExactMethodError
+
+        raise NoExactMethodError(
+            f"no exact method for {est.name!r} here: var_q / var_p = {1.0 - 2.0 * a:.3g} along "
+            f"the log-ratio puts p's mass beyond {_REACH:.0e} standard deviations of q, out "
+            "of the quadrature's reach (klest.simulate gives Monte Carlo estimates)"
+        )
+
+
 def _quadrature_moments(
     est: Estimator, c: float, a: float, b: float, need_var: bool = True
 ) -> tuple[float, float, float, float, str]:
@@ -432,6 +515,7 @@ def _quadrature_moments(
     if a == 0.0 and b == 0.0:  # l is the constant c
         value = float(est(np.array([c]))[0])
         return value, 0.0, 0.0, 0.0, ""
+    _check_quadrature_reach(est, a)
     std = Normal(loc=0.0, scale=1.0)
 
     def log_ratio(w: np.ndarray) -> np.ndarray:
@@ -498,5 +582,7 @@ def gaussian_moments(
             "covariances: the log-ratio is a generalised chi-square variable, which has no "
             f"closed form for this estimator; use klest.simulate"
         )
+    if need_var:
+        _check_resolution(form, est)
     mean, var, err, _, note = _quadrature_moments(est, *line, need_var=need_var)
     return mean, var, "quadrature", err, note

@@ -125,14 +125,42 @@ class _Integrand:
         return self._parts(x)[1]
 
 
-def _median_and_scale(q: Distribution) -> tuple[float, float]:
+def _quantiles_hold(q: Distribution, points: tuple[float, float, float]) -> bool:
+    """Whether q's CDF gives back 1/4, 1/2, 3/4 at its quartiles (scipy's inverse CDF can
+    return garbage where the true quartile is beyond float64: StudentT(df=1e-5))."""
+    cdf = getattr(q, "cdf", None)
     try:
-        lo, med, hi = (float(v) for v in q.quantile(np.array([0.25, 0.5, 0.75])))
+        with np.errstate(all="ignore"):
+            cdf = cdf or q._scipy().cdf
+            got = np.asarray(cdf(np.array(points)), dtype=np.float64)
+    except (NotImplementedError, AttributeError, ValueError):
+        return True  # nothing to check against
+    return bool(np.all(np.abs(got - np.array([0.25, 0.5, 0.75])) < 1e-6))
+
+
+def _median_and_scale(q: Distribution) -> tuple[float, float]:
+    """q's median and interquartile range; a ValueError when float64 cannot resolve them.
+
+    Quartiles that are not finite (StudentT(df=1e-17): |x| ~ e^(1e17)), that coincide
+    (Normal(loc=1e20, scale=1e-3), LogNormal(loc=-1e20, ...): x underflows to 0) or whose
+    spread is a few ulp of the median leave no grid on which q's density can be integrated:
+    any number would be a rounding artefact.
+    """
+    try:
+        with np.errstate(all="ignore"):
+            lo, med, hi = (float(v) for v in q.quantile(np.array([0.25, 0.5, 0.75])))
     except (NotImplementedError, ValueError):
         return 0.0, 1.0
+    except (OverflowError, ZeroDivisionError):
+        lo = med = hi = math.nan
     scale = hi - lo
-    if not (math.isfinite(med) and math.isfinite(scale) and scale > 0):
-        return (med if math.isfinite(med) else 0.0), 1.0
+    resolvable = math.isfinite(med) and math.isfinite(scale) and scale > 0
+    resolvable = resolvable and scale >= 1e-9 * abs(med) and _quantiles_hold(q, (lo, med, hi))
+    if not resolvable:
+        raise ValueError(
+            f"quadrature over {q!r} is not possible in float64: its quartiles "
+            f"({lo:.6g}, {med:.6g}, {hi:.6g}) are not finite and distinct at this precision"
+        )
     return med, scale
 
 
@@ -343,6 +371,18 @@ def expect_continuous(
     """
     if q.discrete or q.event_shape:
         raise ValueError(f"expect_continuous needs a 1-D continuous q, got {q!r}")
+    with np.errstate(all="ignore"):  # inf/NaN are handled explicitly below, never warned
+        return _expect_continuous(q, g, log_abs_g, rtol, breaks, level_sets)
+
+
+def _expect_continuous(
+    q: Distribution,
+    g: ArrayFn,
+    log_abs_g: ArrayFn | None,
+    rtol: float,
+    breaks: Sequence[float],
+    level_sets: tuple[ArrayFn, Sequence[float]] | None,
+) -> Expectation:
     f = _Integrand(q, g, log_abs_g)
     lo, hi = q.support.low, q.support.high
     med, scale = _median_and_scale(q)

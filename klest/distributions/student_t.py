@@ -49,17 +49,33 @@ class StudentT(Distribution):
         nu = self.df
         if nu > 1e4:
             # lnΓ(x + ½) - lnΓ(x) = ½ log x - 1/(8x) + 1/(192x³) + O(x⁻⁵), x = df/2: the
-            # direct difference of two numbers near x log x keeps none of its digits
+            # direct difference of two numbers near x log x keeps none of its digits; and
+            # ½ log x - ½ log df = -½ log 2 exactly (not a difference of two numbers ~ 345)
             x = 0.5 * nu
-            log_ratio = 0.5 * math.log(x) - 0.125 / x + 1.0 / (192.0 * x * x * x)
+            series = -0.125 / x + 1.0 / (192.0 * x * x * x)
+            return series - 0.5 * math.log(2.0 * math.pi) - math.log(self.scale)
         else:
             log_ratio = float(special.gammaln(0.5 * (nu + 1.0)) - special.gammaln(0.5 * nu))
         return log_ratio - 0.5 * (math.log(nu) + math.log(math.pi)) - math.log(self.scale)
 
     def log_prob(self, x: Any) -> np.ndarray:
-        with np.errstate(over="ignore"):  # huge |x|: z² = inf gives -inf, as it should
-            z = (np.asarray(x, dtype=np.float64) - self.loc) / self.scale
-            return self._log_norm() - 0.5 * (self.df + 1.0) * np.log1p(z * z / self.df)
+        """log density; log(1 + z²/df) in log space where z²/df overflows (x far from loc
+        in units of the scale, or a tiny df), so that it stays finite: -(df+1) log|z| + ...
+
+        >>> float(StudentT(df=3.0, loc=0.0, scale=1e-300).log_prob(1.0)) < -1e3
+        True
+        """
+        x = np.asarray(x, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            diff = x - self.loc  # inf only when |x - loc| exceeds the float64 range
+            z = np.where(
+                np.isfinite(diff), diff / self.scale, x / self.scale - self.loc / self.scale
+            )
+            ratio = z * z / self.df
+            # log1p(e^u), u = log(z²/df) = 2 log|z| - log df: exact where the ratio overflows
+            log_ratio = 2.0 * np.log(np.abs(z)) - math.log(self.df)
+            log1p_ratio = np.where(ratio < 1e300, np.log1p(ratio), np.logaddexp(0.0, log_ratio))
+            return self._log_norm() - 0.5 * (self.df + 1.0) * log1p_ratio
 
     def _sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
         return self.loc + self.scale * rng.standard_t(self.df, size)
