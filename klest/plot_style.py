@@ -224,8 +224,7 @@ def source_handles(
                     marker="o",
                     mfc="white",
                     lw=0,
-                    label="hollow: no error bar (infinite or unconverged variance) or an "
-                    "unreliable one",
+                    label="hollow: no (reliable) error bar",
                 )
             )
     return handles
