@@ -224,7 +224,7 @@ def source_handles(
                     marker="o",
                     mfc="white",
                     lw=0,
-                    label="hollow: no (reliable) error bar",
+                    label="hollow: no error bar (or an unreliable one)",
                 )
             )
     return handles
