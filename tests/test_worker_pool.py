@@ -127,7 +127,11 @@ def _start_run(tmp_path: Path, **popen: object) -> subprocess.Popen[bytes]:
 @needs_proc
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_klest_run_leaves_no_workers(tmp_path, cleanup, sig):
-    parent = _start_run(tmp_path)
+    _kill_and_expect_no_workers(_start_run(tmp_path), sig, cleanup)
+
+
+def _kill_and_expect_no_workers(parent: subprocess.Popen[bytes], sig: int, cleanup) -> None:
+    """Once ``parent``'s two pool workers run, send it ``sig``: its workers must go too."""
     try:
         workers = _wait_for_workers(parent, 2)
         cleanup.update(workers)
@@ -167,15 +171,7 @@ klest.simulate(q, p, ["k1", "k3"], n=4_000_000_000, seed=0, workers=2)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_simulate_workers_die_with_a_killed_parent(tmp_path, cleanup, sig):
     """No handler here: SIGTERM kills the parent outright, as SIGKILL does."""
-    parent = _start([sys.executable, "-c", SIMULATE], tmp_path)
-    try:
-        workers = _wait_for_workers(parent, 2)
-        cleanup.update(workers)
-        parent.send_signal(sig)
-        parent.wait(timeout=DEATH_TIMEOUT)
-        _seconds_until_gone(workers)
-    finally:
-        _stop(parent)
+    _kill_and_expect_no_workers(_start([sys.executable, "-c", SIMULATE], tmp_path), sig, cleanup)
 
 
 POOL = """\
