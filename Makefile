@@ -18,11 +18,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py $(wildcard klest/csrc/*)
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py $(wildcard klest/native/csrc/*)
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml setup.py $(wildcard klest/csrc/*)
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml setup.py $(wildcard klest/native/csrc/*)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
@@ -31,7 +31,7 @@ $(BIN_MIN)/python:
 	$(BIN_MIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV_MIN)/.installed-dev: $(BIN_MIN)/python pyproject.toml setup.py $(MIN_CONSTRAINTS) \
-		$(wildcard klest/csrc/*)
+		$(wildcard klest/native/csrc/*)
 	$(BIN_MIN)/python -m pip install --quiet --constraint $(MIN_CONSTRAINTS) -e ".[dev]"
 	touch $@
 

@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 
 import klest
-from klest.fast_normal import standard_normal
+from klest.native.sampler import standard_normal
 
 Q = klest.Normal(loc=0.0, scale=1.0)
 P = klest.Normal(loc=1.0, scale=1.0)
@@ -57,7 +57,7 @@ def raw_normal_rate(n: int, chunk: int) -> float:
 
 
 def compiled_normal_rate(n: int, chunk: int) -> float:
-    """klest.fast_normal.standard_normal: the same stream as NumPy's, compiled."""
+    """klest.native.sampler.standard_normal: the same stream as NumPy's, compiled."""
     rng = np.random.default_rng(0)
 
     def run() -> None:
@@ -156,7 +156,7 @@ def main() -> None:
     # the engine runs long enough (about a second with 2 workers) that starting the
     # process pool counts for little against the per-draw cost being measured
     n_engine = 4_000_000 if args.quick else 200_000_000
-    chunk = klest.engine.DEFAULT_BLOCK_SIZE
+    chunk = klest.engine.runner.DEFAULT_BLOCK_SIZE
     results: dict[str, float | None] = {}
 
     print(f"cores: {os.cpu_count()}, n = {n:,} (engine: {n_engine:,}), block = {chunk:,}")

@@ -11,16 +11,14 @@ x ~ q and compare with p; ``log_ratio = log p(x) - log q(x)`` and r = p(x)/q(x).
 1.417
 """
 
-from klest import closed_forms as _closed_forms  # noqa: F401  (registers the closed forms)
 from klest import estimators, rl  # noqa: F401  (rl imports no torch)
+from klest._version import __version__ as __version__
 from klest.distributions import *  # noqa: F403
 from klest.distributions import __all__ as _distribution_names
-from klest.divergence import KLResult, NoKLMethodError, kl, kl_result, register_kl
-from klest.engine import simulate
-from klest.exact import ExactMoments, NoExactMethodError, exact_moments
-from klest.results import ConvergenceWarning, SimulationResult
-
-__version__ = "0.1.0"
+from klest.divergence import KLResult, kl, kl_result, register_kl
+from klest.engine import ConvergenceWarning, SimulationResult, simulate
+from klest.errors import NoExactMethodError, NoKLMethodError
+from klest.exact import ExactMoments, exact_moments
 
 __all__ = [
     *_distribution_names,

@@ -1,4 +1,4 @@
-"""The ``klest`` command line: the only place in klest that writes files (with klest.store).
+"""The ``klest`` command line: the only place in klest that writes files (with klest.studies.store).
 
 ``klest run CONFIG`` runs an experiment config into ``results/<name>/`` and prints its table;
 ``klest demo`` reproduces Schulman's tables (``experiments/schulman_blog.toml``);
@@ -40,7 +40,7 @@ class CommandError(Exception):
 
 
 def _schulman_config() -> Any:
-    from klest.experiment import default_experiments_dir, load_config, parse_config
+    from klest.studies.experiment import default_experiments_dir, load_config, parse_config
 
     path = default_experiments_dir() / "schulman_blog.toml"
     if path.is_file():
@@ -49,7 +49,7 @@ def _schulman_config() -> Any:
 
 
 def _table(config: Any, frame: Any, title: str | None = None) -> str:
-    from klest.tables import experiment_table
+    from klest.report.tables import experiment_table
 
     out = config.output
     return experiment_table(
@@ -58,8 +58,8 @@ def _table(config: Any, frame: Any, title: str | None = None) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from klest.experiment import run_experiment
-    from klest.tables import schulman_table
+    from klest.report.tables import schulman_table
+    from klest.studies.experiment import run_experiment
 
     config = _schulman_config().with_overrides(n=args.n, seed=args.seed)
     frame = run_experiment(config, workers=args.workers)
@@ -96,7 +96,7 @@ class _Reporter:
 
 def _dask_client(address: str) -> Any:
     """A Client for the scheduler at ``address``; anything else fails in ~8 s, one line."""
-    from klest.dask_connect import SchedulerError, connect
+    from klest.engine.dask_connect import SchedulerError, connect
 
     try:
         return connect(address)
@@ -110,8 +110,8 @@ def _dask_client(address: str) -> Any:
 
 def _run_study(args: argparse.Namespace) -> int:
     """``klest run`` on an RL study config: exact tables, written as CSV + Markdown."""
-    from klest.rl_studies import load_study, run_study
-    from klest.store import frame_to_csv, write_atomic
+    from klest.studies.rl_studies import load_study, run_study
+    from klest.studies.store import frame_to_csv, write_atomic
 
     study = load_study(args.config)
     frame = run_study(study)
@@ -153,7 +153,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 def resolve_config(name: str) -> Path:
     """A config path as given, or the name of a config in experiments/ (``schulman_blog``)."""
-    from klest.experiment import default_experiments_dir
+    from klest.studies.experiment import default_experiments_dir
 
     path = Path(name)
     if path.exists() or "/" in name or name.endswith(".toml"):
@@ -169,9 +169,9 @@ def resolve_config(name: str) -> Path:
 def _run(args: argparse.Namespace) -> int:
     import warnings
 
-    from klest.experiment import CaseFailures, load_config, run_experiment, store_overrides
-    from klest.rl_studies import is_study_file
-    from klest.store import StoreBusyError, run_directory
+    from klest.studies.experiment import CaseFailures, load_config, run_experiment, store_overrides
+    from klest.studies.rl_studies import is_study_file
+    from klest.studies.store import StoreBusyError, run_directory
 
     args.config = str(resolve_config(args.config))
     if is_study_file(args.config):
@@ -223,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _usable_workers(workers: int) -> int:
     """``--workers`` capped at the CPUs this process may use, with a warning."""
-    from klest.engine import available_cpus
+    from klest.engine.runner import available_cpus
 
     cpus = available_cpus()
     if workers > cpus:
@@ -247,12 +247,12 @@ def _list(_: argparse.Namespace) -> int:
     for name, est in estimators.registry().items():
         alias = f" (alias {', '.join(est.aliases)})" if est.aliases else ""
         print(f"  {name:<18} {est.formula:<42} targets {est.target.label}{alias}")
-    from klest.experiment import ConfigError, default_experiments_dir, load_config
+    from klest.studies.experiment import ConfigError, default_experiments_dir, load_config
 
     directory = default_experiments_dir()
     paths = sorted(directory.glob("*.toml"))
     print(f"experiments ({directory}):" if paths else f"experiments: none in {directory}")
-    from klest.rl_studies import is_study_file, load_study
+    from klest.studies.rl_studies import is_study_file, load_study
 
     for path in paths:
         try:
@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="recompute every case, even those already stored"
     )
     run.set_defaults(handler=_run)
-    from klest.figure_files import figures_command
+    from klest.report.figure_files import figures_command
 
     figures = commands.add_parser(
         "figures", help="regenerate the figure set (PNG, PDF, CSV) and claims.md"
@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0
-    from klest.experiment import ConfigError
+    from klest.studies.experiment import ConfigError
 
     if getattr(args, "workers", None) is not None:
         args.workers = _usable_workers(args.workers)

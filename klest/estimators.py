@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from klest import _native
+from klest import native as _native
 
 __all__ = [
     "KL_PQ",
@@ -90,7 +90,7 @@ class Estimator:
         default=None, repr=False
     )
     #: a series the engine's compiled accumulator computes itself from l and expm1(l), bit
-    #: for bit ``fn``'s values (a key of ``klest._native.COMPUTED_SERIES``): the engine
+    #: for bit ``fn``'s values (a key of ``klest.native.COMPUTED_SERIES``): the engine
     #: then never writes this estimator's values to memory
     computed_series: str | None = field(default=None, repr=False)
 
@@ -163,7 +163,7 @@ def k3_given_expm1(l: np.ndarray, expm1_l: np.ndarray) -> np.ndarray:
     # exp(l) - 1 - l where that keeps its digits: where it is >= 5.02e-5, i.e. |l| >~ 0.01
     # (k3 at |l| = 0.01002 is just above 5.02e-5). Below, the Taylor series
     # sum_{n=2..9} l^n / n!, whose truncation error is under 1e-16 relative there
-    # (klest/csrc/kernels.c).
+    # (klest/native/csrc/kernels.c).
     _native.k3_from_expm1(expm1_flat, flat, out)
     return out.reshape(l.shape)
 

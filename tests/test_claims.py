@@ -1,4 +1,5 @@
-"""klest.claims: each verdict is computed, and agrees with independently derived exact values.
+"""klest.report.claims: each verdict is computed, and agrees with independently derived exact
+values.
 
 Gaussian mean shift q = N(0,1), p = N(mu,1): log r ~ N(-mu^2/2, mu^2), KL(q||p) = mu^2/2,
 bias/true(k2) = mu^2/4, Var[k1] = mu^2, Var[k2] = mu^6/4 + mu^4/2, Var[k3] = e^{mu^2} - 1 - mu^2,
@@ -15,9 +16,9 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from klest.claims import CLAIMS, EXACT, MUCH, STRONG, claims_frame, evaluate_claims, facts
-from klest.experiment import parse_config
-from klest.tables import claims_markdown
+from klest.report.claims import CLAIMS, EXACT, MUCH, STRONG, claims_frame, evaluate_claims, facts
+from klest.report.tables import claims_markdown
+from klest.studies.experiment import parse_config
 
 MUS = (0.1, 0.5, 1.0, 2.0)
 VERDICTS = {"true", "false", "partly true"}

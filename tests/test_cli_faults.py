@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import klest.experiment
+import klest.studies.experiment
 from klest.cli import main
-from klest.store import read_results
+from klest.studies.store import read_results
 
 TINY = """
 title = "Tiny study"
@@ -93,14 +93,14 @@ def test_non_positive_workers_get_one_message(tmp_path, tiny, value) -> None:
 
 
 def test_a_failing_case_is_reported_at_the_end(tmp_path, tiny, monkeypatch, capsys) -> None:
-    real = klest.experiment.simulate
+    real = klest.studies.experiment.simulate
 
     def fail_far(*args, **kwargs):
         if kwargs["case"] == 1:
             raise OverflowError("(34, 'Numerical result out of range')")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(klest.experiment, "simulate", fail_far)
+    monkeypatch.setattr(klest.studies.experiment, "simulate", fail_far)
     assert main(["run", str(tiny), "--out", str(tmp_path), "--workers", "1"]) == 1
     out, err = capsys.readouterr()
     assert "### near" in out and "### laplace" in out and "### far" not in out

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import klest.experiment
+import klest.studies.experiment
 from klest.cli import main
-from klest.experiment import default_experiments_dir
-from klest.store import read_results
+from klest.studies.experiment import default_experiments_dir
+from klest.studies.store import read_results
 
 TINY = """
 title = "Tiny study"
@@ -83,7 +83,7 @@ def test_run_writes_files_prints_the_table_and_resumes(tmp_path, tiny) -> None:
 
 def test_interrupted_run_keeps_finished_cases(tmp_path, tiny, monkeypatch, capsys) -> None:
     calls = []
-    real = klest.experiment.simulate
+    real = klest.studies.experiment.simulate
 
     def interrupt_second_case(*args, **kwargs):
         calls.append(kwargs["case"])
@@ -91,12 +91,12 @@ def test_interrupted_run_keeps_finished_cases(tmp_path, tiny, monkeypatch, capsy
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(klest.experiment, "simulate", interrupt_second_case)
+    monkeypatch.setattr(klest.studies.experiment, "simulate", interrupt_second_case)
     assert main(["run", str(tiny), "--out", str(tmp_path), "--workers", "1"]) == 130
     err = capsys.readouterr().err
     assert "interrupted; finished cases are stored in" in err and "(run again to resume)" in err
     assert read_results(tmp_path / "tiny")["case"].unique().tolist() == ["near"]
-    monkeypatch.setattr(klest.experiment, "simulate", real)
+    monkeypatch.setattr(klest.studies.experiment, "simulate", real)
     assert main(["run", str(tiny), "--out", str(tmp_path), "--workers", "1"]) == 0
     err = capsys.readouterr().err
     assert "[1/2] near: reused the stored result" in err and "[2/2] far: 4,000 draws" in err
@@ -200,7 +200,7 @@ def test_schulman_blog_reproduces_both_tables(tmp_path) -> None:
 
 def test_builtin_schulman_config_matches_the_file() -> None:
     from klest.cli import SCHULMAN_BLOG
-    from klest.experiment import load_config, parse_config
+    from klest.studies.experiment import load_config, parse_config
 
     builtin = parse_config(SCHULMAN_BLOG, source="<built-in>")
     from_file = load_config(default_experiments_dir() / "schulman_blog.toml")
@@ -208,7 +208,7 @@ def test_builtin_schulman_config_matches_the_file() -> None:
 
 
 def test_demo_falls_back_to_the_builtin_config(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(klest.experiment, "default_experiments_dir", lambda: tmp_path)
+    monkeypatch.setattr(klest.studies.experiment, "default_experiments_dir", lambda: tmp_path)
     assert main(["demo", "--n", "20000", "--workers", "1"]) == 0
     text = capsys.readouterr().out
     assert "| k2 | 0.0025 | 1.418 | 0.25 | 1.732 |" in text

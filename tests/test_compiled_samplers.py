@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import klest
-from klest.engine import block_generator
-from klest.fast_normal import MIN_FAST_SIZE, scaled_normal, standard_normal
-from klest.log_ratio import log_ratio_function, sample_log_ratio
+from klest.distributions.log_ratio import log_ratio_function, sample_log_ratio
+from klest.engine.runner import block_generator
+from klest.native.sampler import MIN_FAST_SIZE, scaled_normal, standard_normal
 
 
 def twin_generators(seed: int, key: tuple[int, ...]) -> tuple[np.random.Generator, ...]:
@@ -208,7 +208,7 @@ def test_scaled_normal_refuses_bad_arguments() -> None:
 
 
 def test_native_wrappers_refuse_what_the_kernels_would_index_out_of_bounds() -> None:
-    from klest import _native
+    from klest import native as _native
 
     q = klest.Categorical(probs=[0.25, 0.25, 0.5])
     cdf, guide, u = q._cdf, q._guide, np.array([0.5])

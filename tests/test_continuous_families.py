@@ -29,7 +29,7 @@ from klest.distributions import (
     StudentT,
     Uniform,
 )
-from klest.quadrature import expect_continuous
+from klest.integrate.quadrature import expect_continuous
 
 SCIPY_FAMILIES = [Laplace, LogNormal, StudentT, Exponential, Gamma, Beta, Uniform]
 NAMES = {

@@ -37,8 +37,8 @@ distributed = pytest.importorskip("distributed")
 
 import klest  # noqa: E402
 from klest.cli import main  # noqa: E402
-from klest.dask_connect import DEFAULT_TIMEOUT, SchedulerError, probe_scheduler  # noqa: E402
-from klest.engine import simulate  # noqa: E402
+from klest.engine.dask_connect import DEFAULT_TIMEOUT, SchedulerError, probe_scheduler  # noqa: E402
+from klest.engine.runner import simulate  # noqa: E402
 
 #: one xdist worker runs this module (one scheduler and its workers serve it): --dist loadgroup
 pytestmark = pytest.mark.xdist_group("dask_cluster")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import klest
-from klest.engine import RunPlan, block_values, simulate
-from klest.moments import block_moments, merge
-from klest.results import ConvergenceWarning
+from klest.engine.moments import block_moments, merge
+from klest.engine.results import ConvergenceWarning
+from klest.engine.runner import RunPlan, block_values, simulate
 
 Q = klest.Normal(loc=0.0, scale=1.0)
 P = klest.Normal(loc=1.0, scale=1.0)
@@ -211,7 +211,7 @@ def test_paired_difference_and_control_variate(serial) -> None:
 def test_histogram_and_quantiles(serial) -> None:
     edges, counts, below, above = serial.histogram("k1")
     assert len(edges) == len(counts) + 1
-    stride = klest.engine.HISTOGRAM_STRIDE
+    stride = klest.engine.runner.HISTOGRAM_STRIDE
     expected = len(range(0, 5_000, stride)) * 39 + len(range(0, 2_003, stride))
     assert counts.sum() + below + above == expected
     median = serial.quantiles("k1", [0.5])[0]

@@ -28,7 +28,7 @@ def test_invalid_seeds_are_rejected(seed) -> None:
 
 
 def test_too_many_workers_are_capped_with_a_warning() -> None:
-    cpus = klest.engine.available_cpus()
+    cpus = klest.engine.runner.available_cpus()
     with pytest.warns(UserWarning, match=f"workers=1000 is more than the {cpus} CPUs"):
         capped = klest.simulate(
             Q, P, ["k1"], n=3 * 16 * 1000, seed=1, block_size=1000, workers=1000

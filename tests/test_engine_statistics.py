@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import klest
-from klest.results import ConvergenceWarning
+from klest.engine.results import ConvergenceWarning
 
 Z = 5.0
 N = 400_000

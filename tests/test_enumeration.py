@@ -13,7 +13,7 @@ from strategies import instances
 import klest
 from klest.distributions import Bernoulli, Categorical, Normal, Poisson
 from klest.distributions.base import Distribution, Support
-from klest.enumeration import expect_discrete
+from klest.integrate.enumeration import expect_discrete
 
 
 class _Die(Distribution):

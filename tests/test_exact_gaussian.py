@@ -1,4 +1,4 @@
-"""Exact estimator moments for Gaussian pairs (klest.exact_gaussian), checked independently."""
+"""Exact estimator moments for Gaussian pairs (klest.exact.gaussian), checked independently."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from klest import (
     exact_moments,
     kl,
 )
-from klest.exact_gaussian import gaussian_log_ratio, gaussian_moments
+from klest.exact.gaussian import gaussian_log_ratio, gaussian_moments
 
 Z = 5.0  # |estimate - exact| <= Z * SE: false-failure rate ~6e-7 per comparison
 LOC_LO, LOC_HI = Normal.params[0].typical

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import klest
-from klest.engine import DEFAULT_BLOCK_SIZE
-from klest.experiment import ConfigError, load_config, parse_config, run_experiment
+from klest.engine.runner import DEFAULT_BLOCK_SIZE
+from klest.studies.experiment import ConfigError, load_config, parse_config, run_experiment
 
 HEAD = 'estimators = ["k1", "k2"]\nn = 1000\n'
 CASE = '[[cases]]\nq = { family = "normal" }\np = { family = "normal", loc = 0.5 }\n'
@@ -350,7 +350,8 @@ def test_config_hash_is_stable_over_semantically_identical_configs(tmp_path) -> 
 def test_config_hash_does_not_depend_on_the_interpreter(tmp_path) -> None:
     path = write(tmp_path, SAME_A, "a.toml")
     code = (
-        f"from klest.experiment import load_config; print(load_config({str(path)!r}).config_hash())"
+        "from klest.studies.experiment import load_config; "
+        f"print(load_config({str(path)!r}).config_hash())"
     )
     env = {"PYTHONHASHSEED": "12345", "PATH": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)

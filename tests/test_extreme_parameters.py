@@ -29,9 +29,9 @@ from klest.distributions import (
     StudentT,
     Uniform,
 )
-from klest.divergence import _lookup_closed_form, kl_result
-from klest.exact import NoExactMethodError
-from klest.log_ratio import log_ratio_function, sample_log_ratio
+from klest.distributions.log_ratio import log_ratio_function, sample_log_ratio
+from klest.divergence.registry import _lookup_closed_form, kl_result
+from klest.exact.moments import NoExactMethodError
 
 POSITIVE = [1e-300, 1e-160, 1e-17, 1e-5, 1e5, 1e20, 1e160, 1e300]
 REAL = [-1e300, -1e20, 1e20, 1e300]

@@ -19,9 +19,9 @@ import pytest
 
 import klest
 from klest.cli import main
-from klest.experiment import default_experiments_dir, load_config
-from klest.figure_files import write_figure_set
-from klest.figures import FIGURES, Runs, build_figure
+from klest.report.figure_files import write_figure_set
+from klest.report.figures import FIGURES, Runs, build_figure
+from klest.studies.experiment import default_experiments_dir, load_config
 
 N = 2_000
 SUFFIXES = (".png", ".pdf", ".csv")

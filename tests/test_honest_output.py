@@ -17,12 +17,12 @@ import pytest
 from scipy import optimize, stats
 
 import klest
-from klest.engine import RunPlan, block_values
-from klest.error_bars import missed_mass_floor
-from klest.experiment import parse_config, run_experiment
-from klest.moments import Accumulator, block_moments, merge
-from klest.results import ConvergenceWarning, SimulationResult
-from klest.tables import experiment_table, monte_carlo_table
+from klest.engine.error_bars import missed_mass_floor
+from klest.engine.moments import Accumulator, block_moments, merge
+from klest.engine.results import ConvergenceWarning, SimulationResult
+from klest.engine.runner import RunPlan, block_values
+from klest.report.tables import experiment_table, monte_carlo_table
+from klest.studies.experiment import parse_config, run_experiment
 
 Z = 5.0
 Q = klest.Normal(loc=0.0, scale=1.0)

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from scipy import integrate, special
 from strategies import instances, mixtures, uniforms_containing, uniforms_within
 
-from klest.closed_forms import continuous
 from klest.distributions import (
     Beta,
     Exponential,
@@ -32,7 +31,8 @@ from klest.distributions import (
     StudentT,
     Uniform,
 )
-from klest.divergence import _CLOSED_FORMS, NoKLMethodError, kl, kl_result
+from klest.divergence.closed_forms import continuous
+from klest.divergence.registry import _CLOSED_FORMS, NoKLMethodError, kl, kl_result
 
 MINE = {Laplace, LogNormal, StudentT, Exponential, Gamma, Beta, Uniform, GaussianMixture}
 SAME_FAMILY = [

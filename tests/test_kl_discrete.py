@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from strategies import instances
 
 import klest
-from klest.closed_forms import discrete as forms
 from klest.distributions import Bernoulli, Categorical, Poisson
-from klest.divergence import _CLOSED_FORMS, kl, kl_result
+from klest.divergence.closed_forms import discrete as forms
+from klest.divergence.registry import _CLOSED_FORMS, kl, kl_result
 
 EPS = float(np.finfo(float).eps)
 DISCRETE = (Bernoulli, Categorical, Poisson)

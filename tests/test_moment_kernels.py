@@ -6,9 +6,10 @@ import mpmath
 import numpy as np
 import pytest
 
-from klest import _native, estimators
-from klest._native import TILE
-from klest.moments import Accumulator, block_moments, merge
+from klest import estimators
+from klest import native as _native
+from klest.engine.moments import Accumulator, block_moments, merge
+from klest.native import TILE
 
 
 def reference(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -127,7 +128,7 @@ def test_bad_blocks_are_refused() -> None:
         Accumulator(1, None, 0)
 
 
-#: the Taylor coefficients 1/n!, n = 9 down to 2, of klest/csrc/kernels.c's k3
+#: the Taylor coefficients 1/n!, n = 9 down to 2, of klest/native/csrc/kernels.c's k3
 _K3_SERIES = tuple(1.0 / float(np.prod(np.arange(1, n + 1))) for n in range(9, 1, -1))
 _K3_THRESHOLD = 5.02e-5
 

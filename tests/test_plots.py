@@ -1,4 +1,4 @@
-"""klest.plots: each function draws a Figure from a small tidy frame, never saves or shows,
+"""klest.report.plots: each function draws a Figure from a small tidy frame, never saves or shows,
 and leaves matplotlib's global state alone."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from matplotlib.figure import Figure
 
 import klest
-from klest import figure_data, plots
-from klest.experiment import parse_config
+from klest.report import figure_data, plots
+from klest.studies.experiment import parse_config
 
 N = 20_000
 

@@ -1,4 +1,4 @@
-"""Adaptive quadrature with divergence detection (klest.quadrature.expect_continuous)."""
+"""Adaptive quadrature with divergence detection (klest.integrate.quadrature.expect_continuous)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from klest.distributions import Normal
 from klest.distributions.base import Distribution, Support
-from klest.quadrature import expect_continuous
+from klest.integrate.quadrature import expect_continuous
 
 
 class _UnitInterval(Distribution):

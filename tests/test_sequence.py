@@ -15,7 +15,6 @@ import math
 import numpy as np
 import pytest
 
-from klest.rl_studies import load_study, parse_study, run_study
 from klest.sequence import (
     SequenceEstimator,
     TabularAR,
@@ -28,6 +27,7 @@ from klest.sequence import (
     sequence_kl,
     variance_vs_length,
 )
+from klest.studies.rl_studies import load_study, parse_study, run_study
 
 Z = 5.0
 BASES = ("k1", "k2", "k3", "rev_kl", "low_var_kl")

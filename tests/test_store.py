@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from klest import __version__
-from klest.experiment import parse_config, run_experiment
-from klest.store import (
+from klest.report.tables import experiment_table
+from klest.studies.experiment import parse_config, run_experiment
+from klest.studies.store import (
     ResultsStore,
     StoreWarning,
     frame_from_csv,
@@ -19,7 +20,6 @@ from klest.store import (
     read_results,
     write_atomic,
 )
-from klest.tables import experiment_table
 
 SWEEP = {
     "name": "sweep",

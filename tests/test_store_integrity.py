@@ -14,8 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from klest.experiment import CaseFailures, parse_config, run_experiment
-from klest.store import StoreBusyError, StoreWarning, frame_from_csv, frame_to_csv, read_results
+from klest.studies.experiment import CaseFailures, parse_config, run_experiment
+from klest.studies.store import (
+    StoreBusyError,
+    StoreWarning,
+    frame_from_csv,
+    frame_to_csv,
+    read_results,
+)
 
 BASE = {
     "name": "faults",
@@ -170,7 +176,7 @@ def test_n_and_seed_overrides_keep_the_full_results_apart(tmp_path) -> None:
 
 
 def test_a_failing_case_is_reported_at_the_end_and_the_others_finish(tmp_path, monkeypatch) -> None:
-    import klest.experiment as experiment
+    import klest.studies.experiment as experiment
 
     real = experiment.simulate
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from klest.worker_pool import worker_pool
+from klest.engine.worker_pool import worker_pool
 
 PROC = Path("/proc")
 needs_proc = pytest.mark.skipif(not (PROC / "self" / "stat").exists(), reason="needs /proc")
@@ -176,7 +176,7 @@ def test_simulate_workers_die_with_a_killed_parent(tmp_path, cleanup, sig):
 
 POOL = """\
 import os, sys, threading, time
-from klest.worker_pool import worker_pool
+from klest.engine.worker_pool import worker_pool
 def start(pool, seen):
     while len(seen) < 2:  # both workers have run a task: they are past their start-up
         seen |= {f.result() for f in [pool.submit(os.getpid) for _ in range(4)]}

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from klest import _native
+from klest import native as _native
 from klest.distributions.base import (
     REAL,
     UNIT_INTERVAL,
@@ -232,7 +232,7 @@ class Categorical(Distribution):
         batch = self.batch_shape
         u = rng.random(size + batch)
         last = self.num_categories - 1
-        if not batch:  # searchsorted(cdf, u, side="right"), by guide table (klest/csrc)
+        if not batch:  # searchsorted(cdf, u, side="right"), by guide table (klest/native/csrc)
             return self.inverse_cdf(u).reshape(size)
         cdf = self._cdf.reshape(-1, last + 1)
         flat_u = u.reshape(-1, cdf.shape[0])

@@ -9,7 +9,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from klest.distributions.base import REAL, Distribution, Param, Support
-from klest.fast_normal import standard_normal
+from klest.native import standard_normal
 
 _LOG_2PI = math.log(2.0 * math.pi)
 #: |cov - cov.T| may be this large relative to max|cov| (rounding from a product A @ A.T);

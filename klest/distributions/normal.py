@@ -9,7 +9,7 @@ import numpy as np
 from scipy import stats
 
 from klest.distributions.base import POSITIVE, REAL, REAL_LINE, Distribution, Param, Support
-from klest.fast_normal import scaled_normal
+from klest.native import scaled_normal
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -46,7 +46,7 @@ class Normal(Distribution):
         return -0.5 * z * z - math.log(self.scale) - _HALF_LOG_2PI
 
     def _sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
-        # rng.standard_normal(size) * scale + loc, compiled into one pass (klest.fast_normal)
+        # rng.standard_normal(size) * scale + loc, compiled into one pass (klest.native.sampler)
         return scaled_normal(rng, size, self.scale, self.loc)
 
     def _scipy(self) -> Any:

@@ -9,7 +9,7 @@ Hence
 
     E[G] = ∫ π(x) c(l(x)) s(x) dx,   tr Cov[G] = ∫ π(x) c(l(x))² ‖s(x)‖² dx − ‖E[G]‖²,
 
-integrated by :func:`klest.quadrature.expect_continuous` (adaptive Gauss–Kronrod, relative
+integrated by :func:`klest.integrate.quadrature.expect_continuous` (adaptive Gauss–Kronrod, relative
 tolerance 1e-11 of ∫|π g|, split where l crosses the estimator's kinks; an integral that
 diverges, such as the variance of k3's gradient when σ_r² ≥ 2σ², comes back as inf).
 
@@ -32,8 +32,8 @@ from klest.gradients.coefficients import (
     log_abs_gradient_coefficient,
 )
 from klest.gradients.softmax import _direction
-from klest.numerics import Expectation
-from klest.quadrature import expect_continuous
+from klest.integrate import Expectation
+from klest.integrate.quadrature import expect_continuous
 
 __all__ = [
     "gaussian_expected_gradient",

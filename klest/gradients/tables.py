@@ -1,7 +1,7 @@
 """Figure-ready DataFrames: expected vs true gradients, coefficients, bandit fixed points.
 
 Each builder takes plain parameters (logits, rewards, Normal policies) and returns a tidy
-DataFrame, one row per (estimator, placement[, x]); :mod:`klest.plots_rl` draws them.
+DataFrame, one row per (estimator, placement[, x]); :mod:`klest.report.plots_rl` draws them.
 """
 
 from __future__ import annotations

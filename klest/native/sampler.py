@@ -1,0 +1,110 @@
+"""Standard normal draws bit-identical to ``Generator(PCG64).standard_normal``, 3-4x faster.
+
+NumPy's generator calls PCG64 through a function pointer for every draw. Here the PCG64 step
+(a 128-bit LCG with the XSL-RR output, as in NumPy's ``pcg64.h``) and NumPy's 256-layer
+ziggurat are compiled into one C loop (``klest/native/csrc/kernels.c``), reading and writing back
+the generator's state. The output is the same stream, value for value, and the generator is
+left where ``rng.standard_normal(size)`` would have left it; the tests check both over
+millions of draws, including the ziggurat's tail branch. Any other bit generator, and
+small sizes (where reading the state costs more than it saves), go through NumPy itself.
+
+>>> import numpy as np
+>>> a, b = np.random.default_rng(7), np.random.default_rng(7)
+>>> bool(np.array_equal(standard_normal(a, 100_000), b.standard_normal(100_000)))
+True
+>>> bool(a.random() == b.random())  # both generators end in the same state
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from klest.native import bindings as _native
+
+__all__ = ["MIN_FAST_SIZE", "quadratic_in_place", "scaled_normal", "standard_normal"]
+
+#: below this many draws, NumPy's own loop is faster than reading and writing the state
+MIN_FAST_SIZE = 2048
+
+_MASK64 = (1 << 64) - 1
+
+
+def standard_normal(rng: np.random.Generator, size: int | tuple[int, ...]) -> np.ndarray:
+    """``rng.standard_normal(size)``: the same values and the same final state of ``rng``."""
+    return scaled_normal(rng, size, 1.0, 0.0)
+
+
+def scaled_normal(
+    rng: np.random.Generator,
+    size: int | tuple[int, ...],
+    scale: float,
+    loc: float,
+    quadratic: tuple[float, float, float] | None = None,
+) -> np.ndarray:
+    """``x = rng.standard_normal(size); x *= scale; x += loc``, bit for bit, in one pass.
+
+    With ``quadratic = (a, b, c)``, returns ``((x * a) + b) * x + c`` instead, computed in
+    that order (``x * b + c`` when a == 0): a Gaussian log-ratio, without writing x.
+    ``scale``, ``loc`` and the coefficients are real scalars (NaN and inf are arithmetic, as
+    in NumPy); a bad ``rng``, ``size`` or parameter is a one-line TypeError or ValueError.
+
+    >>> scaled_normal(np.random.default_rng(0), -1, 1.0, 0.0)
+    Traceback (most recent call last):
+        ...
+    ValueError: size must be non-negative, got -1
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    shape = _shape(size)
+    count = math.prod(shape)
+    if count * 8 > np.iinfo(np.intp).max:
+        raise ValueError(f"size {size} is too large: {count} float64 values cannot be allocated")
+    scale, loc = _native.real_scalar("scale", scale), _native.real_scalar("loc", loc)
+    quadratic = None if quadratic is None else _native.quadratic_coefficients(quadratic)
+    bit_generator = rng.bit_generator
+    if count < MIN_FAST_SIZE or type(bit_generator) is not np.random.PCG64:
+        draws = rng.standard_normal(shape)
+        if scale != 1.0 or loc != 0.0:
+            draws *= scale
+            draws += loc
+        return draws if quadratic is None else quadratic_in_place(draws, *quadratic)
+    out = np.empty(shape)
+    with bit_generator.lock:  # as NumPy's own methods: one draw at a time per generator
+        full = bit_generator.state
+        s, inc = full["state"]["state"], full["state"]["inc"]
+        state = np.array([s >> 64, s & _MASK64, inc >> 64, inc & _MASK64], dtype=np.uint64)
+        _native.fill_normal(state, out, scale, loc, quadratic)
+        full["state"]["state"] = (int(state[0]) << 64) | int(state[1])
+        bit_generator.state = full
+    return out
+
+
+def _shape(size: Any) -> tuple[int, ...]:
+    """``size`` (an int or a sequence of ints) as a shape, each entry >= 0."""
+    entries = (size,) if isinstance(size, int | np.integer) else size
+    if (
+        isinstance(entries, str | bytes)
+        or not isinstance(entries, tuple | list)
+        or not all(isinstance(n, int | np.integer) and not isinstance(n, bool) for n in entries)
+    ):
+        raise TypeError(f"size must be an int or a tuple of ints, got {size!r}")
+    shape = tuple(int(n) for n in entries)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"size must be non-negative, got {size!r}")
+    return shape
+
+
+def quadratic_in_place(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    """((x * a) + b) * x + c in place (x * b + c when a == 0), as the compiled loop does."""
+    if a != 0.0:
+        y = x * a
+        y += b
+        x *= y
+    else:
+        x *= b
+    x += c
+    return x

@@ -1,0 +1,257 @@
+"""Figures for the RL analyses: tidy DataFrame in, matplotlib Figure out (never saved).
+
+* :func:`plot_gradient_table` — which KL each estimator × placement is the gradient of
+  (frames of :func:`klest.gradients.tables.gradient_table` or ``gaussian_gradient_table``).
+* :func:`plot_gradient_coefficients` — the coefficient c(l) multiplying ∇log π against the
+  log-ratio (``coefficient_table``).
+* :func:`plot_fixed_points` — distance of the bandit fixed point to each candidate optimum
+  against β (``fixed_point_table``).
+* :func:`plot_sequence_variance` — exact variance of sequence-level estimators against the
+  length (:func:`klest.sequence.variance_vs_length`).
+
+Styles (colours, markers, the paper rc) are those of :mod:`klest.report.plots`.
+
+>>> import numpy as np
+>>> from klest.gradients.tables import coefficient_table
+>>> fig = plot_gradient_coefficients(coefficient_table(np.linspace(-2, 2, 41)))
+>>> len(fig.axes)
+4
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+
+from klest.report.plots import estimator_style, paper_style
+
+__all__ = [
+    "plot_fixed_points",
+    "plot_gradient_coefficients",
+    "plot_gradient_table",
+    "plot_sequence_variance",
+]
+
+_WIDE, _ROW = 7.0, 2.6
+_VERDICT_COLOURS = {
+    "KL(pi||ref)": "#0072B2",
+    "KL(ref||pi)": "#E69F00",
+    "zero": "#999999",
+    "neither": "#D55E00",
+}
+_VERDICT_LABELS = {
+    "KL(pi||ref)": "∇ KL(π‖π_ref)",
+    "KL(ref||pi)": "∇ KL(π_ref‖π)",
+    "zero": "zero (no regularisation)",
+    "neither": "neither KL",
+}
+_REFERENCE_STYLES = {
+    "KL(pi||ref)": {"color": "0.15", "ls": "--"},
+    "KL(ref||pi)": {"color": "0.15", "ls": ":"},
+}
+
+
+def _ordered(values: pd.Series) -> list:
+    return list(dict.fromkeys(values))
+
+
+def _figure(nrows: int, ncols: int, height: float) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(_WIDE, height), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def plot_gradient_table(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """A grid estimator × placement coloured by ``gradient_of``, annotated with the cosine
+    between the expected gradient and ∇KL(π‖π_ref). Reads ``estimator``, ``placement``,
+    ``gradient_of`` and ``cos_KL(pi||ref)``.
+
+    >>> import numpy as np
+    >>> from klest.gradients.tables import gradient_table
+    >>> fig = plot_gradient_table(gradient_table(np.array([0.5, 0.0, -1.0]), np.zeros(3)))
+    >>> fig.axes[0].get_xlabel()
+    'placement'
+    """
+    estimators = _ordered(frame["estimator"])
+    placements = _ordered(frame["placement"])
+    with paper_style():
+        fig, axes = _figure(1, 1, 0.45 * len(estimators) + 1.4)
+        ax: Axes = axes[0, 0]
+        for _, row in frame.iterrows():
+            i, j = estimators.index(row["estimator"]), placements.index(row["placement"])
+            colour = _VERDICT_COLOURS.get(row["gradient_of"], "#FFFFFF")
+            ax.add_patch(_cell(j, i, colour))
+            cos = row.get("cos_KL(pi||ref)", np.nan)
+            text = "0" if row["gradient_of"] == "zero" else f"cos {cos:.2f}"
+            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7, color="white")
+        ax.set_xlim(0, len(placements))
+        ax.set_ylim(len(estimators), 0)
+        ax.set_xticks(np.arange(len(placements)) + 0.5, placements)
+        ax.set_yticks(np.arange(len(estimators)) + 0.5, estimators)
+        ax.set_xlabel("placement")
+        ax.set_ylabel("estimator")
+        ax.grid(False)
+        present = [v for v in _VERDICT_COLOURS if v in set(frame["gradient_of"])]
+        handles = [Patch(color=_VERDICT_COLOURS[v], label=_VERDICT_LABELS[v]) for v in present]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.set_title(title or "Expected gradient of each estimator × placement")
+    return fig
+
+
+def _cell(x: float, y: float, colour: str) -> Rectangle:
+    return Rectangle((x, y), 1, 1, facecolor=colour, edgecolor="white", lw=1.5)
+
+
+def plot_gradient_coefficients(
+    frame: pd.DataFrame, *, centered: bool = True, title: str | None = None
+) -> Figure:
+    """c(l) against the log-ratio l, one panel per placement, with the true-gradient
+    coefficients (−l for KL(π‖π_ref), 1 − e^l for KL(π_ref‖π)) dashed. Reads ``estimator``,
+    ``placement``, ``log_ratio`` and ``centered`` (c(l) − c(0)) or ``coefficient``.
+    """
+    column = "centered" if centered else "coefficient"
+    placements = [p for p in _ordered(frame["placement"]) if p != "true"]
+    refs = frame[frame["placement"] == "true"]
+    with paper_style():
+        fig, axes = _figure(1, len(placements), _ROW)
+        handles: dict[str, Line2D] = {}
+        for ax, placement in zip(axes[0], placements, strict=True):
+            sub = frame[frame["placement"] == placement]
+            for i, name in enumerate(_ordered(sub["estimator"])):
+                style = estimator_style(name, i)
+                part = sub[sub["estimator"] == name].sort_values("log_ratio")
+                ax.plot(part["log_ratio"], part[column], color=style["color"], lw=1.3)
+                handles.setdefault(name, Line2D([], [], color=style["color"], label=name))
+            for name, style in _REFERENCE_STYLES.items():
+                part = refs[refs["estimator"] == name].sort_values("log_ratio")
+                if not part.empty:
+                    ax.plot(part["log_ratio"], part[column], lw=1.0, **style)
+                    label = f"true {_VERDICT_LABELS[name]}"
+                    handles.setdefault(label, Line2D([], [], lw=1.0, label=label, **style))
+            lo, hi = np.nanpercentile(sub[column], [2, 98]) if len(sub) else (-1, 1)
+            pad = 0.1 * (hi - lo + 1e-12)
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.set_title(placement)
+            ax.set_xlabel("l = log π_ref − log π")
+        axes[0, 0].set_ylabel("c(l) − c(0)" if centered else "c(l)")
+        fig.legend(handles=list(handles.values()), loc="outside lower center", ncols=4)
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def plot_fixed_points(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Total-variation distance of each fixed point to the KL(π‖π_ref)- and KL(π_ref‖π)-
+    regularised optima against β (log-log), one column per placement; hollow markers where
+    the flow ended on the boundary (an action's probability went to 0). Reads ``estimator``,
+    ``placement``, ``beta``, ``status``, ``tv_KL(pi||ref)``, ``tv_KL(ref||pi)``.
+
+    >>> import numpy as np
+    >>> from klest.gradients.tables import fixed_point_table
+    >>> df = fixed_point_table(np.array([1.0, 0.0, -0.5]), np.zeros(3), [0.5, 1.0],
+    ...                        estimators=["k2", "k3"], placements=["loss"])
+    >>> len(plot_fixed_points(df).axes)
+    2
+    """
+    data = frame[frame["status"] != "unsupported"]
+    placements = _ordered(data["placement"])
+    rows = (
+        ("tv_KL(pi||ref)", "TV to KL(π‖π_ref) optimum"),
+        ("tv_KL(ref||pi)", "TV to KL(π_ref‖π) optimum"),
+    )
+    floor = 1e-16
+    with paper_style():
+        fig, axes = _figure(2, len(placements), 2 * _ROW)
+        handles: dict[str, Line2D] = {}
+        for j, placement in enumerate(placements):
+            sub = data[data["placement"] == placement]
+            for r, (column, label) in enumerate(rows):
+                ax = axes[r, j]
+                for i, name in enumerate(_ordered(sub["estimator"])):
+                    style = estimator_style(name, i)
+                    part = sub[sub["estimator"] == name].sort_values("beta")
+                    y = np.maximum(part[column].to_numpy(dtype=float), floor)
+                    x = part["beta"].to_numpy(dtype=float)
+                    ax.plot(x, y, color=style["color"], lw=1.0)
+                    inside = (part["status"] == "interior").to_numpy()
+                    ax.plot(x[inside], y[inside], style["marker"], color=style["color"], ms=3.5)
+                    ax.plot(x[~inside], y[~inside], style["marker"], color=style["color"],
+                            mfc="white", ms=3.5)  # fmt: skip
+                    marker = Line2D([], [], color=style["color"], marker=style["marker"])
+                    marker.set_label(name)
+                    handles.setdefault(name, marker)
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                if r == 0:
+                    ax.set_title(placement)
+                else:
+                    ax.set_xlabel("β")
+                if j == 0:
+                    ax.set_ylabel(label)
+        handles["boundary"] = Line2D(
+            [], [], color="0.3", marker="o", mfc="white", lw=0, label="boundary (π_a → 0)"
+        )
+        fig.legend(handles=list(handles.values()), loc="outside lower center", ncols=7)
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def plot_sequence_variance(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Exact variance against the sequence length T (log-log), one panel for on-policy
+    estimators and one for importance-weighted ones (x ~ old policy); dashed lines are biased
+    estimators, circles k(L) of the whole sequence, stars Rao–Blackwellised sums; off-policy
+    colours mark the weighting. Reads ``length``, ``estimator``, ``kind``, ``base``,
+    ``weighting``, ``exact_var``, ``unbiased`` and ``sampler``.
+
+    >>> import numpy as np
+    >>> from klest.sequence import random_models, variance_vs_length
+    >>> pi, ref, old = random_models(vocab=3, order=1, length=1, rng=np.random.default_rng(0))
+    >>> fig = plot_sequence_variance(variance_vs_length(pi, ref, old, lengths=[1, 2, 4]))
+    >>> len(fig.axes)
+    2
+    """
+    groups = [("policy", "x ~ π (on-policy)"), ("old", "x ~ old policy")]
+    groups = [(g, t) for g, t in groups if (frame["sampler"] == g).any()]
+    with paper_style():
+        fig, axes = _figure(1, len(groups), 1.3 * _ROW)
+        for ax, (sampler, panel_title) in zip(axes[0], groups, strict=True):
+            sub = frame[frame["sampler"] == sampler]
+            for name in _ordered(sub["estimator"]):
+                part = sub[sub["estimator"] == name].sort_values("length")
+                first = part.iloc[0]
+                colour = _WEIGHTING_COLOURS[str(first["weighting"])]
+                if sampler == "policy":  # on-policy: colour by the per-token estimator
+                    colour = estimator_style(str(first["base"]))["color"]
+                    if first["kind"] == "rao_blackwell":
+                        colour = "0.2"
+                marker = _KIND_MARKERS.get(str(first["base"]), "s")
+                if first["kind"] == "rao_blackwell":
+                    marker = "*"
+                elif first["kind"] == "sequence":
+                    marker = "o"
+                ls = "-" if bool(first["unbiased"]) else "--"
+                ax.plot(part["length"], part["exact_var"], ls=ls, marker=marker, ms=3.5,
+                        color=colour, label=name)  # fmt: skip
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("sequence length T")
+            ax.set_title(panel_title)
+            ax.legend(fontsize=6, ncols=2)
+        axes[0, 0].set_ylabel("exact variance")
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+_WEIGHTING_COLOURS = {
+    "none": "#999999",
+    "sequence": "#D55E00",
+    "prefix": "#009E73",
+    "token": "#0072B2",
+    "token_truncated": "#CC79A7",
+}
+_KIND_MARKERS = {"k1": "v", "k2": "s", "k3": "^"}

@@ -1,0 +1,455 @@
+"""The results store: the file layer of ``klest run`` (with klest.cli, the only code that writes).
+
+Layout of ``DIR/<name>/``::
+
+    cases/<index>.csv   the tidy rows of one finished case, plus its key (written atomically)
+    cases/<index>.json  how that case was computed: key, time, seconds, versions
+    results.csv         every finished case's rows (tidy: one row per case x estimator)
+    table.md            the table (klest.report.tables.experiment_table), as ``klest run`` prints it
+    meta.json           the config as loaded and resolved, its hash, seed, n, block size,
+                        overrides, versions, timestamps, and the status of every case
+
+Each case file is written as soon as its case finishes (to a temporary file in the same
+directory, then ``os.replace``), and results.csv, table.md and meta.json are rebuilt after
+every case, so a killed run keeps every finished case and a partial table. A stored case is
+reused only when it passes three checks: its key — a hash of everything its rows depend on
+(the case's label, q, p, estimators and n, the seed, block size, experiment name and klest
+version) — matches the current config; the SHA-256 of its CSV text matches the one recorded
+in ``cases/<index>.json`` (a dropped row or a changed digit fails it); and it holds exactly
+one row per estimator of the case. Anything else is recomputed, with a :class:`StoreWarning`
+naming the case and the reason (for a changed config: what changed), recorded in meta.json
+as ``recomputed_because``. Floats are written with Python's shortest round-trip repr and
+integers of any size are read back exactly, so a resumed run's results equal an
+uninterrupted run's bit for bit.
+
+A run with ``n`` or ``seed`` overridden (``klest run --n 1000000``) is stored apart, in
+``DIR/<name>-n1000000/`` (``-seed7``, ``-n1000000-seed7``), so that a quick look never
+replaces the full-size results. meta.json's ``status`` is ``running`` while a run writes,
+then ``complete``, ``incomplete`` (some case failed: its ``error`` is recorded) or
+``interrupted`` (Ctrl-C, SIGTERM); it records the writer's ``pid`` and ``host``, so that a
+``running`` left behind by a killed run is reported by the next run, and a directory that a
+live run is writing is not written by a second one.
+
+>>> import tempfile, klest
+>>> from klest.studies.experiment import parse_config, run_experiment
+>>> config = parse_config({"name": "tiny", "estimators": ["k3"], "n": 1000,
+...     "cases": [{"q": {"family": "normal"}, "p": {"family": "normal", "loc": 0.5}}]})
+>>> with tempfile.TemporaryDirectory() as out:
+...     first = run_experiment(config, out_dir=out)
+...     again = run_experiment(config, out_dir=out)   # reused from cases/0.csv
+...     sorted(p.name for p in (Path(out) / "tiny").iterdir())
+['cases', 'meta.json', 'results.csv', 'table.md']
+>>> first.equals(again)
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import socket
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from klest.report.tables import experiment_table
+
+if TYPE_CHECKING:
+    from klest.studies.experiment import CaseConfig, ExperimentConfig
+
+__all__ = [
+    "ResultsStore",
+    "StoreBusyError",
+    "StoreWarning",
+    "frame_from_csv",
+    "frame_to_csv",
+    "read_results",
+    "run_directory",
+    "write_atomic",
+]
+
+RESULTS, TABLE, META, CASES = "results.csv", "table.md", "meta.json", "cases"
+KEY_COLUMN = "case_key"
+#: columns that hold text even when every value looks like a number (a label "1")
+TEXT_COLUMNS = frozenset(
+    {"experiment", "case", "group", "sweep_param", "estimator", "target", "exact_method", "note"}
+    | {"error_bar", "error_bar_std"}
+    | {"q.family", "p.family", KEY_COLUMN}
+)
+_INTEGER = re.compile(r"^-?\d+$")
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class StoreBusyError(RuntimeError):
+    """The results directory is being written by another live klest run."""
+
+
+class StoreWarning(UserWarning):
+    """A stored result is not reused (damaged, edited, or for another config), or a previous
+    run left the store in an unfinished state; the message names the case and the reason."""
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part.
+
+    The text goes to a temporary file in the same directory, is flushed to disk, then
+    replaces ``path`` with ``os.replace`` (atomic on POSIX and Windows); on any failure the
+    temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh name opened exclusively ("x"), with the usual permissions (mkstemp's are 0600)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temp, "x", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def frame_to_csv(frame: pd.DataFrame) -> str:
+    """CSV text of a tidy frame; floats in shortest round-trip form, NaN as ``nan``."""
+    return frame.to_csv(index=False, na_rep="nan", lineterminator="\n")
+
+
+def frame_from_csv(text: str) -> pd.DataFrame:
+    """Inverse of :func:`frame_to_csv` for klest's tidy frames, exact to the last bit.
+
+    Text columns stay text; a column of whole numbers becomes int64, one of numbers float64
+    (``nan``/``inf`` included); anything else (array parameters as JSON) stays text, with
+    ``nan`` read as missing.
+
+    >>> frame = pd.DataFrame({"case": ["1"], "n": [3], "mean": [0.1 + 0.2], "se": [float("nan")]})
+    >>> back = frame_from_csv(frame_to_csv(frame))
+    >>> back.equals(frame), back["n"].dtype, bool(back["mean"].iloc[0] == 0.1 + 0.2)
+    (True, dtype('int64'), True)
+    """
+    raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    columns = {}
+    for name in raw.columns:
+        values = raw[name]
+        if name in TEXT_COLUMNS:
+            columns[name] = values
+        elif len(values) and all(_INTEGER.match(v) for v in values):
+            columns[name] = _integer_column(values)
+        else:
+            try:
+                columns[name] = pd.Series([float(v) for v in values], dtype="float64")
+            except ValueError:  # text, e.g. array parameters: "nan" marks a missing entry
+                columns[name] = values.where(values != "nan", float("nan"))
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(raw)))
+
+
+def _integer_column(values: pd.Series) -> pd.Series:
+    """Whole numbers as pandas itself holds them: int64, else uint64, else Python ints
+    (a seed may be any non-negative integer: SeedSequence entropy of 128 bits and more)."""
+    numbers = [int(v) for v in values]
+    low, high = min(numbers), max(numbers)
+    if _INT64[0] <= low and high <= _INT64[1]:
+        return pd.Series(numbers, dtype="int64", index=values.index)
+    if low >= 0 and high < 2**64:
+        return pd.Series(numbers, dtype="uint64", index=values.index)
+    return pd.Series(numbers, dtype=object, index=values.index)
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read a stored ``results.csv`` (or the directory holding it) back into the tidy frame."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS
+    return frame_from_csv(path.read_text(encoding="utf-8"))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def run_directory(name: str, overrides: dict[str, Any] | None = None) -> str:
+    """The directory name of a run: the experiment's name, plus its overrides.
+
+    >>> run_directory("sweep"), run_directory("sweep", {"n": 10**6, "seed": 7})
+    ('sweep', 'sweep-n1000000-seed7')
+    """
+    parts = [name]
+    for key in ("n", "seed"):
+        value = (overrides or {}).get(key)
+        if value is not None:
+            parts.append(f"{key}{value}")
+    return "-".join(parts)
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: obj}
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two case identities, as ``key old -> new`` (a few of them)."""
+    a, b = _flatten(old), _flatten(new)
+    diffs = []
+    for key in [*b, *(k for k in a if k not in b)]:
+        if a.get(key) != b.get(key):
+            label = key.removeprefix("case.")
+            diffs.append(
+                f"{label} {_short(a.get(key, '(unset)'))} -> {_short(b.get(key, '(unset)'))}"
+            )
+    if not diffs:
+        return "a different config"
+    return ", ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, list) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _pid_alive(pid: Any) -> bool:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OSError:
+        return False
+    return True
+
+
+class ResultsStore:
+    """The stored results of one experiment in ``root/<config.name>/`` (see the module doc).
+
+    ``overrides`` (``{"n": ..., "seed": ...}``: values that replace the config file's, from
+    the command line) are recorded in meta.json and name the directory
+    (:func:`run_directory`); ``config`` already has them applied.
+    """
+
+    def __init__(
+        self, root: str | Path, config: ExperimentConfig, overrides: dict[str, Any] | None = None
+    ) -> None:
+        self.config = config
+        self.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        self.directory = Path(root) / run_directory(config.name, self.overrides)
+        self.started = _now()
+        self.frames: dict[int, pd.DataFrame] = {}
+        self.status: dict[int, dict[str, Any]] = {}
+        #: why a stored case was not reused (recorded in meta.json when it is recomputed)
+        self._recompute_reasons: dict[int, str] = {}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._check_previous_run()
+        self._write_meta("running")
+
+    def case_path(self, index: int) -> Path:
+        """Where case ``index``'s rows are stored."""
+        return self.directory / CASES / f"{index}.csv"
+
+    def _warn(self, case: CaseConfig, reason: str) -> None:
+        warnings.warn(
+            f"{self.directory}: case {case.index} {case.label!r}: {reason}",
+            StoreWarning,
+            stacklevel=3,
+        )
+
+    def load_case(self, case: CaseConfig) -> pd.DataFrame | None:
+        """The stored rows of ``case`` if they pass the store's checks, else None (with a
+        :class:`StoreWarning` saying why, unless the case was never stored)."""
+        path = self.case_path(case.index)
+        if not path.exists():
+            return None
+        reason = self._stale_reason(case, path)
+        if isinstance(reason, str):
+            self._warn(case, f"{reason}: recomputed, the stored result replaced")
+            self._recompute_reasons[case.index] = reason
+            return None
+        frame, info = reason
+        self._record(case, frame, {**info, "status": "stored"})
+        return frame
+
+    def _stale_reason(
+        self, case: CaseConfig, path: Path
+    ) -> str | tuple[pd.DataFrame, dict[str, Any]]:
+        """Why the stored case cannot be reused, or (its rows, its record)."""
+        key = self.config.case_key(case)
+        try:
+            text = path.read_text(encoding="utf-8")
+            record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return f"{CASES}/{case.index}.json (its record) is missing"
+        except (OSError, ValueError) as err:
+            return f"the stored files are unreadable ({err})"
+        if not isinstance(record, dict):
+            return f"{CASES}/{case.index}.json is not a case record"
+        if record.get("key") != key:
+            stored = record.get("depends_on")
+            if not isinstance(stored, dict) or "frame_format" not in stored:
+                return "it was stored by an older klest, with older columns"
+            changed = _changes(stored, self.config.case_identity(case))
+            return f"the config changed since it was stored ({changed})"
+        if record.get("sha256") != _sha256(text):
+            return f"{CASES}/{case.index}.csv does not match its recorded hash (edited or damaged)"
+        try:
+            frame = frame_from_csv(text)
+        except (ValueError, pd.errors.ParserError) as err:
+            return f"{CASES}/{case.index}.csv cannot be parsed ({err})"
+        if KEY_COLUMN not in frame.columns or set(frame[KEY_COLUMN]) != {key}:
+            return f"{CASES}/{case.index}.csv holds another case's rows"
+        estimators = list(frame["estimator"]) if "estimator" in frame.columns else []
+        if estimators != list(case.estimators) or record.get("estimators") != estimators:
+            return f"the stored rows are for estimators {estimators}, not {list(case.estimators)}"
+        return frame.drop(columns=KEY_COLUMN), record
+
+    def save_case(
+        self, case: CaseConfig, frame: pd.DataFrame, metadata: dict[str, Any], elapsed: float
+    ) -> None:
+        """Store a finished case atomically, then rebuild results.csv, table.md and meta.json."""
+        key = self.config.case_key(case)
+        text = frame_to_csv(frame.assign(**{KEY_COLUMN: key}))
+        write_atomic(self.case_path(case.index), text)
+        info = {
+            "key": key,
+            "sha256": _sha256(text),
+            "estimators": [str(name) for name in frame["estimator"]],
+            "rows": len(frame),
+            "computed_at": _now(),
+            "elapsed_s": round(float(elapsed), 3),
+            "versions": metadata.get("versions", {}),
+            "depends_on": self.config.case_identity(case),
+        }
+        write_atomic(
+            self.case_path(case.index).with_suffix(".json"), json.dumps(info, indent=2) + "\n"
+        )
+        status = {**info, "status": "computed"}
+        if case.index in self._recompute_reasons:
+            status["recomputed_because"] = self._recompute_reasons[case.index]
+        self._record(case, frame, status)
+
+    def fail_case(self, case: CaseConfig, error: str) -> None:
+        """Record that ``case`` failed (``error``: one line); its old files stay untouched."""
+        self.status[case.index] = {"status": "failed", "error": error}
+        self._write_outputs("running")
+
+    def finish(self) -> None:
+        """Mark the run ended: ``complete``, or ``incomplete`` if some case failed."""
+        failed = any(info.get("status") == "failed" for info in self.status.values())
+        self._write_outputs("incomplete" if failed else "complete")
+
+    def interrupt(self) -> None:
+        """Mark the run ``interrupted`` (Ctrl-C, SIGTERM); finished cases stay stored."""
+        self._write_meta("interrupted")
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _check_previous_run(self) -> None:
+        """Report a ``running`` status left behind by a run that died; refuse to write beside
+        a live one."""
+        try:
+            previous = json.loads((self.directory / META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if not isinstance(previous, dict) or previous.get("status") != "running":
+            return
+        pid, host = previous.get("pid"), previous.get("host")
+        when = previous.get("updated_at", "?")
+        same_host = host in (None, socket.gethostname())
+        if same_host and pid != os.getpid() and _pid_alive(pid):
+            raise StoreBusyError(
+                f"{self.directory} is being written by another klest run (pid {pid}, last "
+                f"update {when}); wait for it to finish or use another output directory"
+            )
+        warnings.warn(
+            f"{self.directory}: the previous run (pid {pid}, last update {when}) did not "
+            "finish (killed?); its finished cases are checked and reused",
+            StoreWarning,
+            stacklevel=3,
+        )
+
+    def _record(self, case: CaseConfig, frame: pd.DataFrame, info: dict[str, Any]) -> None:
+        self.frames[case.index] = frame
+        notes = {}
+        if {"estimator", "note"} <= set(frame.columns):
+            notes = {
+                str(name): str(note)
+                for name, note in zip(frame["estimator"], frame["note"], strict=True)
+                if isinstance(note, str) and note and note != "nan"
+            }
+        self.status[case.index] = {**info, "notes": notes} if notes else info
+        self._write_outputs("running")
+
+    def assembled(self) -> pd.DataFrame | None:
+        """The rows of every finished case of the current config, in case order."""
+        if not self.frames:
+            return None
+        return pd.concat([self.frames[i] for i in sorted(self.frames)], ignore_index=True)
+
+    def _write_outputs(self, state: str) -> None:
+        frame = self.assembled()
+        output = self.config.output
+        if frame is not None:
+            if "csv" in output.formats:
+                write_atomic(self.directory / RESULTS, frame_to_csv(frame))
+            if "md" in output.formats:
+                table = experiment_table(
+                    frame, title=self.config.title, columns=output.table_columns,
+                    digits=output.digits, layout=output.layout,
+                )  # fmt: skip
+                write_atomic(self.directory / TABLE, table + "\n")
+        self._write_meta(state)
+
+    def _write_meta(self, state: str) -> None:
+        config = self.config
+        cases = []
+        for case in config.cases:
+            info = self.status.get(case.index, {"status": "pending"})
+            info = {k: v for k, v in info.items() if k != "depends_on"}
+            cases.append({"index": case.index, "label": case.label, **info})
+        versions = next(
+            (info["versions"] for info in self.status.values() if info.get("versions")), {}
+        )
+        finished = sum(
+            1 for info in self.status.values() if info["status"] in ("computed", "stored")
+        )
+        meta = {
+            "experiment": config.name,
+            "title": config.title,
+            "source": str(config.source) if config.source else None,
+            "status": state,
+            "cases_finished": finished,
+            "cases_failed": sum(1 for i in self.status.values() if i["status"] == "failed"),
+            "cases_total": len(config.cases),
+            "config_hash": config.config_hash(),
+            "seed": config.seed,
+            "n": config.n,
+            "block_size": config.block_size,
+            "overrides": self.overrides,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": self.started,
+            "updated_at": _now(),
+            "versions": versions,
+            "config": config.raw,
+            "resolved": config.to_dict(),
+            "cases": cases,
+        }
+        write_atomic(self.directory / META, json.dumps(meta, indent=2, default=str) + "\n")
