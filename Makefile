@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with only python3 and make:
 #   make demo   -- create .venv, install klest, run the main job
-#   make test   -- create .venv with the dev extra, lint, run the whole suite; then again in
+#   make test   -- create .venv with the dev extra, lint (ruff, and lint-imports: the layer
+#                  contract of pyproject.toml), run the whole suite; then again in
 #                  .venv-min at the lowest versions pyproject.toml declares (test-lowest)
 PYTHON ?= python3
 VENV   := .venv
@@ -41,6 +42,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check klest tests benchmarks setup.py
 	$(BIN)/ruff format --check klest tests benchmarks setup.py
+	$(BIN)/lint-imports --no-cache --no-logo
 
 # both lanes, in this order (one .venv is enough for lint; the README test's `make demo` uses it).
 # The lowest lane leaves out the process-level modules (tests/conftest.py: CLI subprocesses,

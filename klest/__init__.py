@@ -11,7 +11,7 @@ x ~ q and compare with p; ``log_ratio = log p(x) - log q(x)`` and r = p(x)/q(x).
 1.417
 """
 
-from klest import estimators, rl  # noqa: F401  (rl imports no torch)
+from klest import _moved, estimators, gradients, rl, sequence  # noqa: F401  (none loads torch)
 from klest._version import __version__ as __version__
 from klest.distributions import *  # noqa: F403
 from klest.distributions import __all__ as _distribution_names
@@ -35,3 +35,11 @@ __all__ = [
     "register_kl",
     "simulate",
 ]
+
+# the old flat module paths (klest.plots, klest.results, ...) keep working, with a warning
+_moved.install()
+
+
+def __getattr__(name: str) -> object:
+    """``klest.tables`` and the other moved modules, by attribute (DeprecationWarning)."""
+    return _moved.attribute(name)

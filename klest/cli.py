@@ -13,10 +13,29 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from klest import estimators
+from klest.distributions.base import FAMILIES
+from klest.engine.dask_connect import SchedulerError, connect
+from klest.engine.runner import usable_workers
+from klest.errors import check_integer
+from klest.report.tables import experiment_table, schulman_table
+from klest.studies import experiment  # its default_experiments_dir is looked up at each call
+from klest.studies.experiment import (
+    CaseFailures,
+    ConfigError,
+    load_config,
+    parse_config,
+    run_experiment,
+    store_overrides,
+)
+from klest.studies.rl_studies import is_study_file, load_study, run_study
+from klest.studies.store import StoreBusyError, frame_to_csv, run_directory, write_atomic
 
 __all__ = ["main"]
 
@@ -40,17 +59,13 @@ class CommandError(Exception):
 
 
 def _schulman_config() -> Any:
-    from klest.studies.experiment import default_experiments_dir, load_config, parse_config
-
-    path = default_experiments_dir() / "schulman_blog.toml"
+    path = experiment.default_experiments_dir() / "schulman_blog.toml"
     if path.is_file():
         return load_config(path)
     return parse_config(SCHULMAN_BLOG, source="<built-in schulman_blog>")
 
 
 def _table(config: Any, frame: Any, title: str | None = None) -> str:
-    from klest.report.tables import experiment_table
-
     out = config.output
     return experiment_table(
         frame, title=title, columns=out.table_columns, digits=out.digits, layout=out.layout
@@ -58,9 +73,6 @@ def _table(config: Any, frame: Any, title: str | None = None) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from klest.report.tables import schulman_table
-    from klest.studies.experiment import run_experiment
-
     config = _schulman_config().with_overrides(n=args.n, seed=args.seed)
     frame = run_experiment(config, workers=args.workers)
     print("Schulman (2020), q = N(0, 1), p = N(mu, 1): exact values, no sampling")
@@ -96,8 +108,6 @@ class _Reporter:
 
 def _dask_client(address: str) -> Any:
     """A Client for the scheduler at ``address``; anything else fails in ~8 s, one line."""
-    from klest.engine.dask_connect import SchedulerError, connect
-
     try:
         return connect(address)
     except ImportError:
@@ -110,9 +120,6 @@ def _dask_client(address: str) -> Any:
 
 def _run_study(args: argparse.Namespace) -> int:
     """``klest run`` on an RL study config: exact tables, written as CSV + Markdown."""
-    from klest.studies.rl_studies import load_study, run_study
-    from klest.studies.store import frame_to_csv, write_atomic
-
     study = load_study(args.config)
     frame = run_study(study)
     directory = Path(args.out) / study.name
@@ -153,12 +160,10 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 def resolve_config(name: str) -> Path:
     """A config path as given, or the name of a config in experiments/ (``schulman_blog``)."""
-    from klest.studies.experiment import default_experiments_dir
-
     path = Path(name)
     if path.exists() or "/" in name or name.endswith(".toml"):
         return path
-    directory = default_experiments_dir()
+    directory = experiment.default_experiments_dir()
     candidate = directory / f"{name}.toml"
     if candidate.is_file():
         return candidate
@@ -167,12 +172,6 @@ def resolve_config(name: str) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import warnings
-
-    from klest.studies.experiment import CaseFailures, load_config, run_experiment, store_overrides
-    from klest.studies.rl_studies import is_study_file
-    from klest.studies.store import StoreBusyError, run_directory
-
     args.config = str(resolve_config(args.config))
     if is_study_file(args.config):
         return _run_study(args)
@@ -222,23 +221,21 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _usable_workers(workers: int) -> int:
-    """``--workers`` capped at the CPUs this process may use, with a warning."""
-    from klest.engine.runner import available_cpus
-
-    cpus = available_cpus()
-    if workers > cpus:
+    """``--workers`` capped as :func:`klest.engine.runner.usable_workers` caps it, with the
+    warning worded for the command line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the engine's wording: replaced below
+        usable = usable_workers(workers)
+    if usable < workers:
         print(
-            f"klest: warning: --workers {workers} is more than the {cpus} CPUs available; "
-            f"using {cpus}",
+            f"klest: warning: --workers {workers} is more than the {usable} CPUs available; "
+            f"using {usable}",
             file=sys.stderr,
         )
-        return cpus
-    return workers
+    return usable
 
 
 def _list(_: argparse.Namespace) -> int:
-    from klest import FAMILIES, estimators
-
     print("distributions:")
     for family, cls in sorted(FAMILIES.items()):
         params = ", ".join(p.name for p in cls.params)
@@ -247,13 +244,9 @@ def _list(_: argparse.Namespace) -> int:
     for name, est in estimators.registry().items():
         alias = f" (alias {', '.join(est.aliases)})" if est.aliases else ""
         print(f"  {name:<18} {est.formula:<42} targets {est.target.label}{alias}")
-    from klest.studies.experiment import ConfigError, default_experiments_dir, load_config
-
-    directory = default_experiments_dir()
+    directory = experiment.default_experiments_dir()
     paths = sorted(directory.glob("*.toml"))
     print(f"experiments ({directory}):" if paths else f"experiments: none in {directory}")
-    from klest.studies.rl_studies import is_study_file, load_study
-
     for path in paths:
         try:
             if is_study_file(path):
@@ -274,9 +267,10 @@ def _integer(text: str, minimum: int) -> int:
         value = int(text.replace("_", ""))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
-    return value
+    try:
+        return check_integer("--value", value, minimum)
+    except ValueError:  # argparse prefixes "argument --n: "
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}") from None
 
 
 def _positive_int(text: str) -> int:
@@ -285,6 +279,14 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_int(text: str) -> int:
     return _integer(text, 0)
+
+
+def _figures(args: argparse.Namespace) -> int:
+    """``klest figures``: :func:`klest.report.figure_files.figures_command`."""
+    # deferred: loads matplotlib
+    from klest.report.figure_files import figures_command
+
+    return figures_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,8 +318,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="recompute every case, even those already stored"
     )
     run.set_defaults(handler=_run)
-    from klest.report.figure_files import figures_command
-
     figures = commands.add_parser(
         "figures", help="regenerate the figure set (PNG, PDF, CSV) and claims.md"
     )
@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--n", type=_positive_int, help="draws per case (default: the configs')")
     figures.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1)
     figures.add_argument("--only", metavar="NAME", help="one figure (e.g. fig1_rel_std) or claims")
-    figures.set_defaults(handler=figures_command)
+    figures.set_defaults(handler=_figures)
     return parser
 
 
@@ -336,8 +336,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0
-    from klest.studies.experiment import ConfigError
-
     if getattr(args, "workers", None) is not None:
         args.workers = _usable_workers(args.workers)
     try:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from klest import native as _native
+from klest._special import expm1_minus, log_abs_expm1
 
 __all__ = [
     "KL_PQ",
@@ -160,18 +161,15 @@ def k3_given_expm1(l: np.ndarray, expm1_l: np.ndarray) -> np.ndarray:
         raise ValueError(f"expm1_l must have the shape of l {l.shape}, got {expm1_l.shape}")
     flat, expm1_flat = l.reshape(-1), expm1_l.reshape(-1)
     out = np.empty_like(flat)
-    # exp(l) - 1 - l where that keeps its digits: where it is >= 5.02e-5, i.e. |l| >~ 0.01
-    # (k3 at |l| = 0.01002 is just above 5.02e-5). Below, the Taylor series
-    # sum_{n=2..9} l^n / n!, whose truncation error is under 1e-16 relative there
-    # (klest/native/csrc/kernels.c).
+    # klest._special.expm1_minus's algorithm (its one cut-off and series), compiled
+    # (klest/native/csrc/kernels.c): the same bits (tests/test_special.py)
     _native.k3_from_expm1(expm1_flat, flat, out)
     return out.reshape(l.shape)
 
 
 def expm1_minus_x(l: np.ndarray) -> np.ndarray:
-    """exp(l) - 1 - l (inf when exp(l) overflows): within 2 ulp for |l| < 0.01 (the series)
-    and for |l| > 1; in between, expm1(l)'s own rounding error passes into expm1(l) - l, up
-    to ~130 ulp (1.5e-14 relative) just above |l| = 0.01 (tests/test_moment_kernels.py).
+    """exp(l) - 1 - l of an array, by the compiled kernel: :func:`klest._special.expm1_minus`
+    (its accuracy is stated there), bit for bit, in one pass (the k3 estimator).
 
     >>> float(expm1_minus_x(np.array([1e-8]))[0])
     5.000000016666667e-17
@@ -230,7 +228,7 @@ def _rev_kl(l: np.ndarray) -> np.ndarray:
     out[big] = np.exp(l[big]) * (l[big] - 1.0) + 1.0
     rest = ~big
     lr = l[rest]
-    out[rest] = lr * np.expm1(lr) - expm1_minus_x(lr)
+    out[rest] = lr * np.expm1(lr) - expm1_minus(lr)
     out[np.isneginf(l)] = 1.0  # r = 0: r log r -> 0, -(r - 1) = 1
     return out.reshape(shape)
 
@@ -248,10 +246,7 @@ def _log_abs_terms(terms: tuple[Term, ...], l: np.ndarray) -> np.ndarray:
 
 
 def _tv_log_abs(l: np.ndarray) -> np.ndarray:
-    # log(|expm1(l)| / 2): for l > 1, l + log1p(-exp(-l)) - log 2 never overflows.
-    big = l > 1.0
-    small = np.log(0.5 * np.abs(np.expm1(np.where(big, 0.0, l))))
-    return np.where(big, l + np.log1p(-np.exp(-np.where(big, l, 1.0))) - math.log(2.0), small)
+    return log_abs_expm1(l) - math.log(2.0)  # log(|expm1(l)| / 2), never overflows
 
 
 # --------------------------------------------------------------------------------------

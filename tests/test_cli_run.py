@@ -214,3 +214,27 @@ def test_demo_falls_back_to_the_builtin_config(tmp_path, monkeypatch, capsys) ->
     assert "| k2 | 0.0025 | 1.418 | 0.25 | 1.732 |" in text
     assert "Monte Carlo, n = 20,000 draws per case, seed 2020" in text
     assert "### KL = 0.5" in text and list(tmp_path.iterdir()) == []
+
+
+#: runs `klest run` in a fresh interpreter, then reports which heavy modules it imported
+_IMPORTS = """
+import sys
+from klest.cli import main
+assert main(sys.argv[1:]) == 0
+print(sorted(m for m in ("matplotlib", "klest.report.plots", "klest.report.figures")
+             if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("schulman_blog", "--n", "2000", "--workers", "1"),
+        ("rl_gradient_coefficients",),
+    ],
+)
+def test_run_of_a_non_figure_config_does_not_import_matplotlib(tmp_path, args) -> None:
+    command = [sys.executable, "-c", _IMPORTS, "run", *args, "--out", str(tmp_path)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "[]"

@@ -8,7 +8,7 @@ import pytest
 
 import klest
 from klest.distributions.log_ratio import log_ratio_function, sample_log_ratio
-from klest.engine.runner import block_generator
+from klest.engine.plan import block_generator
 from klest.native.sampler import MIN_FAST_SIZE, scaled_normal, standard_normal
 
 

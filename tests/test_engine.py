@@ -11,8 +11,9 @@ import pytest
 
 import klest
 from klest.engine.moments import block_moments, merge
+from klest.engine.plan import RunPlan
 from klest.engine.results import ConvergenceWarning
-from klest.engine.runner import RunPlan, block_values, simulate
+from klest.engine.runner import block_values, simulate
 
 Q = klest.Normal(loc=0.0, scale=1.0)
 P = klest.Normal(loc=1.0, scale=1.0)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import klest
-from klest.engine.runner import block_generator
+from klest.engine.plan import block_generator
 
 
 def test_block_seeding_stream() -> None:

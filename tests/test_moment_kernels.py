@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import mpmath
 import numpy as np
 import pytest
 
-from klest import estimators
+from klest import _special, estimators
 from klest import native as _native
 from klest.engine.moments import Accumulator, block_moments, merge
 from klest.native import TILE
@@ -128,96 +127,6 @@ def test_bad_blocks_are_refused() -> None:
         Accumulator(1, None, 0)
 
 
-#: the Taylor coefficients 1/n!, n = 9 down to 2, of klest/native/csrc/kernels.c's k3
-_K3_SERIES = tuple(1.0 / float(np.prod(np.arange(1, n + 1))) for n in range(9, 1, -1))
-_K3_THRESHOLD = 5.02e-5
-
-
-def k3_reference_algorithm(l: np.ndarray, em1: np.ndarray) -> np.ndarray:
-    """kernels.c's k3 algorithm written again in NumPy (IEEE operations one by one, as the
-    C, which is built with -ffp-contract=off): expm1(l) - l where that is >= 5.02e-5, else
-    the Taylor series sum_{n=2..9} l^n / n! by Horner. Independent of the compiled code;
-    its accuracy is checked against mpmath below."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        series = np.full_like(l, _K3_SERIES[0])
-        for c in _K3_SERIES[1:]:
-            series = series * l + c
-        series = series * l * l
-        direct = em1 - l
-        return np.where(direct >= _K3_THRESHOLD, direct, series)
-
-
-def k3_exact(x: float) -> mpmath.mpf:
-    """exp(x) - 1 - x at 60 digits (the series below 1/2, where expm1(x) - x would cancel)."""
-    with mpmath.workdps(60):
-        x = mpmath.mpf(x)
-        if abs(x) >= 0.5:
-            return mpmath.expm1(x) - x
-        total, term, n = mpmath.mpf(0), x, 1
-        while True:
-            n += 1
-            term = term * x / n
-            total += term
-            if abs(term) <= abs(total) * mpmath.mpf(10) ** -40:
-                return total
-
-
-def log_ratios_for_k3() -> np.ndarray:
-    """Log-ratios over every regime of k3: tiny (the series), near the switch at |l| ~ 0.01,
-    moderate, large, just below exp's overflow, and a few exact values."""
-    rng = np.random.default_rng(21)
-    tiny_to_large = 10.0 ** rng.uniform(-300, 2.85, 3000)
-    near_switch = 10.0 ** rng.uniform(-2.1, -1.9, 1000)
-    magnitude = np.concatenate([tiny_to_large, near_switch, rng.uniform(0, 709, 500)])
-    special = [0.0, -0.0, 5e-324, 1e-160, 0.01, 0.0100167, 0.0100168, 0.5, 1.0, 700.0, 709.78]
-    return np.concatenate([magnitude, -magnitude, special, np.negative(special)])
-
-
-def test_k3_algorithm_against_mpmath() -> None:
-    """The algorithm's values against exp(l) - 1 - l at 60 digits, rounded to float64.
-
-    Tolerance, per value: 2 ulp of the result (the series' Horner steps: measured <= 2, and
-    the direct branch's one rounding of the subtraction), plus, where the direct branch
-    expm1(l) - l is taken (results >= 5.02e-5), the error of the given expm1(l) itself,
-    which passes one-for-one into the difference: up to ~130 ulp of the result at
-    |l| = 0.01, under 1 ulp for |l| > 1. A wrong series coefficient or switch point misses it
-    by orders of magnitude."""
-    l = log_ratios_for_k3()
-    with np.errstate(over="ignore"):
-        em1 = np.expm1(l)
-    got = k3_reference_algorithm(l, em1)
-    want = np.array([float(k3_exact(x)) for x in l])
-    with mpmath.workdps(60):  # |fl(expm1(l)) - expm1(l)|, 0 where expm1(l) overflows
-        expm1_error = np.array(
-            [
-                float(abs(mpmath.mpf(float(e)) - mpmath.expm1(float(x)))) if np.isfinite(e) else 0.0
-                for x, e in zip(l, em1, strict=True)
-            ]
-        )
-    finite = np.isfinite(want)
-    assert np.array_equal(got[~finite], want[~finite])  # +inf where exp(l) overflows
-    tolerance = 2.0 * np.spacing(want) + np.where(want >= 5.0e-5, expm1_error, 0.0)
-    error = np.abs(got - want)
-    worst = np.argmax(error - tolerance)
-    assert np.all(error[finite] <= tolerance[finite]), (l[worst], error[worst] / tolerance[worst])
-
-
-def test_compiled_k3_is_the_algorithm_bit_for_bit_at_every_simd_level() -> None:
-    l = np.concatenate([log_ratios_for_k3(), [np.inf, -np.inf, np.nan, 710.0, -800.0]])
-    with np.errstate(over="ignore"):
-        em1 = np.expm1(l)
-    want = k3_reference_algorithm(l, em1)
-    try:
-        for level in range(_native.best_simd_level() + 1):
-            _native.set_simd_level(level)
-            got = estimators.k3_given_expm1(l, em1)
-            assert got.tobytes() == want.tobytes(), _native.SIMD_LEVELS[level]
-            got = estimators.get("k3")(l)
-            assert got.tobytes() == want.tobytes(), _native.SIMD_LEVELS[level]
-    finally:
-        _native.set_simd_level(_native.best_simd_level())
-
-
 def stats_tuple(stats) -> tuple:
     return tuple(np.asarray(getattr(stats, f)).tobytes() for f in stats.__dataclass_fields__)
 
@@ -230,7 +139,7 @@ def test_computed_series_equal_the_estimators_bit_for_bit() -> None:
         em1 = np.expm1(l)
     names = ("k1", "k2", "k3")
     # the values each computed series must give, from NumPy alone (not klest's C k3)
-    arrays = [-l, 0.5 * l * l, k3_reference_algorithm(l, em1), em1]
+    arrays = [-l, 0.5 * l * l, _special.expm1_minus(l), em1]
     for name, want in zip(names, arrays, strict=False):  # and the estimators give them too
         assert np.asarray(estimators.get(name)(l)).tobytes() == want.tobytes()
     computed = [estimators.get(n).computed_series for n in names] + [em1]

@@ -1,4 +1,7 @@
-"""Distribution families with validated keyword parameters and explicit-generator sampling."""
+"""Distribution families (one module each), their base class and log_ratio; explicit-rng sampling.
+
+Imports only ``klest.native`` and the helpers (``_special``, ``errors``); nothing above.
+"""
 
 from klest.distributions.base import FAMILIES, Distribution, Domain, Param, Support, from_dict
 from klest.distributions.bernoulli import Bernoulli

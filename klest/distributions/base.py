@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from klest.errors import ParameterError
+
 __all__ = [
     "FAMILIES",
     "Distribution",
@@ -136,7 +138,7 @@ def _as_float_array(name: str, family: str, value: Any) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{family}: parameter {name!r} must be numeric, got {value!r}") from None
+        raise ParameterError(family, name, f"must be numeric, got {value!r}") from None
     return arr
 
 
@@ -180,16 +182,16 @@ class Distribution:
                 raise TypeError(f"{type(self).__name__}: missing parameter {spec.name!r}")
             arr = _as_float_array(spec.name, type(self).__name__, values[spec.name])
             if not spec.vector and arr.ndim != 0:
-                raise ValueError(
-                    f"{type(self).__name__}: parameter {spec.name!r} must be a scalar, "
-                    f"got shape {arr.shape}"
+                raise ParameterError(
+                    type(self).__name__, spec.name, f"must be a scalar, got shape {arr.shape}"
                 )
             bad = spec.domain.violations(arr)
             if np.any(bad):
                 offending = arr[bad].ravel()[0] if arr.ndim else arr
-                raise ValueError(
-                    f"{type(self).__name__}: parameter {spec.name!r} must be "
-                    f"{spec.domain.describe()}, got {_show(offending)}"
+                raise ParameterError(
+                    type(self).__name__,
+                    spec.name,
+                    f"must be {spec.domain.describe()}, got {_show(offending)}",
                 )
             if arr.ndim == 0:
                 stored[spec.name] = float(arr)

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import special
 
 from klest import native as _native
+from klest._special import as_float_or_array
 from klest.distributions.base import (
     REAL,
     UNIT_INTERVAL,
@@ -18,6 +19,7 @@ from klest.distributions.base import (
     Support,
     _as_float_array,
 )
+from klest.errors import ParameterError
 
 _SUM_TOL = 1e-6
 
@@ -67,9 +69,10 @@ class Categorical(Distribution):
         name = "probs" if probs is not None else "logits"
         arr = _as_float_array(name, "Categorical", probs if probs is not None else logits)
         if arr.ndim == 0 or arr.size == 0:
-            raise ValueError(
-                f"Categorical: parameter {name!r} must be a non-empty array of shape "
-                f"(..., K), got shape {arr.shape}"
+            raise ParameterError(
+                "Categorical",
+                name,
+                f"must be a non-empty array of shape (..., K), got shape {arr.shape}",
             )
         arr = arr.copy()
         arr.flags.writeable = False
@@ -83,17 +86,20 @@ class Categorical(Distribution):
         bad = ~np.isfinite(probs) | (probs < 0.0)
         if np.any(bad):
             where = _index(np.argwhere(bad)[0])
-            raise ValueError(
-                f"Categorical: parameter 'probs' must be non-negative and finite, got "
-                f"{probs[where]!r} at index {where}"
+            raise ParameterError(
+                "Categorical",
+                "probs",
+                f"must be non-negative and finite, got {probs[where]!r} at index {where}",
             )
         sums = probs.sum(axis=-1)
         off = np.abs(sums - 1.0) > _SUM_TOL
         if np.any(off):
             where = _index(np.argwhere(off)[0]) if sums.ndim else ()
-            raise ValueError(
-                f"Categorical: parameter 'probs' must sum to 1 along the last axis (within "
-                f"{_SUM_TOL:g}), got sum {float(sums[where])!r} at batch index {where}"
+            raise ParameterError(
+                "Categorical",
+                "probs",
+                f"must sum to 1 along the last axis (within {_SUM_TOL:g}), got sum "
+                f"{float(sums[where])!r} at batch index {where}",
             )
         with np.errstate(divide="ignore"):
             log_probs = np.log(probs)
@@ -106,16 +112,18 @@ class Categorical(Distribution):
         bad = np.isnan(logits) | (logits == math.inf)
         if np.any(bad):
             where = _index(np.argwhere(bad)[0])
-            raise ValueError(
-                f"Categorical: parameter 'logits' must be finite or -inf, got "
-                f"{logits[where]!r} at index {where}"
+            raise ParameterError(
+                "Categorical",
+                "logits",
+                f"must be finite or -inf, got {logits[where]!r} at index {where}",
             )
         empty = np.all(logits == -math.inf, axis=-1)
         if np.any(empty):
             where = _index(np.argwhere(empty)[0]) if empty.ndim else ()
-            raise ValueError(
-                f"Categorical: parameter 'logits' must have a finite entry in every row, got "
-                f"all -inf at batch index {where}"
+            raise ParameterError(
+                "Categorical",
+                "logits",
+                f"must have a finite entry in every row, got all -inf at batch index {where}",
             )
         return special.log_softmax(logits, axis=-1)
 
@@ -244,7 +252,7 @@ class Categorical(Distribution):
     def mean(self) -> float | np.ndarray:
         """E[X] of the index, shape ``batch_shape`` (a float when there is no batch)."""
         out = self.probs @ np.arange(self.num_categories, dtype=np.float64)
-        return float(out) if out.ndim == 0 else out
+        return as_float_or_array(out)
 
     def variance(self) -> float | np.ndarray:
         """Var[X] of the index, computed as E[(X - E X)²]."""
@@ -252,4 +260,4 @@ class Categorical(Distribution):
             np.arange(self.num_categories, dtype=np.float64) - np.asarray(self.mean())[..., None]
         )
         out = np.sum(self.probs * centred * centred, axis=-1)
-        return float(out) if out.ndim == 0 else out
+        return as_float_or_array(out)

@@ -18,6 +18,7 @@ from klest.distributions.base import (
     Support,
     _show,
 )
+from klest.errors import ParameterError
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _WEIGHT_SUM_TOL = 1e-9
@@ -58,9 +59,8 @@ class GaussianMixture(Distribution):
         for name in ("weights", "locs", "scales"):
             value = getattr(self, name)
             if np.ndim(value) != 1 or np.size(value) == 0:
-                raise ValueError(
-                    f"GaussianMixture: parameter {name!r} must be a non-empty 1-D sequence, "
-                    f"got {_show(value)}"
+                raise ParameterError(
+                    "GaussianMixture", name, f"must be a non-empty 1-D sequence, got {_show(value)}"
                 )
         lengths = {name: len(getattr(self, name)) for name in ("weights", "locs", "scales")}
         if len(set(lengths.values())) != 1:
@@ -68,9 +68,11 @@ class GaussianMixture(Distribution):
             raise ValueError(f"GaussianMixture: parameters must have equal lengths, got {shown}")
         total = math.fsum(self.weights)
         if abs(total - 1.0) > _WEIGHT_SUM_TOL:
-            raise ValueError(
-                f"GaussianMixture: parameter 'weights' must sum to 1 (within "
-                f"{_WEIGHT_SUM_TOL:g}), got sum {total!r} for weights {_show(self.weights)}"
+            raise ParameterError(
+                "GaussianMixture",
+                "weights",
+                f"must sum to 1 (within {_WEIGHT_SUM_TOL:g}), got sum {total!r} for weights "
+                f"{_show(self.weights)}",
             )
 
     @property

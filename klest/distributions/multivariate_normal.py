@@ -9,6 +9,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from klest.distributions.base import REAL, Distribution, Param, Support
+from klest.errors import ParameterError
 from klest.native import standard_normal
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -62,37 +63,46 @@ class MultivariateNormal(Distribution):
     def _validate(self) -> None:
         mean, cov = self._params["mean"], self._params["cov"]
         if mean.ndim != 1 or mean.shape[0] < 1:
-            raise ValueError(
-                f"MultivariateNormal: parameter 'mean' must be a vector of shape (d,), "
-                f"got shape {mean.shape}"
+            raise ParameterError(
+                "MultivariateNormal",
+                "mean",
+                f"must be a vector of shape (d,), got shape {mean.shape}",
             )
         d = mean.shape[0]
         if cov.shape != (d, d):
-            raise ValueError(
-                f"MultivariateNormal: parameter 'cov' must have shape (d, d) = ({d}, {d}) to "
-                f"match 'mean' of shape ({d},), got 'cov' of shape {cov.shape}"
+            raise ParameterError(
+                "MultivariateNormal",
+                "cov",
+                f"must have shape (d, d) = ({d}, {d}) to match 'mean' of shape ({d},), got 'cov' "
+                f"of shape {cov.shape}",
             )
         asym = float(np.max(np.abs(cov - cov.T)))
         scale = float(np.max(np.abs(cov)))
         if asym > SYMMETRY_RTOL * scale:
             i, j = np.unravel_index(int(np.argmax(np.abs(cov - cov.T))), cov.shape)
-            raise ValueError(
-                f"MultivariateNormal: parameter 'cov' must be symmetric, got "
-                f"cov[{i}, {j}] = {float(cov[i, j])!r} but cov[{j}, {i}] = {float(cov[j, i])!r}"
+            raise ParameterError(
+                "MultivariateNormal",
+                "cov",
+                f"must be symmetric, got cov[{i}, {j}] = {float(cov[i, j])!r} but "
+                f"cov[{j}, {i}] = {float(cov[j, i])!r}",
             )
         sym = 0.5 * (cov + cov.T)
         try:
             chol = np.linalg.cholesky(sym)
         except np.linalg.LinAlgError:
             smallest = float(np.linalg.eigvalsh(sym)[0])
-            raise ValueError(
-                f"MultivariateNormal: parameter 'cov' must be positive definite, got a "
-                f"matrix whose smallest eigenvalue is {smallest!r}"
+            raise ParameterError(
+                "MultivariateNormal",
+                "cov",
+                "must be positive definite, got a matrix whose smallest eigenvalue is "
+                f"{smallest!r}",
             ) from None
         if not np.all(np.diag(chol) > 0.0):
-            raise ValueError(
-                "MultivariateNormal: parameter 'cov' must be positive definite, got a "
-                "singular matrix (a zero pivot in its Cholesky factorisation)"
+            raise ParameterError(
+                "MultivariateNormal",
+                "cov",
+                "must be positive definite, got a singular matrix (a zero pivot in its Cholesky "
+                "factorisation)",
             )
         sym.flags.writeable = False
         chol.flags.writeable = False
@@ -156,3 +166,16 @@ class MultivariateNormal(Distribution):
     def variance(self) -> np.ndarray:
         """The covariance matrix (the ``cov`` parameter, symmetrised), shape (d, d)."""
         return self.cov
+
+
+def cholesky_difference(a: MultivariateNormal, b: MultivariateNormal) -> np.ndarray:
+    """L_b^{-1} (L_a - L_b) = L_b^{-1} L_a - I, for the Cholesky factors L_a, L_b of two
+    covariances of one dimension: exactly zero when they are equal and free of cancellation
+    when they are close (where L_b^{-1} L_a - I would lose the digits of a small difference).
+
+    >>> a = MultivariateNormal(mean=[0.0, 0.0], cov=[[4.0, 0.0], [0.0, 1.0]])
+    >>> cholesky_difference(a, MultivariateNormal(mean=[0.0, 0.0], cov=np.eye(2))).tolist()
+    [[1.0, 0.0], [0.0, 0.0]]
+    """
+    la, lb = a.scale_tril, b.scale_tril
+    return solve_triangular(lb, la - lb, lower=True)

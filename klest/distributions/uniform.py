@@ -9,6 +9,7 @@ import numpy as np
 from scipy import stats
 
 from klest.distributions.base import REAL, Distribution, Param, Support
+from klest.errors import ParameterError
 
 
 class Uniform(Distribution):
@@ -40,9 +41,8 @@ class Uniform(Distribution):
 
     def _validate(self) -> None:
         if not self.low < self.high:
-            raise ValueError(
-                f"Uniform: parameter 'low' must be < 'high', got low={self.low!r}, "
-                f"high={self.high!r}"
+            raise ParameterError(
+                "Uniform", "low", f"must be < 'high', got low={self.low!r}, high={self.high!r}"
             )
         if not math.isfinite(self.high - self.low):
             raise ValueError(

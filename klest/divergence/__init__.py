@@ -1,7 +1,6 @@
-"""True KL divergence: ``kl()`` and its open registry of closed forms (``closed_forms/``,
-registered on import), with quadrature / enumeration fallbacks.
+"""True KL: ``kl()`` and its registry (``registry``), closed forms (``closed_forms/``), fallbacks.
 
-Imports ``klest.integrate``, ``klest.distributions`` and the helpers below them.
+Imports ``klest.estimators``, ``klest.integrate``, ``klest.distributions`` and the layers below.
 """
 
 from klest.divergence import closed_forms as _closed_forms  # noqa: F401  (registers them)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from klest._special import as_float_or_array
 from klest.distributions.affine import standardized
 from klest.distributions.base import Distribution
 from klest.distributions.log_ratio import log_ratio_function
@@ -92,11 +93,6 @@ def _pair(a: Distribution, b: Distribution) -> str:
     return f"({type(a).__name__}, {type(b).__name__})"
 
 
-def _as_value(x: Any) -> float | np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    return float(arr) if arr.ndim == 0 else arr
-
-
 def _numerical_method(a: Distribution, b: Distribution) -> str | None:
     sa, sb = a.support, b.support
     if sa.dim != 1 or sb.dim != 1 or a.event_shape or b.event_shape:
@@ -120,7 +116,7 @@ def _numerical(a: Distribution, b: Distribution) -> KLResult:
 
     res = expect(a, integrand, breaks=b.breakpoints())
     if not res.finite:
-        return KLResult(_as_value(res.value), res.method, res.abs_error)
+        return KLResult(as_float_or_array(res.value), res.method, res.abs_error)
 
     # log a(x) - log b(x) is a difference of rounded numbers: its error is a few ulp of
     # |log a| + |log b|, which a KL near zero cannot resolve. Charge that to the bound.
@@ -135,7 +131,7 @@ def _numerical(a: Distribution, b: Distribution) -> KLResult:
     # KL >= 0: a value below 0 by no more than its error bound is a rounded 0
     with np.errstate(invalid="ignore"):
         value = np.where((res.value < 0.0) & (res.value >= -bound), 0.0, res.value)
-    return KLResult(_as_value(value), res.method, bound)
+    return KLResult(as_float_or_array(value), res.method, bound)
 
 
 def _space(d: Distribution) -> str:
@@ -191,7 +187,7 @@ def kl_result(a: Distribution, b: Distribution, method: str = "auto") -> KLResul
     if method == "closed_form":
         if closed is None:
             raise NoKLMethodError(f"no closed-form KL registered for the pair {_pair(a, b)}")
-        return KLResult(_as_value(closed(a, b)), "closed_form")
+        return KLResult(as_float_or_array(closed(a, b)), "closed_form")
     if method in ("quadrature", "enumeration"):
         if numerical != method:
             available = [

@@ -1,8 +1,5 @@
-"""The sampling engine: streaming, block-seeded, parallel simulation (``runner``), mergeable
-moments (``moments``), results and their error bars, worker pools and Dask.
-
-Imports ``klest.exact``, ``klest.divergence``, ``klest.estimators``, ``klest.distributions``,
-``klest.native`` and the helpers; never the studies, RL or report layers.
+"""The engine: plan + seeding, simulate, mergeable moments, truths, results, error bars, pools.
+May import klest's exact, divergence, estimators, distributions, native and helpers; none above.
 """
 
 from klest.engine.results import ConvergenceWarning, SimulationResult

@@ -111,6 +111,7 @@ class _Peer:
 
     def read(self) -> Any:
         """One message, decoded; _NotDask if the bytes are not Dask's framing."""
+        # deferred: distributed (the optional dask extra) is imported only when Dask is used
         from distributed.protocol import loads
         from distributed.protocol.utils import unpack_frames
 
@@ -131,6 +132,7 @@ class _Peer:
             raise _NotDask(f"it answered {head + body[:24]!r}..., not the Dask protocol") from None
 
     def write(self, message: dict[str, Any]) -> None:
+        # deferred: distributed (the optional dask extra) is imported only when Dask is used
         from distributed.protocol import dumps
         from distributed.protocol.utils import pack_frames
 
@@ -144,6 +146,7 @@ class _Peer:
 
 def _identity(host: str, port: int, timeout: float, stage: list[str]) -> dict[str, Any]:
     """The peer's answer to Dask's ``identity`` request, after the comm handshake."""
+    # deferred: distributed (the optional dask extra) is imported only when Dask is used
     from distributed.protocol.pickle import HIGHEST_PROTOCOL
 
     peer = _Peer(host, port, time.monotonic() + timeout, stage)
@@ -239,6 +242,7 @@ def connect(address: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
     ...
     klest.engine.dask_connect.SchedulerError: not a Dask scheduler at tcp://127.0.0.1:1: ...
     """
+    # deferred: distributed (the optional dask extra) is imported only when Dask is used
     from dask.distributed import Client
 
     probe_scheduler(address, timeout)

@@ -7,7 +7,8 @@ withholds one or both and says why (:func:`diagnose`):
 - non-finite draws: the mean is ±inf or NaN, so neither error bar exists;
 - an infinite exact mean or variance: the sample mean has no standard error (and the
   sample std does not converge); an infinite exact fourth moment E_q[k^4]: se_std does
-  not exist (checked as the exact variance of k^2, :func:`fourth_moment_finite`);
+  not exist (checked as the exact variance of k^2 by
+  :func:`klest.engine.truths.fourth_moment_finite`);
 - a known finite exact variance that the sample std falls far below
   (:func:`missed_mass_floor`): the draws missed the rare values that carry the variance,
   so any error bar from them is far too small;
@@ -27,9 +28,6 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from klest import estimators as _estimators
-from klest.exact.moments import exact_moments
-
 __all__ = [
     "INFINITE_FOURTH",
     "INFINITE_MEAN",
@@ -41,7 +39,6 @@ __all__ = [
     "TOO_FEW",
     "Diagnosis",
     "diagnose",
-    "fourth_moment_finite",
     "missed_mass_floor",
 ]
 
@@ -108,38 +105,6 @@ def missed_mass_floor(count: int) -> float:
     return min(MISSED_MASS_STD_SHARE**2, gaussian)
 
 
-def _squared(est: _estimators.Estimator) -> _estimators.Estimator:
-    """The estimator k(l)^2 (its exact variance is finite iff E_q[k^4] is)."""
-    terms = None
-    if est.terms is not None:
-        terms = tuple((a * b, j + k, r + t) for a, j, r in est.terms for b, k, t in est.terms)
-    return _estimators.Estimator(
-        name=f"({est.name})^2", fn=lambda x: np.square(est.fn(x)), target=est.target,
-        unbiased=False, nonnegative=True, source=f"square of {est.name}",
-        formula=f"({est.formula})^2", terms=terms,
-        log_abs_fn=lambda x: 2.0 * est.log_abs(x), kinks=est.kinks,
-    )  # fmt: skip
-
-
-def fourth_moment_finite(q: Any, p: Any, name: str, exact: Any) -> bool | None:
-    """Whether E_q[k^4] of estimator ``name`` is finite, from the exact variance of k^2
-    (None: not known, or not needed because ``exact``'s variance is infinite or unknown).
-
-    >>> import klest
-    >>> q, p = klest.Normal(loc=0.0, scale=1.0), klest.Normal(loc=0.5, scale=1.3)
-    >>> fourth_moment_finite(q, p, "k3", klest.exact_moments(q, p, "k3"))  # E_q[r^4] = inf
-    False
-    """
-    if exact is None or not math.isfinite(float(np.max(exact.var))):
-        return None
-    try:  # floating-point warnings of this auxiliary integral would only confuse
-        with np.errstate(all="ignore"):
-            var = float(exact_moments(q, p, _squared(_estimators.get(name))).var)
-    except (NotImplementedError, ArithmeticError, ValueError):
-        return None  # an auxiliary check: without it the draws' tail heuristics still apply
-    return None if math.isnan(var) else math.isfinite(var)
-
-
 def _text(value: float) -> str:
     return "NaN" if math.isnan(value) else f"{value:g}"
 
@@ -150,7 +115,9 @@ def diagnose(
     """The error-bar diagnosis of series ``i`` of the streaming ``stats``
     (:class:`klest.engine.moments.Moments`), from its statistics ``mom``
     (``SimulationResult._moments``), its exact moments ``exact`` (None: unknown) and
-    :func:`fourth_moment_finite`."""
+    ``fourth_finite`` (:func:`klest.engine.truths.fourth_moment_finite`).
+
+    Pure: it reads the numbers it is given and computes no exact moment."""
     s, d = stats, Diagnosis()
     if s.nonfinite[i]:
         n, bad = mom["n"], int(s.nonfinite[i])

@@ -1,8 +1,10 @@
 """SimulationResult: the statistics of one run, with standard errors and the exact values.
 
-Built by :func:`klest.simulate`; holds the merged streaming statistics and turns them into a
-tidy DataFrame, covariances between estimators, standard errors of differences, the optimal
-control variate, histograms and quantiles.
+Built by :func:`klest.simulate` from plain data: the merged streaming statistics and the
+truths the run computed (:func:`klest.engine.truths.truths`). It computes no exact moment and
+no KL; it holds those numbers and derives from them the error bars, a tidy DataFrame,
+covariances between estimators, standard errors of differences, the optimal control variate,
+histograms and quantiles.
 
 Honest numbers: the headline statistics cover every draw, so a +inf draw makes the mean
 +inf (a NaN, or both signs, make it NaN); the finite subset's statistics exist only as
@@ -11,27 +13,26 @@ estimate it: not when the exact mean or variance is infinite (nor se_std with an
 fourth moment), not when single draws dominate the sample moments, and not when the sample
 std is far below a known exact std (the draws missed the mass that carries the variance).
 Each such case is flagged (``error_bar`` / ``error_bar_std``), explained in ``note`` and, for
-the mean's error bar, warned about (:class:`ConvergenceWarning`).
+the mean's error bar, listed in ``alarms``: :func:`klest.simulate` warns about those
+(:class:`ConvergenceWarning`).
 """
 
 from __future__ import annotations
 
 import math
 import platform
-import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy
 
 from klest import estimators as _estimators
-from klest.engine.error_bars import OK, diagnose, fourth_moment_finite
+from klest._version import __version__
+from klest.engine.error_bars import OK, diagnose
 from klest.engine.moments import Moments
-
-if TYPE_CHECKING:
-    from klest.engine.runner import RunPlan
-    from klest.exact.moments import ExactMoments
+from klest.engine.plan import RunPlan
 
 __all__ = ["ConvergenceWarning", "SimulationResult"]
 
@@ -43,10 +44,6 @@ class ConvergenceWarning(UserWarning):
 
 
 def _versions() -> dict[str, str]:
-    import scipy
-
-    from klest._version import __version__
-
     return {
         "klest": __version__,
         "numpy": np.__version__,
@@ -69,7 +66,8 @@ class SimulationResult:
     p: Any
     stats: Moments = field(repr=False)
     edges: np.ndarray | None = field(repr=False)
-    exact: dict[str, ExactMoments | None] = field(repr=False)
+    #: estimator -> its klest.exact.ExactMoments (None: not asked for, or no exact method)
+    exact: dict[str, Any] = field(repr=False)
     exact_notes: dict[str, str] = field(repr=False)
     truth: dict[str, float] = field(repr=False)
     elapsed: float = field(repr=False, compare=False)
@@ -79,23 +77,40 @@ class SimulationResult:
     fourth_moment_finite: dict[str, bool] = field(repr=False, default_factory=dict)
     #: estimator -> (error_bar, error_bar_std): "ok" or why se_mean / se_std are withheld
     error_bars: dict[str, tuple[str, str]] = field(repr=False, default_factory=dict)
+    #: estimators whose note deserves a ConvergenceWarning (a wrong mean or a wrong error bar
+    #: of the mean); :func:`klest.simulate` raises it
+    alarms: tuple[str, ...] = field(repr=False, default=())
 
     # ---- construction -------------------------------------------------------------
 
     @classmethod
     def build(
-        cls, plan: RunPlan, stats: Moments, *, elapsed: float, with_exact: bool
+        cls,
+        plan: RunPlan,
+        stats: Moments,
+        *,
+        exact: dict[str, Any],
+        exact_notes: dict[str, str],
+        truth: dict[str, float],
+        fourth_moment_finite: dict[str, bool],
+        elapsed: float,
     ) -> SimulationResult:
-        exact: dict[str, Any] = {}
-        exact_notes: dict[str, str] = {}
-        truth: dict[str, float] = {}
-        fourth: dict[str, bool] = {}
-        for name in plan.estimators:
-            exact[name], exact_notes[name], truth[name] = _exact_for(plan, name, with_exact)
-            finite = fourth_moment_finite(plan.q, plan.p, name, exact[name])
-            if finite is not None:
-                fourth[name] = finite
-        result = cls(
+        """The result of ``plan``'s run from its merged ``stats`` and its truths, given as plain
+        data per estimator (:class:`klest.engine.truths.Truths`' fields): the exact moments or
+        None, the note on missing truths, the true value and whether E_q[k^4] is finite
+        (absent: unknown). Derives the error bars and their notes; warns about nothing."""
+        error_bars: dict[str, tuple[str, str]] = {}
+        notes: dict[str, str] = {}
+        alarms: list[str] = []
+        for i, name in enumerate(plan.estimators):
+            mom = _series_moments(stats, i)
+            found = diagnose(stats, i, mom, exact[name], fourth_moment_finite.get(name))
+            error_bars[name] = (found.bar, found.bar_std)
+            if found.notes:
+                notes[name] = "; ".join(found.notes)
+            if found.alarming:
+                alarms.append(name)
+        return cls(
             estimators=plan.estimators,
             n=plan.n,
             seed=plan.seed,
@@ -105,22 +120,16 @@ class SimulationResult:
             p=plan.p,
             stats=stats,
             edges=plan.edges,
-            exact=exact,
-            exact_notes=exact_notes,
-            truth=truth,
+            exact=dict(exact),
+            exact_notes=dict(exact_notes),
+            truth=dict(truth),
             elapsed=elapsed,
             versions=_versions(),
-            notes={},
-            fourth_moment_finite=fourth,
+            notes=notes,
+            fourth_moment_finite=dict(fourth_moment_finite),
+            error_bars=error_bars,
+            alarms=tuple(alarms),
         )
-        for i, name in enumerate(plan.estimators):
-            found = diagnose(stats, i, result._moments(i), exact[name], fourth.get(name))
-            result.error_bars[name] = (found.bar, found.bar_std)
-            if found.notes:
-                result.notes[name] = "; ".join(found.notes)
-            if found.alarming:
-                warnings.warn(f"{name}: {result.notes[name]}", ConvergenceWarning, stacklevel=3)
-        return result
 
     # ---- per-estimator numbers ----------------------------------------------------
 
@@ -133,39 +142,8 @@ class SimulationResult:
         return self.estimators.index(canonical)
 
     def _moments(self, i: int) -> dict[str, float]:
-        """Headline statistics of series i over all its draws, and those of its finite
-        subset (``finite_*``). A +inf draw makes the mean +inf, a -inf draw -inf, both signs
-        or a NaN make it NaN; the variance is then infinite (NaN with a NaN draw)."""
-        s = self.stats
-        count = int(s.count[i])
-        posinf, neginf, nan = int(s.posinf[i]), int(s.neginf[i]), int(s.nan[i])
-        mean = float(s.mean[i]) if count else math.nan
-        var = float(s.m2[i]) / (count - 1) if count > 1 else math.nan
-        var = max(var, 0.0) if not math.isnan(var) else var
-        std = math.sqrt(var) if not math.isnan(var) else math.nan
-        se_mean = math.sqrt(var / count) if count > 1 else math.nan
-        if count > 3 and var > 0:
-            mu4 = float(s.m4[i]) / count
-            var_of_var = max(mu4 - var * var * (count - 3) / (count - 1), 0.0) / count
-            se_std = math.sqrt(var_of_var) / (2.0 * std)
-        else:
-            se_std = math.nan
-        finite = {"finite_n": count, "finite_mean": mean, "finite_std": std}
-        n = count + int(s.nonfinite[i])
-        if nan or (posinf and neginf):
-            mean = var = std = math.nan
-        elif posinf or neginf:
-            mean, var, std = (math.inf if posinf else -math.inf), math.inf, math.inf
-        if nan or posinf or neginf:
-            se_mean = se_std = math.nan
-        lowest = -math.inf if neginf else (float(s.minimum[i]) if count else math.inf)
-        highest = math.inf if posinf else (float(s.maximum[i]) if count else -math.inf)
-        if not (count or posinf or neginf):
-            lowest = highest = math.nan
-        return {
-            "n": n, "mean": mean, "var": var, "std": std, "se_mean": se_mean,
-            "se_std": se_std, "min": lowest, "max": highest, **finite,
-        }  # fmt: skip
+        """Statistics of series i (:func:`_series_moments`)."""
+        return _series_moments(self.stats, i)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per estimator (index: name): Monte Carlo and exact numbers side by side.
@@ -181,7 +159,7 @@ class SimulationResult:
         exact_method``, plus ``z_mean`` = (mean - exact_mean)/se_mean (NaN without a valid
         error bar), ``target`` and ``note``.
 
-        >>> import klest
+        >>> import warnings, klest
         >>> q, p = klest.Normal(loc=0.0, scale=1.0), klest.Normal(loc=0.0, scale=10.0)
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore", ConvergenceWarning)
@@ -398,25 +376,36 @@ def _ratio(a: float, b: float) -> float:
         return float(np.divide(a, b))
 
 
-def _exact_for(plan: RunPlan, name: str, with_exact: bool) -> tuple[Any, str, float]:
-    """(ExactMoments or None, note, truth) for one estimator."""
-    from klest.divergence.registry import kl
-    from klest.exact.moments import exact_moments
-
-    est = _estimators.get(name)
-    if with_exact:
-        try:
-            ex = exact_moments(plan.q, plan.p, name)
-            return ex, "", float(ex.truth)
-        except NotImplementedError as err:
-            note = f"no exact moments: {err}"
+def _series_moments(s: Moments, i: int) -> dict[str, float]:
+    """Headline statistics of series i over all its draws, and those of its finite
+    subset (``finite_*``). A +inf draw makes the mean +inf, a -inf draw -inf, both signs
+    or a NaN make it NaN; the variance is then infinite (NaN with a NaN draw)."""
+    count = int(s.count[i])
+    posinf, neginf, nan = int(s.posinf[i]), int(s.neginf[i]), int(s.nan[i])
+    mean = float(s.mean[i]) if count else math.nan
+    var = float(s.m2[i]) / (count - 1) if count > 1 else math.nan
+    var = max(var, 0.0) if not math.isnan(var) else var
+    std = math.sqrt(var) if not math.isnan(var) else math.nan
+    se_mean = math.sqrt(var / count) if count > 1 else math.nan
+    if count > 3 and var > 0:
+        mu4 = float(s.m4[i]) / count
+        var_of_var = max(mu4 - var * var * (count - 3) / (count - 1), 0.0) / count
+        se_std = math.sqrt(var_of_var) / (2.0 * std)
     else:
-        note = ""
-    try:
-        if est.target.kind == "kl_qp":
-            return None, note, float(kl(plan.q, plan.p))
-        if est.target.kind == "kl_pq":
-            return None, note, float(kl(plan.p, plan.q))
-    except NotImplementedError as err:
-        note = "; ".join(t for t in (note, f"no true value: {err}") if t)
-    return None, note, math.nan
+        se_std = math.nan
+    finite = {"finite_n": count, "finite_mean": mean, "finite_std": std}
+    n = count + int(s.nonfinite[i])
+    if nan or (posinf and neginf):
+        mean = var = std = math.nan
+    elif posinf or neginf:
+        mean, var, std = (math.inf if posinf else -math.inf), math.inf, math.inf
+    if nan or posinf or neginf:
+        se_mean = se_std = math.nan
+    lowest = -math.inf if neginf else (float(s.minimum[i]) if count else math.inf)
+    highest = math.inf if posinf else (float(s.maximum[i]) if count else -math.inf)
+    if not (count or posinf or neginf):
+        lowest = highest = math.nan
+    return {
+        "n": n, "mean": mean, "var": var, "std": std, "se_mean": se_mean,
+        "se_std": se_std, "min": lowest, "max": highest, **finite,
+    }  # fmt: skip

@@ -4,9 +4,11 @@ A run of n draws x ~ q is cut into fixed-size blocks. Block k of case c draws fr
 ``default_rng(SeedSequence(seed, spawn_key=(c, k)))``; every estimator (and the control variate
 r - 1) is evaluated on the same draws, reduced to mergeable statistics
 (:mod:`klest.engine.moments`) and thrown away. Blocks are grouped into tasks of a fixed number of
-blocks, so the merge tree depends on (n, block size) only: workers only choose which tasks
-they run, and the result is bit-identical for 1, 2 or 8 workers, a process pool or a Dask
-cluster. Memory is constant in n.
+blocks (the plan and its seeding: :mod:`klest.engine.plan`), so the merge tree depends on
+(n, block size) only: workers only choose which tasks they run, and the result is bit-identical
+for 1, 2 or 8 workers, a process pool or a Dask cluster. Memory is constant in n. After the
+draws, :func:`simulate` computes the truths (:mod:`klest.engine.truths`), hands them with the
+statistics to :class:`klest.engine.results.SimulationResult` and raises its warnings.
 
 The hot path is compiled (``klest/native/csrc/kernels.c``): normal draws bit-identical to NumPy's
 generator at ~3.3x its speed (:mod:`klest.native.sampler`), with the log-ratio of a Gaussian or
@@ -27,7 +29,6 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,42 +39,18 @@ from klest.distributions.base import Distribution
 from klest.distributions.log_ratio import sample_log_ratio
 from klest.engine.allocator import tune_allocator
 from klest.engine.moments import Accumulator, Moments, merge
-from klest.engine.results import SimulationResult
+from klest.engine.plan import RunPlan, block_generator
+from klest.engine.results import ConvergenceWarning, SimulationResult
+from klest.engine.truths import truths
 from klest.engine.worker_pool import worker_pool
+from klest.errors import check_integer
 
-__all__ = ["BLOCKS_PER_TASK", "DEFAULT_BLOCK_SIZE", "available_cpus", "simulate", "usable_workers"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "available_cpus", "simulate", "usable_workers"]
 
 DEFAULT_BLOCK_SIZE = 1 << 16  # 65,536 draws: ~0.5 MB per series, cache-friendly
-BLOCKS_PER_TASK = 16  # fixed: part of what makes results independent of the worker count
 HISTOGRAM_BINS = 200
 HISTOGRAM_STRIDE = 16  # histograms use every 16th draw; moments use every draw
 MAX_IN_FLIGHT_PER_WORKER = 4
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """Everything a worker needs to run blocks of one case (picklable)."""
-
-    q: Distribution
-    p: Distribution
-    estimators: tuple[str, ...]
-    n: int
-    seed: int
-    case: int
-    block_size: int
-    edges: np.ndarray | None
-
-    @property
-    def n_blocks(self) -> int:
-        return -(-self.n // self.block_size)
-
-    def block_length(self, k: int) -> int:
-        return min(self.block_size, self.n - k * self.block_size)
-
-
-def block_generator(seed: int, case: int, block: int) -> np.random.Generator:
-    """The generator of block ``block`` of case ``case`` (DESIGN.md's seeding scheme)."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(case, block)))
 
 
 def block_series(plan: RunPlan, k: int) -> tuple[list[np.ndarray | str], np.ndarray, np.ndarray]:
@@ -187,18 +164,14 @@ def _validate(
     canonical = tuple(_estimators.get(name).name for name in names)
     if len(set(canonical)) != len(canonical):
         raise ValueError(f"estimator list has duplicates (after aliases): {list(names)}")
-    for label, value, minimum in (
-        ("n", n, 1),
-        ("block_size", block_size, 1),
-        ("workers", workers, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-            raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
+    n = check_integer("n", n, minimum=1)
+    block_size = check_integer("block_size", block_size, minimum=1)
+    check_integer("workers", workers, minimum=1)
     if seed is None:  # fresh entropy from the OS, as numpy.random.default_rng(None)
         seed = np.random.SeedSequence().entropy
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-    return canonical, int(n), int(seed), int(block_size)
+    return canonical, n, int(seed), block_size
 
 
 def available_cpus() -> int:
@@ -228,21 +201,15 @@ def usable_workers(workers: Any) -> Any:
 def _progress_bar(total: int, progress: bool | None) -> Any:
     if progress is False or (progress is None and not sys.stderr.isatty()):
         return None
+    # deferred: tqdm.auto imports asyncio and ssl (~20 ms), needed only when a bar is shown
     from tqdm.auto import tqdm
 
     # delay: the bar appears only for runs that take more than a couple of seconds
     return tqdm(total=total, unit="draw", unit_scale=True, delay=0.0 if progress else 2.0)
 
 
-def _tasks(plan: RunPlan) -> list[tuple[int, int]]:
-    return [
-        (first, min(BLOCKS_PER_TASK, plan.n_blocks - first))
-        for first in range(0, plan.n_blocks, BLOCKS_PER_TASK)
-    ]
-
-
 def _merge_in_order(plan: RunPlan, executor: Executor | None, window: int, bar: Any) -> Moments:
-    tasks = _tasks(plan)
+    tasks = plan.tasks()
     total: Moments | None = None
 
     def absorb(stats: Moments, first: int, count: int) -> None:
@@ -325,7 +292,7 @@ def simulate(
         with _single_threaded_blas_for_this_run():
             if executor is not None:
                 stats = _merge_in_order(plan, executor, MAX_IN_FLIGHT_PER_WORKER * 8, bar)
-            elif workers > 1 and len(_tasks(plan)) > 1:
+            elif workers > 1 and len(plan.tasks()) > 1:
                 with worker_pool(workers) as pool:  # workers die with this process
                     window = MAX_IN_FLIGHT_PER_WORKER * workers
                     stats = _merge_in_order(plan, pool, window, bar)
@@ -335,7 +302,19 @@ def simulate(
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - started
-    return SimulationResult.build(plan, stats, elapsed=elapsed, with_exact=exact)
+    known = truths(q, p, names, exact=exact)
+    result = SimulationResult.build(
+        plan,
+        stats,
+        exact=known.exact,
+        exact_notes=known.notes,
+        truth=known.value,
+        fourth_moment_finite=known.fourth_moment_finite,
+        elapsed=elapsed,
+    )
+    for name in result.alarms:
+        warnings.warn(f"{name}: {result.notes[name]}", ConvergenceWarning, stacklevel=2)
+    return result
 
 
 def throughput(result: SimulationResult) -> float:

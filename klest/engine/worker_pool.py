@@ -32,6 +32,7 @@ Workers only choose which tasks they run, so results do not depend on any of thi
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -126,8 +127,6 @@ def _protect(guard: _Guard) -> None:
 
 
 def _set_parent_death_signal() -> None:
-    import ctypes
-
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

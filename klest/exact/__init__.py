@@ -1,8 +1,5 @@
-"""Exact moments of every estimator under x ~ q, no sampling: Gaussian closed forms and
-series (``gaussian``), enumeration and quadrature otherwise (``moments``).
-
-Imports ``klest.divergence``, ``klest.estimators``, ``klest.integrate``,
-``klest.distributions`` and the helpers.
+"""Exact estimator moments under x ~ q, no sampling: Gaussian forms, enumeration, quadrature.
+May import klest.divergence, estimators, integrate, distributions, errors and _special only.
 """
 
 from klest.errors import NoExactMethodError

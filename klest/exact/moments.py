@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 
 from klest import estimators as _estimators
+from klest._special import as_float_or_array
 from klest.distributions.affine import standardized
 from klest.distributions.base import Distribution
 from klest.distributions.log_ratio import log_ratio_function
-from klest.divergence.registry import check_same_space, kl_result
+from klest.divergence.registry import METHODS, check_same_space, kl_result
 from klest.errors import NoExactMethodError
+from klest.exact.gaussian import gaussian_moments
 from klest.integrate import Expectation, expect
 
 __all__ = ["ExactMoments", "NoExactMethodError", "exact_moments"]
@@ -49,24 +51,24 @@ class ExactMoments:
 
     @property
     def std(self) -> float | np.ndarray:
-        return _plain(np.sqrt(self.var))
+        return as_float_or_array(np.sqrt(self.var))
 
     @property
     def bias(self) -> float | np.ndarray:
         with np.errstate(invalid="ignore"):
-            return _plain(np.subtract(self.mean, self.truth))
+            return as_float_or_array(np.subtract(self.mean, self.truth))
 
     @property
     def rel_bias(self) -> float | np.ndarray:
         """bias / truth (Schulman's "bias/true")."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return _plain(np.divide(self.bias, self.truth))
+            return as_float_or_array(np.divide(self.bias, self.truth))
 
     @property
     def rel_std(self) -> float | np.ndarray:
         """std / truth (Schulman's "stdev/true")."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return _plain(np.divide(self.std, self.truth))
+            return as_float_or_array(np.divide(self.std, self.truth))
 
     def to_dict(self) -> dict[str, Any]:
         """Flat dict of every field and derived quantity (scalars only)."""
@@ -83,12 +85,6 @@ class ExactMoments:
             "exact_method": self.method,
             "exact_note": self.note,
         }
-
-
-def _plain(x: Any) -> float | np.ndarray:
-    """A Python float for scalars (clean reprs), the array otherwise."""
-    arr = np.asarray(x, dtype=np.float64)
-    return float(arr) if arr.ndim == 0 else arr
 
 
 def _is_gaussian(d: Distribution) -> bool:
@@ -240,9 +236,6 @@ def _truth(q: Distribution, p: Distribution, est: _estimators.Estimator) -> Any:
                     target.f_slope_at_infinity * missing)  # fmt: skip
 
 
-METHODS = ("auto", "closed_form", "quadrature", "enumeration")
-
-
 def _moments(
     q: Distribution,
     p: Distribution,
@@ -255,8 +248,6 @@ def _moments(
         numerical = "enumeration" if q.discrete else "quadrature"
     gaussian = _is_gaussian(q) and _is_gaussian(p)
     if gaussian and method in ("auto", "closed_form"):
-        from klest.exact.gaussian import gaussian_moments
-
         # closed form when the estimator has one, else quadrature along the log-ratio
         result = gaussian_moments(q, p, est, need_var=need_var)
         if method == "auto" or result[2] == "closed_form":

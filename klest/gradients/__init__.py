@@ -1,4 +1,7 @@
-"""What each KL estimator's gradient really optimises (softmax and Gaussian policies)."""
+"""What each KL estimator's gradient really optimises (softmax and Gaussian policies).
+
+Imports ``klest.rl`` and the layers below it; never ``klest.sequence`` (its sibling) or above.
+"""
 
 from klest.gradients.coefficients import PLACEMENTS, gradient_coefficient, placement_info
 from klest.gradients.fixed_point import FixedPoint, fixed_point

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from klest import estimators as _estimators
+from klest._special import log_abs_expm1
 from klest.estimators import Estimator
 
 __all__ = [
@@ -60,17 +61,6 @@ _PLACEMENT_INFO = {
     "loss_is": "k(l) * pi/sg(pi) in the loss (DeepSeek-V3.2, TRL): c = k(l) - k'(l)",
     "straight_through": "value k(l), gradient of k2 = l^2/2 (verl '+'): c = -l",
 }
-
-
-def _log_abs_expm1(l: np.ndarray) -> np.ndarray:
-    """log|e^l − 1| without overflow (l + log(1 − e^{−l}) for l > 0)."""
-    pos = l > 0
-    with np.errstate(divide="ignore"):
-        return np.where(
-            pos,
-            l + np.log(-np.expm1(-np.where(pos, l, 1.0))),
-            np.log(-np.expm1(np.where(pos, -1.0, l))),
-        )
 
 
 def _log_abs(x: np.ndarray) -> np.ndarray:
@@ -124,7 +114,7 @@ _DERIVATIVES: dict[str, _Derivative] = {
         lambda l: _log_abs(0.5 * l * (l - 2.0)),
     ),
     # k3 = e^l − 1 − l: k' = e^l − 1, k − k' = −l
-    "k3": _Derivative(np.expm1, lambda l: -l, _log_abs_expm1, lambda l: _log_abs(-l)),
+    "k3": _Derivative(np.expm1, lambda l: -l, log_abs_expm1, lambda l: _log_abs(-l)),
     # |l|: k' = sign(l) (0 at l = 0, as torch.abs), k − k' = |l| − sign(l)
     "abs": _Derivative(
         np.sign,
@@ -143,7 +133,7 @@ _DERIVATIVES: dict[str, _Derivative] = {
         _rev_dk,
         lambda l: -np.expm1(l),
         lambda l: _log_abs(l) + l,
-        _log_abs_expm1,
+        log_abs_expm1,
     ),
 }
 

@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from klest.distributions import Normal
+from klest.errors import check_integer
 from klest.estimators import Estimator
 from klest.gradients.coefficients import _resolve, gradient_coefficient
 from klest.gradients.softmax import _log_probs
+from klest.rl import kl_penalty
 
 __all__ = ["ROUTES", "MonteCarloGradient", "gaussian_monte_carlo_gradient", "monte_carlo_gradient"]
 
@@ -77,8 +79,6 @@ class MonteCarloGradient:
 
 def _torch_surrogate(lp: Any, ref: Any, estimator: str, placement: str) -> Any:
     """Per-sample surrogate whose autograd gradient is the per-sample penalty gradient."""
-    from klest.rl import kl_penalty
-
     try:
         framework, kind, how = ROUTES[(estimator, placement)]
     except KeyError:
@@ -120,9 +120,7 @@ def _summarise(blocks: list[np.ndarray], backend: str) -> MonteCarloGradient:
 
 
 def _check_n(n: int) -> int:
-    if not isinstance(n, int | np.integer) or n < 2:
-        raise ValueError(f"n must be an integer >= 2; got {n!r}")
-    return int(n)
+    return check_integer("n", n, minimum=2)
 
 
 def _generator(rng: np.random.Generator | int) -> np.random.Generator:

@@ -1,7 +1,6 @@
-"""E_q[g(X)] numerically: quadrature for continuous q (with divergence detection), exact
-enumeration or a tail-bounded series for discrete q.
+"""E_q[g(X)] numerically: quadrature (divergence detected) or enumeration / tail-bounded sums.
 
-Imports only ``klest.distributions`` and the helpers below it.
+Imports only ``klest.distributions`` and the layers below it (``native``, the helpers).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from klest._special import as_float_or_array
 from klest.distributions.base import Distribution
 from klest.integrate.result import Expectation
 
@@ -190,10 +191,6 @@ class _Accumulator:
         return (self.count + 1) * _EPS * self.abs_total
 
 
-def _pack(x: np.ndarray) -> float | np.ndarray:
-    return float(x) if x.ndim == 0 else x
-
-
 def _nonfinite_reason(total: np.ndarray, offender: str) -> str:
     bad = ~np.isfinite(total)
     count = f" (in {int(bad.sum())} of {bad.size} batch entries)" if total.ndim else ""
@@ -226,8 +223,8 @@ def _enumerate(
     finite = bool(np.all(np.isfinite(acc.total)))
     abs_error = np.where(np.isfinite(acc.total), acc.rounding(), np.inf)
     return Expectation(
-        value=_pack(acc.total),
-        abs_error=_pack(abs_error),
+        value=as_float_or_array(acc.total),
+        abs_error=as_float_or_array(abs_error),
         method="enumeration",
         finite=finite,
         reason="" if finite else _nonfinite_reason(acc.total, acc.offender),
@@ -331,8 +328,8 @@ def _series(
     finite = bool(np.all(np.isfinite(total)))
     abs_error = np.where(np.isfinite(total), bound + acc.rounding(), np.inf)
     return Expectation(
-        value=_pack(total),
-        abs_error=_pack(abs_error),
+        value=as_float_or_array(total),
+        abs_error=as_float_or_array(abs_error),
         method="series",
         finite=finite,
         reason=reason,

@@ -1,7 +1,6 @@
-"""The seam to klest's compiled kernels (C in ``csrc/``, loaded through ctypes): sampler,
-moment accumulator, k3. Every other module calls compiled code through the names here only.
+"""The one seam to the compiled kernels (``csrc/``, ctypes): sampler, moment accumulator, k3.
 
-Bottom layer: imports nothing of klest outside this package.
+Imports only the helpers; every other klest module reaches compiled code through these names.
 """
 
 from klest.native.bindings import (

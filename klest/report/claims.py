@@ -36,6 +36,7 @@ from klest.estimators import KL_QP, Estimator
 from klest.estimators import get as get_estimator
 from klest.exact.moments import ExactMoments, exact_moments
 from klest.report.figure_data import dense_path
+from klest.studies.experiment import default_experiments_dir, load_config
 
 __all__ = [
     "CLAIMS",
@@ -454,7 +455,5 @@ def evaluate_claims(cases: Sequence[Any], claims: Sequence[Claim] = CLAIMS) -> p
 
 def claims_frame(experiments_dir: str | Path | None = None) -> pd.DataFrame:
     """The verdicts on the cases of ``experiments/claims.toml`` (exact; nothing sampled)."""
-    from klest.studies.experiment import default_experiments_dir, load_config
-
     directory = Path(experiments_dir) if experiments_dir else default_experiments_dir()
     return evaluate_claims(load_config(directory / "claims.toml").cases)

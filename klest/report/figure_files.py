@@ -4,7 +4,7 @@ and the claims verdicts as ``claims.md`` (+ CSV), written deterministically and 
 Same inputs, same bytes: figures have fixed sizes and the paper style, PNGs carry no
 software stamp and PDFs no creation date, CSVs use a fixed float format. Each file is written
 to a temporary name and renamed, so an interrupted run never leaves a half-written file.
-Matplotlib is imported only when something is drawn (``klest list`` stays fast).
+Importing this module loads matplotlib (through the figure registry): ``klest.cli`` defers it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,12 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from klest.engine.results import ConvergenceWarning
+from klest.report.claims import PREAMBLE, claims_frame
+from klest.report.figures import FIGURES, Runs, build_figure
+from klest.report.plots import paper_style
+from klest.report.tables import claims_markdown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,8 +65,6 @@ def save_figure(fig: Any, frame: pd.DataFrame, directory: str | Path, name: str)
     ...     [p.name for p in save_figure(fig, frame, d, "fig3")]
     ['fig3.png', 'fig3.pdf', 'fig3.csv']
     """
-    from klest.report.plots import paper_style
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     png, pdf = directory / f"{name}.png", directory / f"{name}.pdf"
@@ -75,9 +79,6 @@ def save_figure(fig: Any, frame: pd.DataFrame, directory: str | Path, name: str)
 
 def write_claims(directory: str | Path, experiments_dir: str | Path | None = None) -> list[Path]:
     """Write ``claims.md`` and ``claims.csv``, the exact verdicts of :mod:`klest.report.claims`."""
-    from klest.report.claims import PREAMBLE, claims_frame
-    from klest.report.tables import claims_markdown
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     frame = claims_frame(experiments_dir)
@@ -89,8 +90,6 @@ def write_claims(directory: str | Path, experiments_dir: str | Path | None = Non
 
 
 def _index(directory: Path, runs: Any) -> Path:
-    from klest.report.figures import FIGURES
-
     lines = [
         "# klest figures",
         "",
@@ -130,8 +129,6 @@ def write_figure_set(
 ) -> list[Path]:
     """Regenerate every registered figure (or ``only`` one; ``"claims"`` for the claims)
     into ``directory``; returns the files written. Configs shared by figures run once."""
-    from klest.report.figures import FIGURES, Runs, build_figure
-
     if only is not None and only not in FIGURES and only != CLAIMS:
         raise KeyError(f"unknown figure {only!r}; choose from {', '.join([*FIGURES, CLAIMS])}")
     directory = Path(directory)
@@ -154,8 +151,6 @@ def write_figure_set(
 
 def figures_command(args: argparse.Namespace) -> int:
     """The ``klest figures`` handler: ``--out DIR --n N --workers W --only NAME``."""
-    from klest.engine.results import ConvergenceWarning
-    from klest.report.figures import FIGURES
 
     def echo(text: str) -> None:
         print(f"klest: {text}", file=sys.stderr)

@@ -27,7 +27,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from klest.divergence.registry import kl
+from klest.engine.runner import simulate
 from klest.report import figure_data, plots
+from klest.report.plots_rl import plot_for
+from klest.studies.experiment import default_experiments_dir, load_config, run_experiment
+from klest.studies.rl_studies import load_study, run_study
 
 __all__ = ["FIGURES", "FigureSpec", "Runs", "build_figure"]
 
@@ -55,8 +59,6 @@ class Runs:
         executor: Executor | None = None,
         progress: Any = None,
     ) -> None:
-        from klest.studies.experiment import default_experiments_dir
-
         self.directory = Path(experiments_dir) if experiments_dir else default_experiments_dir()
         self.n, self.workers, self.executor, self.progress = n, workers, executor, progress
         self._configs: dict[str, Any] = {}
@@ -73,8 +75,6 @@ class Runs:
     def config(self, name: str) -> Any:
         """The validated config ``experiments/<name>.toml`` (with ``n`` applied)."""
         if name not in self._configs:
-            from klest.studies.experiment import load_config
-
             config = load_config(self.directory / f"{name}.toml")
             self._configs[name] = config.with_overrides(n=self.n)
         return self._configs[name]
@@ -82,8 +82,6 @@ class Runs:
     def frame(self, name: str) -> pd.DataFrame:
         """The tidy run frame of a config (:func:`run_experiment`, no output directory)."""
         if name not in self._frames:
-            from klest.studies.experiment import run_experiment
-
             self._frames[name] = run_experiment(
                 self.config(name),
                 workers=self.workers,
@@ -96,8 +94,6 @@ class Runs:
         """``(case, SimulationResult)`` per case, seeded exactly as :func:`run_experiment`
         seeds it (for what the tidy frame does not hold: the streaming histograms)."""
         if name not in self._results:
-            from klest.engine.runner import simulate
-
             config = self.config(name)
             self._results[name] = [
                 (
@@ -170,16 +166,9 @@ def _study_spec(name: str, caption: str, config: str, title: str) -> FigureSpec:
     sampling except where the study says so)."""
 
     def data(runs: Runs) -> pd.DataFrame:
-        from klest.studies.rl_studies import load_study, run_study
-
         return run_study(load_study(runs.directory / f"{config}.toml"))
 
-    def plot(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
-        from klest.studies.rl_studies import plot_for
-
-        return plot_for(frame, title=title)
-
-    return FigureSpec(name, caption, (), data, plot, title=title)
+    return FigureSpec(name, caption, (), data, plot_for, title=title)
 
 
 FIGURES: dict[str, FigureSpec] = {

@@ -8,6 +8,8 @@
   against β (``fixed_point_table``).
 * :func:`plot_sequence_variance` — exact variance of sequence-level estimators against the
   length (:func:`klest.sequence.variance_vs_length`).
+* :func:`plot_study` / :func:`plot_for` — the figure of an RL study
+  (:mod:`klest.studies.rl_studies`), by :data:`STUDY_PLOTS`.
 
 Styles (colours, markers, the paper rc) are those of :mod:`klest.report.plots`.
 
@@ -20,6 +22,8 @@ Styles (colours, markers, the paper rc) are those of :mod:`klest.report.plots`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -28,12 +32,16 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from klest.report.plots import estimator_style, paper_style
+from klest.studies.rl_studies import Study
 
 __all__ = [
+    "STUDY_PLOTS",
     "plot_fixed_points",
+    "plot_for",
     "plot_gradient_coefficients",
     "plot_gradient_table",
     "plot_sequence_variance",
+    "plot_study",
 ]
 
 _WIDE, _ROW = 7.0, 2.6
@@ -255,3 +263,37 @@ _WEIGHTING_COLOURS = {
     "token_truncated": "#CC79A7",
 }
 _KIND_MARKERS = {"k1": "v", "k2": "s", "k3": "^"}
+
+
+# ---- the RL studies' figures (klest.studies.rl_studies computes their frames) ------------
+
+#: study kind -> the function drawing its frame (the other studies are tables)
+STUDY_PLOTS: dict[str, Callable[..., Figure]] = {
+    "gradient_table": plot_gradient_table,
+    "gaussian_gradient_table": plot_gradient_table,
+    "gradient_coefficients": plot_gradient_coefficients,
+    "bandit_fixed_points": plot_fixed_points,
+    "sequence_variance": plot_sequence_variance,
+}
+
+
+def plot_for(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """The study figure for a frame made by :func:`klest.studies.rl_studies.run_study` (its
+    ``attrs["study"]`` says which)."""
+    kind = str(frame.attrs.get("study", ""))
+    if kind not in STUDY_PLOTS:
+        raise ValueError(f"frame has no plottable study kind (attrs['study'] = {kind!r})")
+    return STUDY_PLOTS[kind](frame, title=title)
+
+
+def plot_study(study: Study, frame: pd.DataFrame) -> Figure:
+    """The study's figure from its frame (ValueError for table-only studies).
+
+    >>> from klest.studies.rl_studies import parse_study, run_study
+    >>> study = parse_study({"study": "gradient_coefficients", "placements": ["loss"]})
+    >>> len(plot_study(study, run_study(study)).axes)
+    1
+    """
+    if study.study not in STUDY_PLOTS:
+        raise ValueError(f"study {study.study!r} has no figure (it is a table)")
+    return STUDY_PLOTS[study.study](frame, title=study.title)

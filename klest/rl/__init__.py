@@ -1,4 +1,6 @@
-"""klest.rl: the KL penalties of RL frameworks, value and gradient, and exact full-vocabulary KL.
+"""klest.rl: the KL penalties of RL frameworks, value and gradient; exact full-vocabulary KL.
+
+Imports ``klest.engine`` and the layers below it (today only ``klest.estimators``); never torch.
 
 ``kl_penalty(logprob, ref_logprob, kind, framework=...)`` reproduces what verl, OpenRLHF,
 TRL, slime and NeMo-RL compute per token (clamps, straight-through gradients, importance

@@ -9,8 +9,9 @@ has already imported torch.
 
 Two operations need care so that finite inputs never give NaN gradients:
 
-- ``k3(l) = exp(l) - 1 - l`` is ``expm1(l) - l``, with the entries where |l| < 0.01
-  replaced (out of place, so autograd sees it) by a Taylor series without cancellation.
+- ``k3(l) = exp(l) - 1 - l`` is :func:`klest._special.expm1_minus`: ``expm1(l) - l``, with
+  the entries where that is below its one cut-off (|l| <~ 0.01) replaced (in torch out of
+  place, so autograd sees it) by its Taylor series, without cancellation.
 - ``clamp_output(fn, args, lo, hi)`` equals ``clamp(fn(*args), lo, hi)`` in value and in
   gradient (zero where the clamp is active, ``fn``'s gradient where it is not, inclusive at
   the bounds as in ``torch.clamp``), but evaluates ``fn`` with differentiable inputs only
@@ -20,20 +21,15 @@ Two operations need care so that finite inputs never give NaN gradients:
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from klest.estimators import expm1_minus_x
+from klest._special import EXPM1_MINUS_SERIES, EXPM1_MINUS_SWITCH, expm1_minus
 
 __all__ = ["NUMPY", "NumpyOps", "TorchOps", "get_ops", "is_tensor", "log_ratio_estimator"]
-
-# exp(l) - 1 - l = sum_{n>=2} l^n / n!; for |l| < 0.01 the terms past n = 9 are < 1e-22 of it
-_SERIES_CUT = 1e-2
-_K3_COEFS = tuple(1.0 / math.factorial(n) for n in range(2, 10))
 
 
 def is_tensor(x: Any) -> bool:
@@ -69,7 +65,7 @@ class NumpyOps:
         return x
 
     def k3(self, l: np.ndarray) -> np.ndarray:
-        return expm1_minus_x(np.atleast_1d(l)).reshape(np.shape(l))
+        return expm1_minus(l)
 
     def clamp_output(
         self, fn: Callable[..., np.ndarray], args: Sequence[Any], lo: float, hi: float
@@ -134,13 +130,13 @@ class TorchOps:
 
     def k3(self, l: Any) -> Any:
         out = self.torch.expm1(l) - l  # finite wherever l is, so no 0 * inf in backward
-        small = l.detach().abs() < _SERIES_CUT
+        small = out.detach() < EXPM1_MINUS_SWITCH  # NaN (l = +inf, NaN) stays as it is
         if bool(small.any()):
             ls = l[small]
-            acc = self.torch.full_like(ls, _K3_COEFS[-1])
-            for c in reversed(_K3_COEFS[:-1]):
+            acc = self.torch.full_like(ls, EXPM1_MINUS_SERIES[0])
+            for c in EXPM1_MINUS_SERIES[1:]:
                 acc = acc * ls + c
-            out = out.index_put((small,), ls * ls * acc)  # out of place: autograd intact
+            out = out.index_put((small,), acc * ls * ls)  # out of place: autograd intact
         return out
 
     def clamp_output(

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from klest.errors import check_integer
 from klest.rl._backend import NUMPY, TorchOps, get_ops, is_tensor
 
 __all__ = ["DIRECTIONS", "full_kl"]
@@ -68,11 +69,7 @@ Check = Callable[[Any, Any, Any, Any, int], None]
 def _rows_per_chunk(chunk_size: int | None, vocab: int) -> int:
     if chunk_size is None:
         return max(1, CHUNK_ELEMENTS // vocab)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    return int(chunk_size)
+    return check_integer("chunk_size", chunk_size, minimum=1)
 
 
 def _log_softmax(ops: Any, x: Any, m: Any) -> tuple[Any, Any]:

@@ -1,5 +1,7 @@
 """Sequence-level KL for a tabular autoregressive model: exact by DP, estimators compared.
 
+Imports ``klest.rl`` and the layers below it; never ``klest.gradients`` (its sibling) or above.
+
 >>> import numpy as np
 >>> from klest import sequence
 >>> pi, ref, old = sequence.random_models(vocab=3, order=2, length=8,

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from scipy.special import log_softmax
 
+from klest.errors import check_integer
+
 __all__ = ["TabularAR", "conditional_kl", "sequence_kl"]
 
 
@@ -53,8 +55,10 @@ class TabularAR:
             )
         if not np.all(np.isfinite(table)):
             raise ValueError("logits must be finite")
-        if not isinstance(length, int | np.integer) or length < 1:
-            raise ValueError(f"length must be a positive integer; got {length!r}")
+        try:
+            check_integer("length", length, minimum=1)
+        except ValueError:  # the wording tests pin
+            raise ValueError(f"length must be a positive integer; got {length!r}") from None
         table.setflags(write=False)
         object.__setattr__(self, "logits", table)
         object.__setattr__(self, "length", int(length))
@@ -77,10 +81,8 @@ class TabularAR:
         >>> TabularAR.random(vocab=4, order=2, length=3, rng=np.random.default_rng(0)).logits.shape
         (5, 5, 4)
         """
-        if not isinstance(vocab, int | np.integer) or vocab < 2:
-            raise ValueError(f"vocab must be an integer >= 2; got {vocab!r}")
-        if not isinstance(order, int | np.integer) or order < 1:
-            raise ValueError(f"order must be a positive integer; got {order!r}")
+        check_integer("vocab", vocab, minimum=2)
+        check_integer("order", order, minimum=1)
         if not (scale >= 0 and np.isfinite(scale)):
             raise ValueError(f"scale must be finite and >= 0; got {scale!r}")
         shape = (vocab + 1,) * order + (vocab,)
@@ -143,8 +145,7 @@ class TabularAR:
         >>> int(m.sample(np.random.default_rng(0), 4).max()) < 3
         True
         """
-        if not isinstance(n, int | np.integer) or n < 1:
-            raise ValueError(f"n must be a positive integer; got {n!r}")
+        n = check_integer("n", n, minimum=1)
         cdf = np.cumsum(np.exp(self.log_probs), axis=-1)
         cdf[:, -1] = 1.0
         tokens = np.empty((n, self.length), dtype=np.int64)

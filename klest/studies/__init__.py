@@ -1,5 +1,3 @@
-"""Studies: TOML config -> validated frozen dataclasses -> runs -> tidy DataFrame, kept in a
-results store; the RL studies' frames.
-
-Imports the RL layer (``rl``, ``gradients``, ``sequence``) and everything below; never ``report``.
+"""Studies: TOML config -> one validator -> frozen dataclasses -> runs -> tidy DataFrame -> store.
+May import the RL layer (rl, gradients, sequence) and everything below; never report or cli.
 """

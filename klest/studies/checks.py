@@ -1,7 +1,10 @@
-"""Checks of raw config values that raise ConfigError at a key path (used by klest.studies.config).
+"""The one config validator: checks of raw config values that raise ConfigError at a key path.
 
-Type and value checks, "did you mean" suggestions (difflib), and the construction of
-distributions with klest's own ValueErrors mapped back to the key that caused them.
+Used by klest.studies.config (experiment configs, checked by key path) and
+klest.studies.rl_studies (flat study configs, read key by key with ``get_*`` and closed by
+:meth:`_Checker.finish`). Type and value checks, "did you mean" suggestions (difflib), and the
+construction of distributions with their :class:`klest.errors.ParameterError` mapped back to
+the key that caused it.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 import datetime as _dt
 import difflib
 import inspect
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from klest import estimators as _estimators
 from klest.distributions.base import FAMILIES, Distribution
+from klest.errors import ParameterError, check_integer
 
 __all__ = ["ConfigError"]
 
@@ -79,10 +84,16 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
 
 
 class _Checker:
-    """Type and value checks that raise ConfigError at a key path of one source."""
+    """Type and value checks that raise ConfigError at a key path of one source.
 
-    def __init__(self, source: str) -> None:
+    With ``raw`` (a flat mapping, as an RL study config), the ``get_*`` methods read a key of
+    it and check its value, and :meth:`finish` rejects the keys nobody read.
+    """
+
+    def __init__(self, source: str, raw: Mapping[str, Any] | None = None) -> None:
         self.source = source
+        self.raw: Mapping[str, Any] = {} if raw is None else raw
+        self.used = {"study", "name", "title"}
 
     def error(self, path: str, problem: str) -> ConfigError:
         return ConfigError(self.source, path, problem)
@@ -98,14 +109,20 @@ class _Checker:
                 raise self.error(_join(path, key), "unknown key" + _suggest(key, allowed))
         return value
 
-    def integer(self, value: Any, path: str, minimum: int) -> int:
+    def integer(self, value: Any, path: str, minimum: int, *, compact: bool = False) -> int:
+        """``value`` as an int >= ``minimum`` (:func:`klest.errors.check_integer`); else a
+        ConfigError saying what is wrong, or (``compact``) "expected an integer >= k"."""
+        try:
+            return check_integer(path, value, minimum)
+        except ValueError:
+            pass
+        if compact:
+            raise self.error(path, f"expected an integer >= {minimum}, got {value!r}")
         if isinstance(value, float) and value.is_integer():
             raise self.error(path, f"expected an integer, got float {value!r} (write {int(value)})")
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.expect(value, path, "an integer")
-        if value < minimum:
-            raise self.error(path, f"must be >= {minimum}, got {value}")
-        return value
+        raise self.error(path, f"must be >= {minimum}, got {value}")
 
     def string(self, value: Any, path: str) -> str:
         if not isinstance(value, str):
@@ -192,17 +209,75 @@ class _Checker:
             raise self.error(_join(path, missing[0]), f"missing ({cls.family} needs {needed})")
         try:
             return cls(**params)
+        except ParameterError as err:
+            name, problem = err.parameter, err.problem
+            if name not in params:
+                raise self.error(path, str(err)) from None
+            if name in where:  # set by a sweep: point at the sweep, name the parameter
+                which = path.rsplit(".", 1)[-1]
+                problem = f"{which}.{name} = {_shown(params[name])}: {problem}"
+                raise self.error(where[name], problem) from None
+            raise self.error(_join(path, name), problem) from None
         except ValueError as err:
-            message = str(err)
-            match = re.match(r"^\w+: parameter '(\w+)' (.*)$", message, flags=re.DOTALL)
-            if match and match.group(1) in params:
-                name, problem = match.groups()
-                if name in where:  # set by a sweep: point at the sweep, name the parameter
-                    which = path.rsplit(".", 1)[-1]
-                    problem = f"{which}.{name} = {_shown(params[name])}: {problem}"
-                    raise self.error(where[name], problem) from None
-                raise self.error(_join(path, name), problem) from None
-            raise self.error(path, message) from None
+            raise self.error(path, str(err)) from None
+
+    # ---- flat mappings (RL study configs): read a key, check its value ---------------
+
+    def get(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+        self.used.add(key)
+        if key not in self.raw:
+            if required:
+                raise self.error(key, "missing (required)")
+            return default
+        return self.raw[key]
+
+    def get_number(self, key: str, default: float, *, positive: bool = False) -> float:
+        value = self.get(key, default)
+        if not _is_number(value):
+            raise self.error(key, f"expected a number, got {value!r}")
+        if positive and not value > 0:
+            raise self.error(key, f"must be > 0, got {value!r}")
+        return float(value)
+
+    def get_integer(self, key: str, default: int | None = None, *, minimum: int = 1) -> int:
+        value = self.get(key, default, required=default is None)
+        return self.integer(value, key, minimum, compact=True)
+
+    def get_numbers(self, key: str, default: Any = None) -> np.ndarray:
+        """An array of numbers, or {linspace | geomspace = [start, stop, num]}."""
+        value = self.get(key, default, required=default is None)
+        if isinstance(value, dict):
+            if len(value) != 1 or next(iter(value)) not in ("linspace", "geomspace"):
+                raise self.error(key, "expected an array or {linspace|geomspace = [a, b, n]}")
+            how, args = next(iter(value.items()))
+            if not (isinstance(args, list) and len(args) == 3):
+                raise self.error(f"{key}.{how}", f"expected [start, stop, num], got {args!r}")
+            try:
+                return getattr(np, how)(float(args[0]), float(args[1]), int(args[2]))
+            except (TypeError, ValueError) as err:
+                raise self.error(f"{key}.{how}", str(err)) from None
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise self.error(key, f"expected numbers, got {value!r}") from None
+        if arr.size == 0 or not np.all(np.isfinite(arr)):
+            raise self.error(key, f"expected finite numbers, got {value!r}")
+        return arr
+
+    def get_names(self, key: str, default: tuple[str, ...], valid: tuple[str, ...]) -> list[str]:
+        value = self.get(key, list(default))
+        if not isinstance(value, list) or not value:
+            raise self.error(key, f"expected a non-empty array of names, got {value!r}")
+        for i, item in enumerate(value):
+            if item not in valid:
+                raise self.error(f"{key}[{i}]", f"unknown {item!r}; valid: {', '.join(valid)}")
+        return list(value)
+
+    def finish(self) -> None:
+        """Reject the first (sorted) key of ``raw`` that no ``get`` read."""
+        unknown = sorted(set(self.raw) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key for study " + repr(self.raw["study"]))
 
 
 def _all_numbers(value: Any) -> bool:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from klest.distributions.base import Distribution
-from klest.report.tables import LAYOUTS, QUANTITIES
 from klest.studies.checks import (
     EXAMPLE_DISTRIBUTION,
     ConfigError,
@@ -28,13 +27,25 @@ from klest.studies.checks import (
     _suggest,
 )
 
-__all__ = ["ConfigError", "parse"]
+__all__ = ["LAYOUTS", "QUANTITIES", "ConfigError", "parse"]
 
 TOP_KEYS = ("name", "title", "estimators", "n", "seed", "block_size", "cases", "output")
 CASE_KEYS = ("label", "group", "q", "p", "n", "estimators", "sweep")
 SWEEP_KEYS = ("param", "values", "linspace", "geomspace", "x")
 OUTPUT_KEYS = ("table_columns", "formats", "digits", "layout")
 FORMATS = ("csv", "md")
+#: ``output.table_columns`` (the table's quantities, rendered by klest.report.tables)
+#: -> (Monte Carlo column, standard-error column, exact column, relative):
+#: a relative quantity's standard error is divided by |true value|
+QUANTITIES: dict[str, tuple[str, str, str, bool]] = {
+    "mean": ("mean", "se_mean", "exact_mean", False),
+    "bias": ("bias", "se_mean", "exact_bias", False),
+    "stdev": ("std", "se_std", "exact_std", False),
+    "bias/true": ("rel_bias", "se_mean", "exact_rel_bias", True),
+    "stdev/true": ("rel_std", "se_std", "exact_rel_std", True),
+}
+#: ``output.layout``: one table per case (Schulman's) or one long table
+LAYOUTS = ("cases", "long")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -77,10 +77,13 @@ import pandas as pd
 
 from klest._version import __version__
 from klest.distributions.base import Distribution
-from klest.engine.runner import BLOCKS_PER_TASK, DEFAULT_BLOCK_SIZE, simulate, usable_workers
+from klest.engine.plan import BLOCKS_PER_TASK
+from klest.engine.runner import DEFAULT_BLOCK_SIZE, simulate, usable_workers
 from klest.engine.worker_pool import worker_pool
+from klest.errors import check_integer
 from klest.studies.checks import ConfigError
 from klest.studies.config import parse
+from klest.studies.store import ResultsStore
 
 __all__ = [
     "CaseConfig",
@@ -240,13 +243,11 @@ class ExperimentConfig:
         replaced; ``None`` keeps the config's value."""
         config = self
         if n is not None:
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"n must be an integer >= 1, got {n!r}")
+            n = check_integer("n", n, minimum=1)
             cases = tuple(replace(case, n=n) for case in self.cases)
             config = replace(config, n=n, cases=cases)
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+            seed = check_integer("seed", seed, minimum=0)
             config = replace(config, seed=seed)
         return config
 
@@ -334,7 +335,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 def default_experiments_dir() -> Path:
     """``experiments/`` of the repository klest is installed from, else of the working directory."""
-    beside = Path(__file__).resolve().parent.parent / "experiments"
+    beside = Path(__file__).resolve().parents[2] / "experiments"  # klest/studies/ -> the repo
     return beside if beside.is_dir() else Path.cwd() / "experiments"
 
 
@@ -373,8 +374,7 @@ def case_frame(config: ExperimentConfig, case: CaseConfig, result: Any) -> pd.Da
 @contextmanager
 def _pool(config: ExperimentConfig, workers: int, executor: Executor | None) -> Iterator[Any]:
     """One process pool shared by every case (only if some case has more than one task)."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    check_integer("workers", workers, minimum=1)
     biggest = max(case.n for case in config.cases)
     if executor is not None or workers == 1 or biggest <= BLOCKS_PER_TASK * config.block_size:
         yield executor
@@ -432,8 +432,6 @@ def run_experiment(
     bar = None if callable(progress) else progress
     store = None
     if out_dir is not None:
-        from klest.studies.store import ResultsStore
-
         store = ResultsStore(out_dir, config, overrides=store_overrides(original, n=n, seed=seed))
     workers = usable_workers(workers)
     frames: list[pd.DataFrame] = []

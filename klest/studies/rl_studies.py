@@ -1,7 +1,8 @@
-"""RL studies: a TOML config (``study = "..."``) -> validated settings -> tidy DataFrame -> Figure.
+"""RL studies: a TOML config (``study = "..."``) -> validated settings -> tidy DataFrame.
 
 Each config in ``experiments/`` with a ``study`` key names one analysis of
-:mod:`klest.gradients` or :mod:`klest.sequence`:
+:mod:`klest.gradients` or :mod:`klest.sequence`; its figure (if any) is drawn by
+:func:`klest.report.plots_rl.plot_study` (this module computes frames only):
 
 =========================  ====================================  =============================
 study                      frame                                 figure (klest.report.plots_rl)
@@ -34,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from klest import estimators as _estimators
 from klest.distributions import Normal
@@ -45,14 +45,13 @@ from klest.gradients.tables import (
     gaussian_gradient_table,
     gradient_table,
 )
-from klest.report import plots_rl
 from klest.sequence import (
     compare_sequence_estimators,
     default_estimators,
     random_models,
     variance_vs_length,
 )
-from klest.studies.checks import ConfigError
+from klest.studies.checks import ConfigError, _Checker
 
 __all__ = [
     "STUDIES",
@@ -60,7 +59,6 @@ __all__ = [
     "is_study_file",
     "load_study",
     "parse_study",
-    "plot_study",
     "run_study",
 ]
 
@@ -75,95 +73,30 @@ class Study:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-class _Keys:
-    def __init__(self, raw: Mapping[str, Any], source: str) -> None:
-        self.raw, self.source, self.used = raw, source, {"study", "name", "title"}
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, key, problem)
-
-    def get(self, key: str, default: Any = None, *, required: bool = False) -> Any:
-        self.used.add(key)
-        if key not in self.raw:
-            if required:
-                raise self.error(key, "missing (required)")
-            return default
-        return self.raw[key]
-
-    def number(self, key: str, default: float, *, positive: bool = False) -> float:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(key, f"expected a number, got {value!r}")
-        if positive and not value > 0:
-            raise self.error(key, f"must be > 0, got {value!r}")
-        return float(value)
-
-    def integer(self, key: str, default: int | None = None, *, minimum: int = 1) -> int:
-        value = self.get(key, default, required=default is None)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(key, f"expected an integer >= {minimum}, got {value!r}")
-        return value
-
-    def numbers(self, key: str, default: Any = None) -> np.ndarray:
-        """An array of numbers, or {linspace | geomspace = [start, stop, num]}."""
-        value = self.get(key, default, required=default is None)
-        if isinstance(value, dict):
-            if len(value) != 1 or next(iter(value)) not in ("linspace", "geomspace"):
-                raise self.error(key, "expected an array or {linspace|geomspace = [a, b, n]}")
-            how, args = next(iter(value.items()))
-            if not (isinstance(args, list) and len(args) == 3):
-                raise self.error(f"{key}.{how}", f"expected [start, stop, num], got {args!r}")
-            try:
-                return getattr(np, how)(float(args[0]), float(args[1]), int(args[2]))
-            except (TypeError, ValueError) as err:
-                raise self.error(f"{key}.{how}", str(err)) from None
-        try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise self.error(key, f"expected numbers, got {value!r}") from None
-        if arr.size == 0 or not np.all(np.isfinite(arr)):
-            raise self.error(key, f"expected finite numbers, got {value!r}")
-        return arr
-
-    def names(self, key: str, default: tuple[str, ...], valid: tuple[str, ...]) -> list[str]:
-        value = self.get(key, list(default))
-        if not isinstance(value, list) or not value:
-            raise self.error(key, f"expected a non-empty array of names, got {value!r}")
-        for i, item in enumerate(value):
-            if item not in valid:
-                raise self.error(f"{key}[{i}]", f"unknown {item!r}; valid: {', '.join(valid)}")
-        return list(value)
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.raw) - self.used)
-        if unknown:
-            raise self.error(unknown[0], "unknown key for study " + repr(self.raw["study"]))
-
-
-def _gradient_keys(k: _Keys) -> dict[str, Any]:
+def _gradient_keys(k: _Checker) -> dict[str, Any]:
     valid = tuple(_estimators.names(include_aliases=True))
     return {
-        "estimators": k.names("estimators", DIFFERENTIABLE, valid),
-        "placements": k.names("placements", PLACEMENTS, PLACEMENTS),
+        "estimators": k.get_names("estimators", DIFFERENTIABLE, valid),
+        "placements": k.get_names("placements", PLACEMENTS, PLACEMENTS),
     }
 
 
-def _gradient_table(k: _Keys) -> dict[str, Any]:
+def _gradient_table(k: _Checker) -> dict[str, Any]:
     out = _gradient_keys(k)
     if k.get("logits") is not None:
-        out["logits"] = k.numbers("logits")
-        out["ref_logits"] = k.numbers("ref_logits")
+        out["logits"] = k.get_numbers("logits")
+        out["ref_logits"] = k.get_numbers("ref_logits")
         if out["logits"].shape[-1:] != out["ref_logits"].shape[-1:]:
             raise k.error("ref_logits", "must have the same last dimension as logits")
         return out
-    rng = np.random.default_rng(k.integer("seed", 0, minimum=0))
-    shape = (k.integer("batch", 16), k.integer("vocab", 8, minimum=2))
-    out["logits"] = k.number("scale", 1.0, positive=True) * rng.standard_normal(shape)
-    out["ref_logits"] = k.number("ref_scale", 1.0, positive=True) * rng.standard_normal(shape)
+    rng = np.random.default_rng(k.get_integer("seed", 0, minimum=0))
+    shape = (k.get_integer("batch", 16), k.get_integer("vocab", 8, minimum=2))
+    out["logits"] = k.get_number("scale", 1.0, positive=True) * rng.standard_normal(shape)
+    out["ref_logits"] = k.get_number("ref_scale", 1.0, positive=True) * rng.standard_normal(shape)
     return out
 
 
-def _normal(k: _Keys, key: str) -> Normal:
+def _normal(k: _Checker, key: str) -> Normal:
     value = k.get(key, required=True)
     if not isinstance(value, dict) or set(value) - {"loc", "scale"}:
         raise k.error(key, f"expected {{ loc = ..., scale = ... }}, got {value!r}")
@@ -173,29 +106,29 @@ def _normal(k: _Keys, key: str) -> Normal:
         raise k.error(key, str(err)) from None
 
 
-def _fixed_points(k: _Keys) -> dict[str, Any]:
+def _fixed_points(k: _Checker) -> dict[str, Any]:
     out = _gradient_keys(k)
-    out["reward"] = k.numbers("reward")
-    out["ref_logits"] = k.numbers("ref_logits", [0.0] * out["reward"].size)
+    out["reward"] = k.get_numbers("reward")
+    out["ref_logits"] = k.get_numbers("ref_logits", [0.0] * out["reward"].size)
     if out["ref_logits"].shape != out["reward"].shape:
         raise k.error("ref_logits", "must have the reward's length")
-    out["betas"] = k.numbers("betas")
+    out["betas"] = k.get_numbers("betas")
     if np.any(out["betas"] <= 0):
         raise k.error("betas", "must be > 0")
     return out
 
 
-def _sequence_models(k: _Keys, lengths: bool) -> dict[str, Any]:
+def _sequence_models(k: _Checker, lengths: bool) -> dict[str, Any]:
     out = {
-        "vocab": k.integer("vocab", 4, minimum=2),
-        "order": k.integer("order", 1),
-        "seed": k.integer("seed", 0, minimum=0),
-        "scale": k.number("scale", 1.0, positive=True),
-        "ref_scale": k.number("ref_scale", 0.5, positive=True),
-        "old_scale": k.number("old_scale", 0.3, positive=True),
-        "bases": k.names("bases", ("k1", "k2", "k3"), tuple(_estimators.names())),
+        "vocab": k.get_integer("vocab", 4, minimum=2),
+        "order": k.get_integer("order", 1),
+        "seed": k.get_integer("seed", 0, minimum=0),
+        "scale": k.get_number("scale", 1.0, positive=True),
+        "ref_scale": k.get_number("ref_scale", 0.5, positive=True),
+        "old_scale": k.get_number("old_scale", 0.3, positive=True),
+        "bases": k.get_names("bases", ("k1", "k2", "k3"), tuple(_estimators.names())),
         "off_policy": bool(k.get("off_policy", True)),
-        "truncation": k.number("truncation", 1.0, positive=True),
+        "truncation": k.get_number("truncation", 1.0, positive=True),
     }
     if lengths:
         values = k.get("lengths", required=True)
@@ -203,12 +136,12 @@ def _sequence_models(k: _Keys, lengths: bool) -> dict[str, Any]:
             raise k.error("lengths", f"expected an array of positive integers, got {values!r}")
         out["lengths"] = values
     else:
-        out["length"] = k.integer("length", 8)
-        out["n"] = k.integer("n", 100_000, minimum=2)
+        out["length"] = k.get_integer("length", 8)
+        out["n"] = k.get_integer("n", 100_000, minimum=2)
     return out
 
 
-_PARSERS: dict[str, Callable[[_Keys], dict[str, Any]]] = {
+_PARSERS: dict[str, Callable[[_Checker], dict[str, Any]]] = {
     "gradient_table": _gradient_table,
     "gaussian_gradient_table": lambda k: {
         **_gradient_keys(k),
@@ -217,7 +150,7 @@ _PARSERS: dict[str, Callable[[_Keys], dict[str, Any]]] = {
     },
     "gradient_coefficients": lambda k: {
         **_gradient_keys(k),
-        "log_ratio": k.numbers("log_ratio", {"linspace": [-3.0, 3.0, 241]}),
+        "log_ratio": k.get_numbers("log_ratio", {"linspace": [-3.0, 3.0, 241]}),
     },
     "bandit_fixed_points": _fixed_points,
     "sequence_variance": lambda k: _sequence_models(k, lengths=True),
@@ -231,7 +164,7 @@ def parse_study(raw: Mapping[str, Any], source: str = "<config>") -> Study:
     kind = raw.get("study")
     if kind not in _PARSERS:
         raise ConfigError(source, "study", f"expected one of {', '.join(STUDIES)}, got {kind!r}")
-    keys = _Keys(raw, source)
+    keys = _Checker(source, raw)
     settings = _PARSERS[kind](keys)
     keys.finish()
     name = str(raw.get("name", Path(source).stem if source != "<config>" else kind))
@@ -313,33 +246,3 @@ def _run_study(study: Study) -> pd.DataFrame:
     return compare_sequence_estimators(
         policy, ref, old if s["off_policy"] else None, estimators=estimators, n=s["n"], rng=rng
     )
-
-
-_PLOTS: dict[str, Callable[..., Figure]] = {
-    "gradient_table": plots_rl.plot_gradient_table,
-    "gaussian_gradient_table": plots_rl.plot_gradient_table,
-    "gradient_coefficients": plots_rl.plot_gradient_coefficients,
-    "bandit_fixed_points": plots_rl.plot_fixed_points,
-    "sequence_variance": plots_rl.plot_sequence_variance,
-}
-
-
-def plot_for(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
-    """The study figure for a frame made by :func:`run_study` (its ``study`` column, or
-    the shape of the frame, says which)."""
-    kind = str(frame.attrs.get("study", ""))
-    if kind not in _PLOTS:
-        raise ValueError(f"frame has no plottable study kind (attrs['study'] = {kind!r})")
-    return _PLOTS[kind](frame, title=title)
-
-
-def plot_study(study: Study, frame: pd.DataFrame) -> Figure:
-    """The study's figure from its frame (ValueError for table-only studies).
-
-    >>> study = parse_study({"study": "gradient_coefficients", "placements": ["loss"]})
-    >>> len(plot_study(study, run_study(study)).axes)
-    1
-    """
-    if study.study not in _PLOTS:
-        raise ValueError(f"study {study.study!r} has no figure (it is a table)")
-    return _PLOTS[study.study](frame, title=study.title)

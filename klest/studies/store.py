@@ -5,7 +5,8 @@ Layout of ``DIR/<name>/``::
     cases/<index>.csv   the tidy rows of one finished case, plus its key (written atomically)
     cases/<index>.json  how that case was computed: key, time, seconds, versions
     results.csv         every finished case's rows (tidy: one row per case x estimator)
-    table.md            the table (klest.report.tables.experiment_table), as ``klest run`` prints it
+    table.md            the table (klest.studies.table_text.experiment_table), as ``klest run``
+                        prints it
     meta.json           the config as loaded and resolved, its hash, seed, n, block size,
                         overrides, versions, timestamps, and the status of every case
 
@@ -54,21 +55,21 @@ import re
 import secrets
 import socket
 import warnings
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pandas as pd
 
-from klest.report.tables import experiment_table
-
-if TYPE_CHECKING:
-    from klest.studies.experiment import CaseConfig, ExperimentConfig
+from klest.studies.table_text import experiment_table
 
 __all__ = [
     "ResultsStore",
     "StoreBusyError",
     "StoreWarning",
+    "StoredCase",
+    "StoredExperiment",
     "frame_from_csv",
     "frame_to_csv",
     "read_results",
@@ -86,6 +87,46 @@ TEXT_COLUMNS = frozenset(
 )
 _INTEGER = re.compile(r"^-?\d+$")
 _INT64 = (-(2**63), 2**63 - 1)
+
+
+class StoredCase(Protocol):
+    """What the store reads of a case (as :class:`klest.studies.experiment.CaseConfig`)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def estimators(self) -> tuple[str, ...]: ...
+
+
+class StoredExperiment(Protocol):
+    """What the store reads of a config (as :class:`klest.studies.experiment.ExperimentConfig`):
+    its plain fields, ``output`` (``formats``, ``table_columns``, ``digits``, ``layout``) and
+    the keys that say whether a stored case is still valid."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def cases(self) -> Sequence[Any]: ...
+    @property
+    def output(self) -> Any: ...
+    @property
+    def source(self) -> Path | None: ...
+    @property
+    def raw(self) -> dict[str, Any]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def config_hash(self) -> str: ...
+    def case_identity(self, case: Any) -> dict[str, Any]: ...
+    def case_key(self, case: Any) -> str: ...
 
 
 class StoreBusyError(RuntimeError):
@@ -247,7 +288,7 @@ class ResultsStore:
     """
 
     def __init__(
-        self, root: str | Path, config: ExperimentConfig, overrides: dict[str, Any] | None = None
+        self, root: str | Path, config: StoredExperiment, overrides: dict[str, Any] | None = None
     ) -> None:
         self.config = config
         self.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -265,14 +306,14 @@ class ResultsStore:
         """Where case ``index``'s rows are stored."""
         return self.directory / CASES / f"{index}.csv"
 
-    def _warn(self, case: CaseConfig, reason: str) -> None:
+    def _warn(self, case: StoredCase, reason: str) -> None:
         warnings.warn(
             f"{self.directory}: case {case.index} {case.label!r}: {reason}",
             StoreWarning,
             stacklevel=3,
         )
 
-    def load_case(self, case: CaseConfig) -> pd.DataFrame | None:
+    def load_case(self, case: StoredCase) -> pd.DataFrame | None:
         """The stored rows of ``case`` if they pass the store's checks, else None (with a
         :class:`StoreWarning` saying why, unless the case was never stored)."""
         path = self.case_path(case.index)
@@ -288,7 +329,7 @@ class ResultsStore:
         return frame
 
     def _stale_reason(
-        self, case: CaseConfig, path: Path
+        self, case: StoredCase, path: Path
     ) -> str | tuple[pd.DataFrame, dict[str, Any]]:
         """Why the stored case cannot be reused, or (its rows, its record)."""
         key = self.config.case_key(case)
@@ -321,7 +362,7 @@ class ResultsStore:
         return frame.drop(columns=KEY_COLUMN), record
 
     def save_case(
-        self, case: CaseConfig, frame: pd.DataFrame, metadata: dict[str, Any], elapsed: float
+        self, case: StoredCase, frame: pd.DataFrame, metadata: dict[str, Any], elapsed: float
     ) -> None:
         """Store a finished case atomically, then rebuild results.csv, table.md and meta.json."""
         key = self.config.case_key(case)
@@ -345,7 +386,7 @@ class ResultsStore:
             status["recomputed_because"] = self._recompute_reasons[case.index]
         self._record(case, frame, status)
 
-    def fail_case(self, case: CaseConfig, error: str) -> None:
+    def fail_case(self, case: StoredCase, error: str) -> None:
         """Record that ``case`` failed (``error``: one line); its old files stay untouched."""
         self.status[case.index] = {"status": "failed", "error": error}
         self._write_outputs("running")
@@ -385,7 +426,7 @@ class ResultsStore:
             stacklevel=3,
         )
 
-    def _record(self, case: CaseConfig, frame: pd.DataFrame, info: dict[str, Any]) -> None:
+    def _record(self, case: StoredCase, frame: pd.DataFrame, info: dict[str, Any]) -> None:
         self.frames[case.index] = frame
         notes = {}
         if {"estimator", "note"} <= set(frame.columns):

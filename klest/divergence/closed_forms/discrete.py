@@ -5,19 +5,21 @@ to one) and u_i = log(a_i / b_i),
 
     KL(a||b) = sum_i a_i u_i = sum_i (a_i u_i - a_i + b_i) = sum_i b_i φ(a_i / b_i),
 
-where φ(t) = t log t - t + 1 >= 0. A term is ``b`` where a_i = 0 (0·log 0 = 0), ``inf`` where
-a_i > 0 = b_i, and b·u²·(1/2 + u/3 + u²/8 + ...) for small |u|, so near-identical
-distributions give a KL accurate to a few ulp instead of the cancellation left by
-sum a_i u_i. For Poisson(λ_a)||Poisson(λ_b) the same identity gives λ_b φ(λ_a / λ_b).
+where φ(t) = t log t - t + 1 >= 0. φ is h(v) = e^v - 1 - v in disguise, φ(t) = t·h(-log t),
+so for |u_i| < 1/4 a term is a_i·h(-u_i) by :func:`klest._special.expm1_minus` (no
+cancellation: near-identical distributions give an accurate KL instead of what is left of
+sum a_i u_i); beyond, a_i u_i - a_i + b_i itself cancels little and, unlike h(-u_i), never
+exponentiates the rounded u_i (whose error e^|u| would multiply). A term is ``b`` where
+a_i = 0 (0·log 0 = 0) and ``inf`` where a_i > 0 = b_i. For Poisson(λ_a)||Poisson(λ_b) the
+same identity gives λ_b φ(λ_a / λ_b).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import special
 
+from klest._special import as_float_or_array, expm1_minus, log_ratio
 from klest.distributions.bernoulli import Bernoulli
 from klest.distributions.categorical import Categorical
 from klest.distributions.poisson import Poisson
@@ -33,43 +35,30 @@ __all__ = [
     "kl_poisson_poisson",
 ]
 
-# φ(e^u) = sum_{n>=2} u^n (n-1)/n!; for |u| < 0.25 the terms past n = 16 are below 1e-20.
-_SMALL_U = 0.25
-_PHI_COEFS = tuple((n - 1) / math.factorial(n) for n in range(2, 17))
+
+#: |log(a_i / b_i)| below which a term is a_i·h(-u_i), above which a_i u_i - a_i + b_i
+_NEAR_U = 0.25
 
 
 def _terms(
     a: np.ndarray, b: np.ndarray, u: np.ndarray, a_zero: np.ndarray, b_zero: np.ndarray
 ) -> np.ndarray:
-    """Elementwise a·u - a + b = b·φ(a/b) >= 0, with the conventions for zero masses."""
+    """Elementwise a·u - a + b = b·φ(a/b) = a·h(-u) >= 0, with the conventions for zero masses."""
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-        poly = np.zeros(np.shape(u))
-        for c in reversed(_PHI_COEFS):
-            poly = poly * u + c
-        out = np.where(np.abs(u) < _SMALL_U, b * u * u * poly, a * u - a + b)
+        near = np.abs(u) < _NEAR_U
+        out = np.where(near, a * expm1_minus(np.where(near, -u, 0.0)), a * u - a + b)
     return np.where(a_zero, b, np.where(b_zero, np.inf, out))
-
-
-def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """log(a / b) for positive a, b: log1p of the exact difference when a and b are close."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        close = (a <= 2.0 * b) & (b <= 2.0 * a)
-        return np.where(close, np.log1p((a - b) / b), np.log(a) - np.log(b))
 
 
 def _from_masses(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
-    return _terms(a, b, _log_ratio(a, b), a == 0.0, b == 0.0)
+    return _terms(a, b, log_ratio(a, b), a == 0.0, b == 0.0)
 
 
 def _from_logs(log_a: np.ndarray, log_b: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         u = log_a - log_b
     return _terms(np.exp(log_a), np.exp(log_b), u, log_a == -np.inf, log_b == -np.inf)
-
-
-def _scalar_or_array(x: np.ndarray) -> float | np.ndarray:
-    return float(x) if np.ndim(x) == 0 else x
 
 
 def _kl_logs(log_a: np.ndarray, log_b: np.ndarray) -> float | np.ndarray:
@@ -82,7 +71,7 @@ def _kl_logs(log_a: np.ndarray, log_b: np.ndarray) -> float | np.ndarray:
         width = [(0, 0)] * (x.ndim - 1) + [(0, k - x.shape[-1])]
         return np.pad(x, width, constant_values=-np.inf)
 
-    return _scalar_or_array(np.sum(_from_logs(pad(log_a), pad(log_b)), axis=-1))
+    return as_float_or_array(np.sum(_from_logs(pad(log_a), pad(log_b)), axis=-1))
 
 
 def _bernoulli_logs(d: Bernoulli) -> np.ndarray:
@@ -96,7 +85,7 @@ def _kl_logs_poisson(log_a: np.ndarray, rate: float) -> float | np.ndarray:
     support = np.arange(k, dtype=np.float64)
     log_b = special.xlogy(support, rate) - rate - special.gammaln(support + 1.0)
     inside = np.sum(_from_logs(log_a, log_b), axis=-1)
-    return _scalar_or_array(inside + special.gammainc(k, rate))
+    return as_float_or_array(inside + special.gammainc(k, rate))
 
 
 @register_kl(Bernoulli, Bernoulli)

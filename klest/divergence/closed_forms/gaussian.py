@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from klest.distributions.multivariate_normal import MultivariateNormal
+from klest._special import expm1_minus
+from klest.distributions.multivariate_normal import MultivariateNormal, cholesky_difference
 from klest.divergence.registry import register_kl
-from klest.estimators import expm1_minus_x
 
 
 @register_kl(MultivariateNormal, MultivariateNormal)
@@ -36,9 +36,9 @@ def kl_mvn_mvn(a: MultivariateNormal, b: MultivariateNormal) -> float:
     la, lb = a.scale_tril, b.scale_tril
     # strictly-lower part of M = Lb^{-1} La equals that of Lb^{-1} (La - Lb) = M - I: exactly
     # zero when La == Lb, and free of cancellation when they are close.
-    m = solve_triangular(lb, la - lb, lower=True)
+    m = cholesky_difference(a, b)
     u = 2.0 * (np.log(np.diag(la)) - np.log(np.diag(lb)))
-    diag_part = float(np.sum(expm1_minus_x(u)))
+    diag_part = float(np.sum(expm1_minus(u)))
     off_diag = float(np.sum(np.square(np.tril(m, -1))))
     shift = solve_triangular(lb, b.mean() - a.mean(), lower=True)
     return 0.5 * (diag_part + off_diag + float(shift @ shift))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from klest._special import expm1_minus, log_ratio, scaled_difference
 from klest.distributions.normal import Normal
-from klest.divergence.closed_forms._stable import expm1_minus, log_ratio, scaled_difference
 from klest.divergence.registry import register_kl
 
 

@@ -125,10 +125,13 @@ void klest_fill_normal(uint64_t *state, double *out, int64_t n, double scale, do
 /* k3                                                                                        */
 /* ---------------------------------------------------------------------------------------- */
 
-/* exp(l) - 1 - l < 5.02e-5 exactly when |l| < ~0.01: there the subtraction loses digits and
- * the Taylor series sum_{n=2..9} l^n / n! takes over. The same test catches NaN (from
- * l = +inf, where the series gives inf, or from NaN). Both are computed and one selected,
- * so the loop vectorises. */
+/* The compiled hot path of klest._special.expm1_minus, bit for bit (tests/test_special.py):
+ * its one cut-off EXPM1_MINUS_SWITCH and series EXPM1_MINUS_SERIES. exp(l) - 1 - l < 5.02e-5
+ * exactly when |l| < ~0.01: there the subtraction loses digits and the Taylor series
+ * sum_{n=2..9} l^n / n! takes over. The same test catches NaN (from l = +inf, where the
+ * series gives inf, or from NaN). Both are computed and one selected, so the loop
+ * vectorises. */
+#define KLEST_K3_SWITCH 5.02e-5 /* = klest._special.EXPM1_MINUS_SWITCH */
 KLEST_INLINE double k3_value(double expm1_l, double l) {
     const double c9 = 1.0 / 362880.0, c8 = 1.0 / 40320.0, c7 = 1.0 / 5040.0,
                  c6 = 1.0 / 720.0, c5 = 1.0 / 120.0, c4 = 1.0 / 24.0, c3 = 1.0 / 6.0,
@@ -136,7 +139,7 @@ KLEST_INLINE double k3_value(double expm1_l, double l) {
     double direct = expm1_l - l;
     double series =
         (((((((c9 * l + c8) * l + c7) * l + c6) * l + c5) * l + c4) * l + c3) * l + c2) * l * l;
-    return direct >= 5.02e-5 ? direct : series;
+    return direct >= KLEST_K3_SWITCH ? direct : series;
 }
 
 /* ---------------------------------------------------------------------------------------- */
