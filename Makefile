@@ -55,6 +55,17 @@ test-newest: lint
 test-lowest: $(VENV_MIN)/.installed-dev
 	KLEST_TEST_LANE=lowest $(BIN_MIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 
+# the engine, sampler and statistics tests on klest's pure-NumPy fallback (KLEST_NATIVE=0:
+# the compiled library is not even loaded). Not part of `test` yet: ~40 s on 2 workers.
+FALLBACK_TESTS := tests/test_engine.py tests/test_engine_statistics.py tests/test_engine_layers.py \
+	tests/test_engine_arguments.py tests/test_compiled_samplers.py tests/test_golden_stream.py \
+	tests/test_moment_kernels.py tests/test_special.py tests/test_native_fuzz.py \
+	tests/test_native_fallback.py tests/test_estimators.py tests/test_multivariate_normal.py \
+	$(wildcard tests/test_stream_contract.py) klest/native
+.PHONY: test-fallback
+test-fallback: $(VENV)/.installed-dev
+	KLEST_NATIVE=0 $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(FALLBACK_TESTS)
+
 # re-execute notebooks/NN_*.ipynb in place with the full sample sizes (stores their outputs)
 .PHONY: notebooks
 notebooks: $(VENV)/.installed-dev

@@ -2,6 +2,13 @@
 
     .venv/bin/python benchmarks/bench_engine.py            # full run (about 25 s)
     .venv/bin/python benchmarks/bench_engine.py --quick    # smaller n, for a smoke test
+    .venv/bin/python benchmarks/bench_engine.py --avx2     # an AVX2-only CPU, on this one
+
+``--avx2`` reproduces an AVX2 machine (no AVX-512) on an AVX-512 one: klest's kernels run
+their AVX2 variant (KLEST_SIMD_LEVEL=avx2, inherited by the worker processes) and NumPy's
+dispatch drops every AVX-512 target (NPY_DISABLE_CPU_FEATURES, set before NumPy is imported:
+the script runs itself again with both set). The header names the CPU, klest's SIMD level
+and NumPy's dispatch (``np.show_runtime()``'s SIMD part), so every figure names its machine.
 
 Prints draws/s and the ratios the engine issue asks for:
   1. engine (1 worker) / raw ``Generator.standard_normal`` (chunked, one core), Schulman case
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -28,6 +36,7 @@ import warnings
 import numpy as np
 
 import klest
+import klest.native
 from klest.native.sampler import standard_normal
 
 Q = klest.Normal(loc=0.0, scale=1.0)
@@ -146,12 +155,75 @@ def categorical_rates(vocab: int, n: int) -> tuple[float, float]:
     return sample_rate, n / best_of(3, run)
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numpy_dispatch() -> dict[str, list[str]]:
+    """The SIMD part of ``np.show_runtime()``: baseline, and dispatch targets found / not."""
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # NumPy 1.x
+        from numpy.core import _multiarray_umath as umath
+    features = umath.__cpu_features__
+    dispatch = umath.__cpu_dispatch__
+    return {
+        "baseline": list(umath.__cpu_baseline__),
+        "found": [f for f in dispatch if features.get(f)],
+        "not_found": [f for f in dispatch if not features.get(f)],
+    }
+
+
+def rerun_as_avx2() -> None:
+    """Run this script again with klest's kernels at AVX2 and NumPy's AVX-512 targets off."""
+    # NumPy 2.x names its AVX-512 targets X86_V4, AVX512_ICL, AVX512_SPR; 1.x AVX512F,
+    # AVX512_SKX, ...; NPY_DISABLE_CPU_FEATURES takes the names of this NumPy's dispatch
+    off = [f for f in numpy_dispatch()["found"] if f.startswith("AVX512") or f == "X86_V4"]
+    env = dict(os.environ, KLEST_SIMD_LEVEL="avx2", NPY_DISABLE_CPU_FEATURES=" ".join(off))
+    env["KLEST_BENCH_AVX2_CHILD"] = "1"
+    sys.exit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
+
+
+def print_machine() -> None:
+    level = klest.native.SIMD_LEVELS
+    forced = os.environ.get("KLEST_SIMD_LEVEL")
+    chosen = forced if forced else level[klest.native.best_simd_level()]
+    dispatch = numpy_dispatch()
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores), {platform.python_implementation()} "
+          f"{platform.python_version()}, NumPy {np.__version__}")  # fmt: skip
+    print(f"klest SIMD level: {chosen} (best here: {level[klest.native.best_simd_level()]})")
+    print(f"NumPy SIMD: baseline {' '.join(dispatch['baseline'])}; dispatch found "
+          f"{' '.join(dispatch['found']) or '-'}; not found "
+          f"{' '.join(dispatch['not_found']) or '-'}")  # fmt: skip
+    disabled = os.environ.get("NPY_DISABLE_CPU_FEATURES")
+    if disabled:
+        print(f"NPY_DISABLE_CPU_FEATURES={disabled}")
+
+
+def target_line(label: str, value: float | None, target: float, cmp: str = ">=") -> str:
+    if value is None:
+        return f"  {label:<44} {'n/a':>7}   target {cmp} {target:g}"
+    ok = value >= target if cmp == ">=" else value <= target
+    return f"  {label:<44} {value:7.2f}   target {cmp} {target:g}   {'met' if ok else 'MISSED'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small n (smoke test)")
+    parser.add_argument("--avx2", action="store_true", help="reproduce an AVX2-only CPU")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
+    if args.avx2 and not os.environ.get("KLEST_BENCH_AVX2_CHILD"):
+        rerun_as_avx2()
     warnings.simplefilter("ignore")
+    print_machine()
     n = 4_000_000 if args.quick else 50_000_000
     # the engine runs long enough (about a second with 2 workers) that starting the
     # process pool counts for little against the per-draw cost being measured
@@ -194,6 +266,16 @@ def main() -> None:
         f"Categorical V={vocab:,}: sampling {samp / 1e6:.1f} M draws/s, "
         f"engine {eng / 1e6:.1f} M draws/s"
     )
+    print("targets (issue 12), ratios measured in this run:")
+    for line in (
+        target_line("engine 1w / klest's compiled sampler", one / compiled, 0.5),
+        target_line("engine 1w / raw NumPy standard_normal", one / raw, 1.4),
+        target_line("engine 1w / torch one-shot (1 thread)", None if tch is None else one / tch, 5),
+        target_line("engine 2w / engine 1w", two / one, 1.8),
+        target_line("peak RSS (MB), larger n", results["peak_rss_mb_big"], 150, "<="),
+        target_line("Categorical engine / its sampling", eng / samp, 0.8),
+    ):
+        print(line)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

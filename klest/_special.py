@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "as_float_or_array",
     "entropy_gamma_shape",
     "exp",
+    "expm1",
     "expm1_minus",
     "lgamma_bregman",
     "log_abs_expm1",
@@ -63,6 +65,116 @@ def as_float_or_array(x: Any) -> float | np.ndarray:
     return float(arr) if arr.ndim == 0 else arr
 
 
+# klest's expm1: fdlibm's constants (FreeBSD msun s_expm1.c), as exact hex doubles
+_LN2_HI = float.fromhex("0x1.62e42feep-1")  # k * _LN2_HI is exact for |k| < 2^21
+_LN2_LO = float.fromhex("0x1.a39ef35793c76p-33")
+_INV_LN2 = float.fromhex("0x1.71547652b82fep+0")
+_EXPM1_OVERFLOW = float.fromhex("0x1.62e42fefa39efp+9")  # 709.78...: e^x - 1 > DBL_MAX above
+_EXPM1_MINUS_ONE = float.fromhex("-0x1.3687ap+5")  # -38.8 (56 ln2): e^x - 1 rounds to -1
+#: 1/(m + 3)! for m = 0..11: S(r) = (expm1(r) - r - r^2/2) / r^3 (truncation < 2.3e-18
+#: relative for |r| <= ln2/2)
+_EXPM1_S = tuple(1.0 / math.factorial(m + 3) for m in range(12))
+_SHIFT = float.fromhex("0x1.8p52")  # v + _SHIFT - _SHIFT rounds |v| < 2^51 to an integer
+_SHIFT_BITS = int(np.float64(_SHIFT).view(np.int64))
+
+
+def _reduced_expm1(x: Any, kd: Any) -> tuple[Any, Any]:
+    """The reduced argument r = x - kd ln2 (ln2 in two constants) and fdlibm's term
+    ek = r (e - c) - c - r^2/2 (e from the series S(r), c the reduction's rounding error), for
+    a float and an array alike: the IEEE operations, in order, of kernels.c's expm1_value."""
+    c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11 = _EXPM1_S
+    hi = x - kd * _LN2_HI
+    lo = kd * _LN2_LO
+    r = hi - lo
+    c = (hi - r) - lo
+    r2 = r * r
+    r4 = r2 * r2
+    hxs = 0.5 * r2
+    q0 = (c0 + c1 * r) + (c2 + c3 * r) * r2
+    q1 = (c4 + c5 * r) + (c6 + c7 * r) * r2
+    q2 = (c8 + c9 * r) + (c10 + c11 * r) * r2
+    e = -r2 * (q0 + (q1 + q2 * r4) * r4)
+    return r, (r * (e - c) - c) - hxs
+
+
+def expm1(x: Any) -> np.ndarray:
+    """e^x - 1 elementwise (a float64 ndarray of x's shape), klest's own: within 1 ulp over
+    the whole float64 range (tests/test_kernel_math.py, against mpmath); x itself for
+    |x| < 2^-54 (subnormals and -0.0 kept), ``inf`` above 709.78..., -1 at and below -38.8
+    (56 ln2), NaN for NaN; no warnings.
+
+    fdlibm's method (FreeBSD msun s_expm1.c), branch-free and without a division: see
+    ``expm1_value`` in klest/native/csrc/kernels.c, whose IEEE operations this repeats in the
+    same order, so that the compiled kernel (``klest.native.expm1``, at every SIMD level)
+    and this function give the same bits. NumPy's own ``np.expm1`` depends on its build
+    (it is vectorised only with AVX-512) and differs from both in the last bit now and then.
+
+    >>> expm1([0.0, -0.0, 1e-300, 1.0, -800.0, 710.0]).tolist()
+    [0.0, -0.0, 1e-300, 1.718281828459045, -1.0, inf]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    shape = x.shape
+    x = x.reshape(-1)
+    with np.errstate(all="ignore"):  # outside [-38.8, 709.78] lanes hold inf or NaN, discarded
+        shifted = x * _INV_LN2 + _SHIFT
+        kd = shifted - _SHIFT
+        k = shifted.view(np.int64) - _SHIFT_BITS
+        r, ek = _reduced_expm1(x, kd)
+        half_scale = ((k + 1022) << 52).view(np.float64)  # 2^(k - 1)
+        inverse = ((1023 - k) << 52).view(np.float64)  # 2^-k
+        v = np.where(kd >= 20.0, 1.0, 1.0 - inverse)
+        s = np.where(kd >= 20.0, inverse, 0.0)
+        s = np.where(kd > 56.0, 0.0, s)
+        u_low = np.where(r < -0.25, r + 0.5, r)
+        v_low = np.where(r < -0.25, 0.0, v)
+        u = np.where(kd == 1.0, u_low, r)
+        v = np.where(kd == 1.0, v_low, v)
+        y = ((u - (ek + s)) + v) * 2.0 * half_scale
+        y = np.where(np.abs(x) < 2.0**-54, x, y)
+        y = np.where(x > _EXPM1_OVERFLOW, np.inf, y)
+        y = np.where(x <= _EXPM1_MINUS_ONE, -1.0, y)
+        y = np.where(np.isnan(x), x, y)
+    return y.reshape(shape)
+
+
+_PACK = struct.Struct("<d")
+_UNPACK_INT = struct.Struct("<q")
+
+
+def _power_of_two(exponent_bits: int) -> float:
+    """The float64 whose bits are ``exponent_bits << 52`` (2^(exponent_bits - 1023))."""
+    return _PACK.unpack(_UNPACK_INT.pack(exponent_bits << 52))[0]
+
+
+def _expm1_float(x: float) -> float:
+    """:func:`expm1` of one Python float: the same IEEE operations in the same order (Python
+    floats are float64), branches where the array version selects; the same bits
+    (tests/test_kernel_math.py), ~20x faster than a one-element array."""
+    if x != x:
+        return x
+    if x > _EXPM1_OVERFLOW:
+        return math.inf
+    if x <= _EXPM1_MINUS_ONE:
+        return -1.0
+    if abs(x) < 2.0**-54:
+        return x
+    shifted = x * _INV_LN2 + _SHIFT
+    kd = shifted - _SHIFT
+    k = _UNPACK_INT.unpack(_PACK.pack(shifted))[0] - _SHIFT_BITS
+    r, ek = _reduced_expm1(x, kd)
+    half_scale = _power_of_two(k + 1022)  # 2^(k - 1)
+    if kd > 56.0:
+        v, s = 1.0, 0.0
+    elif kd >= 20.0:
+        v, s = 1.0, _power_of_two(1023 - k)  # 2^-k
+    else:
+        v, s = 1.0 - _power_of_two(1023 - k), 0.0
+    u = r
+    if kd == 1.0 and r < -0.25:
+        u, v = r + 0.5, 0.0
+    return ((u - (ek + s)) + v) * 2.0 * half_scale
+
+
 def exp(x: float) -> float:
     """e^x, ``inf`` instead of an OverflowError above the float64 range."""
     return math.exp(x) if x < _LOG_MAX else math.inf
@@ -74,14 +186,15 @@ def expm1_minus(u: Any) -> Any:
     expm1(u) - u where that is >= :data:`EXPM1_MINUS_SWITCH`, else the Taylor series
     sum_{n=2..9} u^n / n! by Horner (both computed, one selected: NaN and u = +inf, where
     expm1(u) - u is NaN, take the series). Within 2 ulp where the series is taken; above,
-    expm1(u)'s own rounding error passes into the difference: up to ~130 ulp (1.5e-14
-    relative) just above |u| = 0.01, a few ulp for |u| > 0.5. A float goes through NumPy's
-    expm1 too (libm's ``math.expm1`` differs from it in the last bit now and then), so a
-    float, an array and the compiled k3 give the same bits.
+    expm1(u)'s own rounding error (< 1 ulp of expm1(u)) passes into the difference: up to
+    ~100 ulp (1e-14 relative) just above |u| = 0.01, a few ulp for |u| > 0.5. expm1 is
+    klest's own :func:`expm1` (for a float too: libm's ``math.expm1`` and NumPy's differ from
+    it in the last bit now and then), so a float, an array, the compiled k3 and the engine's
+    k3 series give the same bits.
     """
     if _is_scalar(u):
         u = float(u)
-        direct = math.inf if u >= _LOG_MAX else float(np.expm1(u)) - u
+        direct = math.inf if u >= _LOG_MAX else _expm1_float(u) - u
         if direct >= EXPM1_MINUS_SWITCH:
             return direct
         series = EXPM1_MINUS_SERIES[0]
@@ -90,7 +203,7 @@ def expm1_minus(u: Any) -> Any:
         return series * u * u
     u = np.asarray(u, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        direct = np.expm1(u) - u
+        direct = expm1(u) - u
         series = np.full_like(u, EXPM1_MINUS_SERIES[0])
         for c in EXPM1_MINUS_SERIES[1:]:
             series = series * u + c

@@ -168,15 +168,15 @@ def k3_given_expm1(l: np.ndarray, expm1_l: np.ndarray) -> np.ndarray:
 
 
 def expm1_minus_x(l: np.ndarray) -> np.ndarray:
-    """exp(l) - 1 - l of an array, by the compiled kernel: :func:`klest._special.expm1_minus`
-    (its accuracy is stated there), bit for bit, in one pass (the k3 estimator).
+    """exp(l) - 1 - l of an array, by the compiled kernels (klest's own expm1, then k3):
+    :func:`klest._special.expm1_minus` (its accuracy is stated there), bit for bit (the k3
+    estimator).
 
     >>> float(expm1_minus_x(np.array([1e-8]))[0])
     5.000000016666667e-17
     """
     l = _native.as_real_array("l", l)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return k3_given_expm1(l, np.expm1(l))
+    return k3_given_expm1(l, _native.expm1(l, np.empty_like(l)))
 
 
 def _k1(l: np.ndarray) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Golden streams: exact draws for fixed seeds, kept apart from the statistical tests.
 
+These numbers are the definition of "klest stream v1" (klest.engine.plan): where NumPy's own
+samplers differ from them, NumPy changed, not klest (tests/test_stream_contract.py's canary).
 If one of these fails, the random stream changed (numpy's generator, klest's seeding scheme
 or a sampler's algorithm): every published number from a fixed seed moves with it. Update the
 constants only deliberately, with a note in the commit message. Integer and Gaussian draws are
@@ -9,6 +11,8 @@ CPU, not on the stream).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pytest
@@ -60,3 +64,28 @@ def test_engine_stream() -> None:
     for name, (mean, var) in golden.items():
         assert frame.loc[name, "mean"] == pytest.approx(float.fromhex(mean), rel=1e-12)
         assert frame.loc[name, "var"] == pytest.approx(float.fromhex(var), rel=1e-12)
+
+
+def test_normal_block_of_the_engine_stream() -> None:
+    # a whole engine-sized block (klest's compiled ziggurat, not NumPy's small-size path);
+    # its first draws are test_normal_stream's, and 16 of its draws take the ziggurat's tail
+    draws = klest.Normal(loc=1.0, scale=2.0).sample(block_generator(7, 1, 3), 65_536)
+    assert [v.hex() for v in draws[:3]] == [
+        "-0x1.f425d44aa102ap-1", "0x1.7a98f00d4a77bp+0", "0x1.985e17e0889bcp+1",
+    ]  # fmt: skip
+    assert int((np.abs(draws - 1.0) > 2.0 * 3.6541528853610088).sum()) == 16
+    assert (draws.max().hex(), draws.min().hex()) == (
+        "0x1.2d71c4fc6c62cp+3", "-0x1.cf9ba8a9c8894p+2",
+    )  # fmt: skip
+    digest = hashlib.sha256(draws.astype("<f8").tobytes()).hexdigest()
+    assert digest == "5671c3b40cf01f5f2af4e567dedc5dade9efe1c870010c8fc7abda0909bac68a"
+
+
+def test_categorical_block_of_the_engine_stream() -> None:
+    # klest's inverse CDF of PCG64 doubles, drawn from block 5 of case 2
+    q = klest.Categorical(probs=[0.1, 0.2, 0.3, 0.4])
+    draws = q.sample(block_generator(11, 2, 5), 10_000)
+    assert draws[:8].tolist() == [1, 3, 3, 3, 0, 2, 2, 2]
+    assert np.bincount(draws, minlength=4).tolist() == [969, 2023, 3066, 3942]
+    digest = hashlib.sha256(draws.astype("<i8").tobytes()).hexdigest()
+    assert digest == "baa2ddc92bf9a655db170dc926df042a01b69504beadfeaa71bc2649dfaa8e5c"

@@ -135,8 +135,8 @@ def test_computed_series_equal_the_estimators_bit_for_bit() -> None:
     rng = np.random.default_rng(5)
     l = np.concatenate([rng.standard_normal(3 * TILE) * 3.0, rng.standard_normal(500) * 1e-3])
     l[[7, TILE + 1, 2 * TILE + 9]] = [np.inf, -np.inf, np.nan]  # tiles with non-finite values
-    with np.errstate(over="ignore"):
-        em1 = np.expm1(l)
+    em1 = _special.expm1(l)  # klest's expm1 in NumPy (the engine's r - 1 is its compiled twin)
+    assert _native.expm1(l, np.empty_like(l)).tobytes() == em1.tobytes()
     names = ("k1", "k2", "k3")
     # the values each computed series must give, from NumPy alone (not klest's C k3)
     arrays = [-l, 0.5 * l * l, _special.expm1_minus(l), em1]
@@ -175,3 +175,18 @@ def test_computed_series_need_the_log_ratio() -> None:
         acc.add(["k3", np.zeros(3)], log_ratio=np.zeros(3))
     with pytest.raises(ValueError, match="unknown computed series 'k9'"):
         acc.add(["k9", np.zeros(3)], log_ratio=np.zeros(3))
+
+
+@pytest.mark.parametrize("stride", [4096, 4097, 2**62, 2**63 - 1])
+def test_a_stride_beyond_the_block_counts_only_the_first_draw(stride: int) -> None:
+    # block indices 0, stride, 2 stride, ...: with stride >= m only draw 0 is counted (a huge
+    # stride once overflowed start + stride - 1 in the kernel and read before the tile)
+    l = np.full(4096, 0.5)
+    e = 1
+    stats, joint = np.zeros((e, len(_native.FIELDS))), np.zeros(e + 1)
+    comoment, histogram = np.zeros((e, e)), np.zeros((e, 12), dtype=np.int64)
+    _native.accumulate(
+        ["negate"], l, _native.expm1(l, np.empty_like(l)), stats, joint, comoment, histogram,
+        1, stride, -5.0, 1.0,
+    )  # fmt: skip
+    assert histogram.sum() == 1

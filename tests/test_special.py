@@ -26,7 +26,9 @@ def switch_point(sign: float) -> float:
     while np.nextafter(lo, hi) != hi:
         mid = 0.5 * (lo + hi)
         lo, hi = (
-            (lo, mid) if float(np.expm1(mid)) - mid >= _special.EXPM1_MINUS_SWITCH else (mid, hi)
+            (lo, mid)
+            if float(_special.expm1(mid)) - mid >= _special.EXPM1_MINUS_SWITCH
+            else (mid, hi)
         )
     return hi
 
@@ -73,17 +75,17 @@ def exact_expm1_minus(u: float) -> mpmath.mpf:
 
 def test_expm1_minus_against_mpmath() -> None:
     """Tolerance: 2 ulp of the result where the series is taken (results < 5.02e-5); where
-    expm1(u) - u is taken, 2 ulp plus the error of NumPy's expm1(u) itself (measured here
-    against mpmath: about 1 ulp of expm1(u) with NumPy 2, up to ~2 with NumPy 1.26), which
-    passes one for one into the difference: ~130-300 ulp of the result at |u| = 0.01, < 4
-    above |u| = 0.5. A wrong series coefficient fails it by orders of magnitude; the exact
+    expm1(u) - u is taken, 2 ulp plus the error of klest's expm1(u) itself (measured here
+    against mpmath: < 1 ulp of expm1(u), tests/test_kernel_math.py), which passes one for
+    one into the difference: ~100 ulp of the result at |u| = 0.01, < 4 above |u| = 0.5. A
+    wrong series coefficient fails it by orders of magnitude; the exact
     constant and series (which accuracy alone cannot pin: 7 terms would do) are pinned by
     the bit-for-bit test against the compiled kernel below."""
     u = magnitudes(1)
     got = _special.expm1_minus(u)
     want = [exact_expm1_minus(x) for x in u]
-    with np.errstate(over="ignore"):
-        em1 = np.expm1(u)
+    em1 = _special.expm1(u)
+    with np.errstate(invalid="ignore"):
         direct = em1 - u >= _special.EXPM1_MINUS_SWITCH  # the branch taken
     with mpmath.workdps(DPS):  # |fl(expm1(u)) - expm1(u)|, 0 where expm1(u) overflows
         expm1_error = np.array(
@@ -103,19 +105,21 @@ def test_expm1_minus_against_mpmath() -> None:
 
 
 def test_expm1_minus_float_array_and_compiled_kernel_agree_bit_for_bit() -> None:
-    """One function, one cut-off: the float path, the array path and the compiled k3 (at
-    every SIMD level) give the same bits on a grid straddling EXPM1_MINUS_SWITCH."""
+    """One function, one cut-off, one expm1: the float path, the array path and the compiled
+    k3 (at every SIMD level) give the same bits on a grid straddling EXPM1_MINUS_SWITCH; the
+    compiled k3 from the compiled expm1 (what simulate's k3 series computes) too."""
     u = np.concatenate([magnitudes(2), [710.0, -800.0, np.inf, -np.inf, np.nan]])
     array = _special.expm1_minus(u)
     floats = np.array([_special.expm1_minus(float(x)) for x in u])
     assert floats.tobytes() == array.tobytes()
-    with np.errstate(over="ignore"):
-        em1 = np.expm1(u)
+    em1 = _special.expm1(u)
     try:
         for level in range(_native.best_simd_level() + 1):
             _native.set_simd_level(level)
             compiled = estimators.k3_given_expm1(u, em1)
             assert compiled.tobytes() == array.tobytes(), _native.SIMD_LEVELS[level]
+            engine = estimators.k3_given_expm1(u, _native.expm1(u, np.empty_like(u)))
+            assert engine.tobytes() == array.tobytes(), _native.SIMD_LEVELS[level]
             estimator = estimators.get("k3")(u)  # what simulate and the RL layer call
             assert estimator.tobytes() == array.tobytes(), _native.SIMD_LEVELS[level]
     finally:

@@ -32,9 +32,9 @@ from klest import estimators as _estimators
 from klest._version import __version__
 from klest.engine.error_bars import OK, diagnose
 from klest.engine.moments import Moments
-from klest.engine.plan import RunPlan
+from klest.engine.plan import RunPlan, stream_versions
 
-__all__ = ["ConvergenceWarning", "SimulationResult"]
+__all__ = ["ConvergenceWarning", "SimulationResult", "software_versions"]
 
 CONTROL_VARIATE = "r-1"
 
@@ -43,10 +43,17 @@ class ConvergenceWarning(UserWarning):
     """A Monte Carlo standard deviation or its error bar does not converge."""
 
 
-def _versions() -> dict[str, str]:
+def software_versions() -> dict[str, str]:
+    """The versions recorded with every result: klest, its random stream ("klest stream v1",
+    :mod:`klest.engine.plan`), NumPy (some families draw through its ``Generator`` methods),
+    SciPy, pandas and Python.
+
+    >>> list(software_versions())
+    ['klest', 'stream', 'numpy', 'scipy', 'pandas', 'python']
+    """
     return {
         "klest": __version__,
-        "numpy": np.__version__,
+        **stream_versions(),
         "scipy": scipy.__version__,
         "pandas": pd.__version__,
         "python": platform.python_version(),
@@ -124,7 +131,7 @@ class SimulationResult:
             exact_notes=dict(exact_notes),
             truth=dict(truth),
             elapsed=elapsed,
-            versions=_versions(),
+            versions=software_versions(),
             notes=notes,
             fourth_moment_finite=dict(fourth_moment_finite),
             error_bars=error_bars,
@@ -358,7 +365,8 @@ class SimulationResult:
         return out
 
     def metadata(self) -> dict[str, Any]:
-        """What determines the numbers (seed, n, block size, case, distributions) + versions."""
+        """What determines the numbers (seed, n, block size, case, distributions) + versions
+        (:func:`software_versions`: klest, the random stream, NumPy, ...)."""
         return {
             "seed": self.seed,
             "n": self.n,

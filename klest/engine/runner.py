@@ -1,8 +1,9 @@
 """The sampling engine: streaming, paired, block-seeded, parallel Monte Carlo.
 
 A run of n draws x ~ q is cut into fixed-size blocks. Block k of case c draws from
-``default_rng(SeedSequence(seed, spawn_key=(c, k)))``; every estimator (and the control variate
-r - 1) is evaluated on the same draws, reduced to mergeable statistics
+``Generator(PCG64(SeedSequence(seed, spawn_key=(c, k))))`` (klest stream v1,
+:mod:`klest.engine.plan`); every estimator (and the control variate r - 1) is evaluated on
+the same draws, reduced to mergeable statistics
 (:mod:`klest.engine.moments`) and thrown away. Blocks are grouped into tasks of a fixed number of
 blocks (the plan and its seeding: :mod:`klest.engine.plan`), so the merge tree depends on
 (n, block size) only: workers only choose which tasks they run, and the result is bit-identical
@@ -15,8 +16,9 @@ generator at ~3.3x its speed (:mod:`klest.native.sampler`), with the log-ratio o
 Categorical pair computed in the same pass
 (:func:`klest.distributions.log_ratio.sample_log_ratio`), and the statistics of each block
 reduced tile by tile in cache
-(:class:`klest.engine.moments.Accumulator`). What is left in NumPy is expm1 (shared by r - 1 and
-k3), the log-ratio of other pairs, and any estimator without a compiled form.
+(:class:`klest.engine.moments.Accumulator`); expm1 of the log-ratio (r - 1, shared with k3) is
+klest's own compiled one (``klest.native.expm1``). What is left in NumPy is the log-ratio of
+other pairs and any estimator without a compiled form.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from klest import estimators as _estimators
+from klest import native as _native
 from klest.distributions.base import Distribution
 from klest.distributions.log_ratio import sample_log_ratio
 from klest.engine.allocator import tune_allocator
@@ -62,9 +65,12 @@ def block_series(plan: RunPlan, k: int) -> tuple[list[np.ndarray | str], np.ndar
     cache, instead of reading them from memory.
     """
     rng = block_generator(plan.seed, plan.case, k)
-    log_ratio = sample_log_ratio(plan.q, plan.p, rng, plan.block_length(k))
-    with np.errstate(over="ignore"):
-        ratio_minus_one = np.expm1(log_ratio)
+    log_ratio = np.ascontiguousarray(
+        sample_log_ratio(plan.q, plan.p, rng, plan.block_length(k)), dtype=np.float64
+    )
+    # klest's own expm1, compiled and vectorised (NumPy's is vectorised only with AVX-512):
+    # the same bits as klest._special.expm1, whatever the CPU and NumPy build
+    ratio_minus_one = _native.expm1(log_ratio, np.empty_like(log_ratio))
     series: list[np.ndarray | str] = []
     for name in plan.estimators:
         estimator = _estimators.get(name)
@@ -118,7 +124,7 @@ def _single_threaded_blas_for_this_run() -> Iterator[None]:
 
 def run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
     """Statistics of blocks first, ..., first + count - 1, merged in block order."""
-    tune_allocator()
+    tune_allocator(plan.block_size)
     _ensure_single_threaded_blas()
     return _run_blocks(plan, first, count)
 

@@ -1,37 +1,75 @@
-"""The one seam to the compiled kernels (``csrc/``, ctypes): sampler, moment accumulator, k3.
+"""The one seam to the compiled kernels (``csrc/``, ctypes): sampler, moment accumulator, k3,
+expm1, inverse CDF -- or to their pure-NumPy fallback, which gives the same draws and bits.
 
-Imports only the helpers; every other klest module reaches compiled code through these names.
+``KLEST_NATIVE=0`` selects the fallback (:mod:`klest.native.fallback`, ``fallback_sampler``,
+``fallback_kernels``); ``KLEST_NATIVE=1`` requires the compiled library (an ImportError says
+why it cannot be loaded); unset, the compiled library when it loads, else the fallback, with
+one :class:`FallbackWarning` at import. :data:`BACKEND` is "compiled" or "numpy". Imports only
+the helpers; every other klest module reaches compiled code through these names, and none
+needs to know which backend is in use.
 """
 
-from klest.native.bindings import (
+import warnings
+
+from klest.native import fallback as _fallback
+from klest.native import fallback_kernels as _fallback_kernels
+from klest.native import fallback_sampler as _fallback_sampler
+from klest.native.checks import (
     COMPUTED_SERIES,
     FIELDS,
     SIMD_LEVELS,
-    TILE,
-    accumulate,
     as_real_array,
-    best_simd_level,
     checked_int,
-    fill_normal,
-    inverse_cdf,
-    k3_from_expm1,
-    merge,
     quadratic_coefficients,
     real_scalar,
-    set_simd_level,
 )
+from klest.native.fallback import BACKEND, TILE, FallbackWarning
 from klest.native.sampler import MIN_FAST_SIZE, quadratic_in_place, scaled_normal, standard_normal
 
+if _fallback.COMPILED is None:
+    from klest.native.fallback import (
+        best_simd_level,
+        expm1,
+        inverse_cdf,
+        k3_from_expm1,
+        set_simd_level,
+    )
+
+    accumulate, merge = _fallback_kernels.accumulate, _fallback_kernels.merge
+    fill_normal = _fallback_sampler.fill_normal
+    if _fallback.WARN:
+        warnings.warn(
+            f"klest: the compiled kernels are not available ({_fallback.REASON}); using the "
+            "pure-NumPy engine (the same draws and statistics, slower). Set KLEST_NATIVE=0 to "
+            "choose it without this warning.",
+            FallbackWarning,
+            stacklevel=2,
+        )
+else:
+    from klest.native.bindings import (
+        accumulate,
+        best_simd_level,
+        expm1,
+        fill_normal,
+        inverse_cdf,
+        k3_from_expm1,
+        merge,
+        set_simd_level,
+    )
+
 __all__ = [
+    "BACKEND",
     "COMPUTED_SERIES",
     "FIELDS",
     "MIN_FAST_SIZE",
     "SIMD_LEVELS",
     "TILE",
+    "FallbackWarning",
     "accumulate",
     "as_real_array",
     "best_simd_level",
     "checked_int",
+    "expm1",
     "fill_normal",
     "inverse_cdf",
     "k3_from_expm1",

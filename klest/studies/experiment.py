@@ -77,7 +77,7 @@ import pandas as pd
 
 from klest._version import __version__
 from klest.distributions.base import Distribution
-from klest.engine.plan import BLOCKS_PER_TASK
+from klest.engine.plan import BLOCKS_PER_TASK, stream_versions
 from klest.engine.runner import DEFAULT_BLOCK_SIZE, simulate, usable_workers
 from klest.engine.worker_pool import worker_pool
 from klest.errors import check_integer
@@ -101,7 +101,9 @@ __all__ = [
 
 #: the version of the tidy frame's columns (:func:`case_frame`); part of every stored case's
 #: key, so that cases stored with older columns are recomputed. 2: ``n`` counts every draw,
-#: headline statistics over all draws, ``error_bar`` and the ``finite_*`` columns (issue 10)
+#: headline statistics over all draws, ``error_bar`` and the ``finite_*`` columns (issue 10).
+#: It versions the columns only; what the draws depend on (the random stream's version and
+#: NumPy's, :func:`klest.engine.plan.stream_versions`) is a separate part of the key.
 FRAME_FORMAT = 2
 
 #: ``progress(case, status)`` is called with status "running", then "done" or "failed"; or
@@ -224,7 +226,9 @@ class ExperimentConfig:
 
     def case_identity(self, case: CaseConfig) -> dict[str, Any]:
         """Everything a stored case's rows depend on: the case, seed, block size, experiment
-        name and klest version (the store records it, to say what changed)."""
+        name, klest version, the columns' :data:`FRAME_FORMAT`, and the random stream's and
+        NumPy's versions (:func:`klest.engine.plan.stream_versions`); the store records it,
+        to say what changed."""
         return {
             "case": case.to_dict(),
             "experiment": self.name,
@@ -232,6 +236,7 @@ class ExperimentConfig:
             "block_size": self.block_size,
             "klest": __version__,
             "frame_format": FRAME_FORMAT,
+            **stream_versions(),
         }
 
     def case_key(self, case: CaseConfig) -> str:

@@ -89,7 +89,7 @@ def _gradient_table(k: _Checker) -> dict[str, Any]:
         if out["logits"].shape[-1:] != out["ref_logits"].shape[-1:]:
             raise k.error("ref_logits", "must have the same last dimension as logits")
         return out
-    rng = np.random.default_rng(k.get_integer("seed", 0, minimum=0))
+    rng = np.random.Generator(np.random.PCG64(k.get_integer("seed", 0, minimum=0)))
     shape = (k.get_integer("batch", 16), k.get_integer("vocab", 8, minimum=2))
     out["logits"] = k.get_number("scale", 1.0, positive=True) * rng.standard_normal(shape)
     out["ref_logits"] = k.get_number("ref_scale", 1.0, positive=True) * rng.standard_normal(shape)
@@ -200,7 +200,7 @@ def load_study(path: str | Path) -> Study:
 
 
 def _models(s: dict[str, Any], length: int) -> tuple[Any, Any, Any]:
-    rng = np.random.default_rng(np.random.SeedSequence(s["seed"], spawn_key=(0,)))
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(s["seed"], spawn_key=(0,))))
     return random_models(
         vocab=s["vocab"],
         order=s["order"],
@@ -242,7 +242,7 @@ def _run_study(study: Study) -> pd.DataFrame:
             estimators=estimators,
         )  # fmt: skip
     policy, ref, old = _models(s, s["length"])
-    rng = np.random.default_rng(np.random.SeedSequence(s["seed"], spawn_key=(1,)))
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(s["seed"], spawn_key=(1,))))
     return compare_sequence_estimators(
         policy, ref, old if s["off_policy"] else None, estimators=estimators, n=s["n"], rng=rng
     )

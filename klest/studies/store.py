@@ -8,18 +8,21 @@ Layout of ``DIR/<name>/``::
     table.md            the table (klest.studies.table_text.experiment_table), as ``klest run``
                         prints it
     meta.json           the config as loaded and resolved, its hash, seed, n, block size,
-                        overrides, versions, timestamps, and the status of every case
+                        overrides, versions (klest, the random stream, NumPy, ...),
+                        timestamps, and the status of every case
 
 Each case file is written as soon as its case finishes (to a temporary file in the same
 directory, then ``os.replace``), and results.csv, table.md and meta.json are rebuilt after
 every case, so a killed run keeps every finished case and a partial table. A stored case is
 reused only when it passes three checks: its key — a hash of everything its rows depend on
-(the case's label, q, p, estimators and n, the seed, block size, experiment name and klest
-version) — matches the current config; the SHA-256 of its CSV text matches the one recorded
-in ``cases/<index>.json`` (a dropped row or a changed digit fails it); and it holds exactly
-one row per estimator of the case. Anything else is recomputed, with a :class:`StoreWarning`
-naming the case and the reason (for a changed config: what changed), recorded in meta.json
-as ``recomputed_because``. Floats are written with Python's shortest round-trip repr and
+(the case's label, q, p, estimators and n, the seed, block size, experiment name, klest
+version, the columns' format, and the random stream's and NumPy's versions: "klest stream
+v1", :mod:`klest.engine.plan`) — matches the current config and software; the SHA-256 of its
+CSV text matches the one recorded in ``cases/<index>.json`` (a dropped row or a changed digit
+fails it); and it holds exactly one row per estimator of the case. Anything else is
+recomputed, with a :class:`StoreWarning` naming the case and the reason (a changed config:
+what changed; another random stream or NumPy version: which), recorded in meta.json as
+``recomputed_because``. Floats are written with Python's shortest round-trip repr and
 integers of any size are read back exactly, so a resumed run's results equal an
 uninterrupted run's bit for bit.
 
@@ -62,6 +65,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from klest.engine.results import software_versions
 from klest.studies.table_text import experiment_table
 
 __all__ = [
@@ -85,6 +89,8 @@ TEXT_COLUMNS = frozenset(
     | {"error_bar", "error_bar_std"}
     | {"q.family", "p.family", KEY_COLUMN}
 )
+#: the parts of a case's identity that name the software its draws come from, not the config
+STREAM_FIELDS = ("stream", "numpy")
 _INTEGER = re.compile(r"^-?\d+$")
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -260,6 +266,28 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "")
 
 
+def _key_change(stored: Any, now: dict[str, Any]) -> str:
+    """Why a stored case's key differs from the current one: older columns, another random
+    stream or NumPy version (or none recorded), and/or what changed in the config."""
+    if not isinstance(stored, dict) or "frame_format" not in stored:
+        return "it was stored by an older klest, with older columns"
+    if any(name in now and name not in stored for name in STREAM_FIELDS):
+        return ("it was stored before klest recorded its random stream and NumPy version "
+                f"(now {now.get('stream')}, NumPy {now.get('numpy')})")  # fmt: skip
+    reasons = []
+    if stored.get("stream") != now.get("stream"):
+        reasons.append(f"it was drawn from another random stream ({stored.get('stream')} -> "
+                       f"{now.get('stream')})")  # fmt: skip
+    if stored.get("numpy") != now.get("numpy"):
+        reasons.append(f"it was computed with NumPy {stored.get('numpy')}, this run has NumPy "
+                       f"{now.get('numpy')} (some families draw through NumPy's Generator "
+                       "methods)")  # fmt: skip
+    old, new = ({k: v for k, v in d.items() if k not in STREAM_FIELDS} for d in (stored, now))
+    if old != new or not reasons:
+        reasons.append(f"the config changed since it was stored ({_changes(old, new)})")
+    return "; ".join(reasons)
+
+
 def _short(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, list) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -343,11 +371,7 @@ class ResultsStore:
         if not isinstance(record, dict):
             return f"{CASES}/{case.index}.json is not a case record"
         if record.get("key") != key:
-            stored = record.get("depends_on")
-            if not isinstance(stored, dict) or "frame_format" not in stored:
-                return "it was stored by an older klest, with older columns"
-            changed = _changes(stored, self.config.case_identity(case))
-            return f"the config changed since it was stored ({changed})"
+            return _key_change(record.get("depends_on"), self.config.case_identity(case))
         if record.get("sha256") != _sha256(text):
             return f"{CASES}/{case.index}.csv does not match its recorded hash (edited or damaged)"
         try:
@@ -465,9 +489,6 @@ class ResultsStore:
             info = self.status.get(case.index, {"status": "pending"})
             info = {k: v for k, v in info.items() if k != "depends_on"}
             cases.append({"index": case.index, "label": case.label, **info})
-        versions = next(
-            (info["versions"] for info in self.status.values() if info.get("versions")), {}
-        )
         finished = sum(
             1 for info in self.status.values() if info["status"] in ("computed", "stored")
         )
@@ -488,7 +509,7 @@ class ResultsStore:
             "host": socket.gethostname(),
             "started_at": self.started,
             "updated_at": _now(),
-            "versions": versions,
+            "versions": software_versions(),  # this run's: reused cases share klest, stream, numpy
             "config": config.raw,
             "resolved": config.to_dict(),
             "cases": cases,

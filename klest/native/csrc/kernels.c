@@ -8,6 +8,8 @@
  *    running accumulator in tile order (Chan et al.; Pebay 2008 for M3 and M4).
  *  - klest_k3_from_expm1: exp(l) - 1 - l from l and expm1(l), with a Taylor series where the
  *    subtraction would lose digits.
+ *  - klest_expm1: klest's own e^x - 1 (fdlibm's algorithm, branch-free: it vectorises), the
+ *    same bits as klest._special.expm1 in NumPy, at every SIMD level.
  *
  *  - klest_categorical_inverse_cdf: searchsorted(cdf, u, side="right") by guide table.
  *
@@ -143,6 +145,77 @@ KLEST_INLINE double k3_value(double expm1_l, double l) {
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* expm1                                                                                     */
+/* ---------------------------------------------------------------------------------------- */
+
+/* klest's own e^x - 1, so that the engine's speed and bits depend neither on NumPy's build
+ * (its expm1 is vectorised only with AVX-512: 14 ns per value on an AVX2 CPU) nor on libm.
+ * fdlibm's method (Sun 1993, FreeBSD msun s_expm1.c, error < 1 ulp by its analysis), made
+ * branch-free so that the loop vectorises, and short in latency (the loop is bound by its
+ * dependency chain, not by the number of operations):
+ *  - x = k ln2 + r + c, |r| <= ln2/2 (+ rounding): k = round(x / ln2) by the 1.5 * 2^52
+ *    shifter, which also gives k's bits; ln2 in two parts (k * ln2_hi exact for |k| < 2^21),
+ *    c the rounding error of r = hi - lo.
+ *  - fdlibm's e (expm1(r) = r + r^2/2 - r e) as e = -r^2 S(r), S(r) = sum_m r^m / (m + 3)!
+ *    for m = 0..11 (truncation < 2.3e-18 relative at |r| = ln2/2), by Estrin's scheme
+ *    instead of fdlibm's rational form: no division.
+ *  - fdlibm's reconstructions (2^k (1 + expm1(r)) - 1 in a rounding order chosen by k) as
+ *    one expression ((u - (ek + s)) + v) * 2^k with u, s, v selected by k: u = r (r + 0.5
+ *    for k = 1 and r < -0.25), s = 2^-k for k = 20..56 (else 0), v = 1 - 2^-k (exact)
+ *    below k = 20 (0 in the r + 0.5 case), else 1. For k = -1..56 these are fdlibm's
+ *    operations for that k, up to exact scalings; for k <= -2 the exact 1 - 2^-k replaces
+ *    fdlibm's "+ 1, scale, - 1" (one rounding fewer), and past k = 56 fdlibm's final - 1
+ *    is below half an ulp.
+ *  - |x| < 2^-54 (subnormals, -0.0): x; x > 709.78...: inf; x <= -38.8 (56 ln2): -1; NaN:
+ *    itself. Outside [-38.8, 709.78] the arithmetic above sees garbage (inf, NaN) that
+ *    these selects discard.
+ * 2^k is built from k's bits as 2 * 2^(k - 1) (exact for k = 1024 too). klest._special.expm1
+ * is the same operations in the same order in NumPy (-ffp-contract=off: no FMA), hence the
+ * same bits at every SIMD level (tests/test_kernel_math.py, also against mpmath). */
+#define KLEST_EXPM1_SHIFT 0x1.8p52 /* adding it rounds |v| < 2^51 to an integer */
+KLEST_INLINE double expm1_value(double x) {
+    const double ln2_hi = 0x1.62e42feep-1, ln2_lo = 0x1.a39ef35793c76p-33,
+                 inv_ln2 = 0x1.71547652b82fep+0, overflow = 0x1.62e42fefa39efp+9;
+    const double c0 = 1.0 / 6.0, c1 = 1.0 / 24.0, c2 = 1.0 / 120.0,
+                 c3 = 1.0 / 720.0, c4 = 1.0 / 5040.0, c5 = 1.0 / 40320.0,
+                 c6 = 1.0 / 362880.0, c7 = 1.0 / 3628800.0, c8 = 1.0 / 39916800.0,
+                 c9 = 1.0 / 479001600.0, c10 = 1.0 / 6227020800.0, c11 = 1.0 / 87178291200.0;
+    int64_t shift_bits, k;
+    const double shift = KLEST_EXPM1_SHIFT;
+    memcpy(&shift_bits, &shift, sizeof shift_bits);
+    double shifted = x * inv_ln2 + shift;
+    double kd = shifted - shift;
+    memcpy(&k, &shifted, sizeof k);
+    k -= shift_bits;
+    double hi = x - kd * ln2_hi, lo = kd * ln2_lo;
+    double r = hi - lo;
+    double c = (hi - r) - lo;
+    double r2 = r * r, r4 = r2 * r2, hxs = 0.5 * r2;
+    double q0 = (c0 + c1 * r) + (c2 + c3 * r) * r2, q1 = (c4 + c5 * r) + (c6 + c7 * r) * r2,
+           q2 = (c8 + c9 * r) + (c10 + c11 * r) * r2;
+    double e = -r2 * (q0 + (q1 + q2 * r4) * r4);
+    double ek = (r * (e - c) - c) - hxs;
+    uint64_t half_scale_bits = (uint64_t)(k + 1022) << 52;
+    uint64_t inverse_bits = (uint64_t)(1023 - k) << 52;
+    double half_scale, inverse; /* 2^(k - 1), 2^-k */
+    memcpy(&half_scale, &half_scale_bits, sizeof half_scale);
+    memcpy(&inverse, &inverse_bits, sizeof inverse);
+    /* v = 1 - 2^-k (exact) below k = 20; there and above, v = 1 and s = 2^-k joins ek first
+     * (fdlibm's k = 20..56 form; past k = 56 s = 0: -2^-k is far below an ulp) */
+    double v = kd >= 20.0 ? 1.0 : 1.0 - inverse;
+    double s = kd >= 20.0 ? inverse : 0.0;
+    s = kd > 56.0 ? 0.0 : s;
+    double u_low = r < -0.25 ? r + 0.5 : r, v_low = r < -0.25 ? 0.0 : v;
+    double u = kd == 1.0 ? u_low : r; /* k = 1: 2 ((r + 0.5) - ek) or 2 ((r - ek) + 0.5) */
+    v = kd == 1.0 ? v_low : v;
+    double y = ((u - (ek + s)) + v) * 2.0 * half_scale;
+    y = fabs(x) < 0x1p-54 ? x : y;
+    y = x > overflow ? INFINITY : y;
+    y = x <= -0x1.3687ap+5 ? -1.0 : y;
+    return x != x ? x : y;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* The accumulator                                                                           */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -253,6 +326,11 @@ KLEST_INLINE double combine_lanes(const double *s) {
             for (int64_t i = 0; i < t; i++) out[i] = k3_value(em1[i], l[i]);                \
     }                                                                                       \
                                                                                             \
+    /* klest's expm1, elementwise (in place allowed) */                                      \
+    TARGET static void tile_expm1_##SUFFIX(const double *x, double *out, int64_t n) {       \
+        for (int64_t i = 0; i < n; i++) out[i] = expm1_value(x[i]);                         \
+    }                                                                                       \
+                                                                                            \
     TARGET static double tile_dot_##SUFFIX(const double *a, const double *b, int64_t t) {   \
         VD acc[LANES / W];                                                                  \
         for (int u = 0; u < LANES / W; u++) acc[u] = (VD){0};                               \
@@ -283,13 +361,16 @@ typedef struct {
                     int64_t *);
     double (*dot)(const double *, const double *, int64_t);
     void (*series)(int64_t, const double *, const double *, double *, int64_t);
+    void (*expm1)(const double *, double *, int64_t);
 } tile_kernels;
 
 static const tile_kernels kernel_variants[] = {
-    {tile_sum_generic, tile_central_generic, tile_dot_generic, tile_series_generic},
+    {tile_sum_generic, tile_central_generic, tile_dot_generic, tile_series_generic,
+     tile_expm1_generic},
 #ifdef KLEST_X86_VARIANTS
-    {tile_sum_avx2, tile_central_avx2, tile_dot_avx2, tile_series_avx2},
-    {tile_sum_avx512, tile_central_avx512, tile_dot_avx512, tile_series_avx512},
+    {tile_sum_avx2, tile_central_avx2, tile_dot_avx2, tile_series_avx2, tile_expm1_avx2},
+    {tile_sum_avx512, tile_central_avx512, tile_dot_avx512, tile_series_avx512,
+     tile_expm1_avx512},
 #endif
 };
 
@@ -478,14 +559,20 @@ static void histogram_tile(const double *v, int64_t start, int64_t t, int64_t st
                            double low, double width, int64_t bins, int64_t *sub) {
     const double inverse_width = 1.0 / width; /* a multiply instead of a slow division */
     const double top = (double)bins;
-    int64_t first = (start + stride - 1) / stride * stride;
-    for (int64_t i = first, j = 0; i < start + t; i += stride, j++) {
-        double x = v[i - start];
-        if (!isfinite(x)) continue;
-        double position = (x - low) * inverse_width; /* floor, clipped to [-1, bins], + 1 */
-        position = position < 0.0 ? -1.0 : position;
-        position = position >= top ? top : position;
-        sub[(j & 3) * (bins + 2) + (int64_t)position + 1]++;
+    /* k: the tile offset of the first multiple of stride at or after start; no sum here
+     * can overflow, whatever the stride (one up to 2^63 - 1 is valid: only index 0) */
+    int64_t rem = start % stride;
+    int64_t k = rem == 0 ? 0 : stride - rem;
+    for (int64_t j = 0; k < t; j++) {
+        double x = v[k];
+        if (isfinite(x)) {
+            double position = (x - low) * inverse_width; /* floor, clipped to [-1, bins], + 1 */
+            position = position < 0.0 ? -1.0 : position;
+            position = position >= top ? top : position;
+            sub[(j & 3) * (bins + 2) + (int64_t)position + 1]++;
+        }
+        if (stride >= t - k) break; /* the next index is past the tile */
+        k += stride;
     }
 }
 
@@ -622,6 +709,9 @@ int klest_merge(int64_t size, double *stats, double *joint, double *comoment,
 void klest_k3_from_expm1(const double *expm1_l, const double *l, double *out, int64_t n) {
     kernels()->series(SERIES_K3, l, expm1_l, out, n);
 }
+
+/* out[i] = klest's expm1(x[i]) (expm1_value above), n values; out may be x. */
+void klest_expm1(const double *x, double *out, int64_t n) { kernels()->expm1(x, out, n); }
 
 int64_t klest_tile_size(void) { return KLEST_TILE; }
 
