@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from klest import native as _native
-from klest._special import expm1_minus, log_abs_expm1
+from klest._special import log_abs_expm1
 
 __all__ = [
     "KL_PQ",
@@ -228,7 +228,7 @@ def _rev_kl(l: np.ndarray) -> np.ndarray:
     out[big] = np.exp(l[big]) * (l[big] - 1.0) + 1.0
     rest = ~big
     lr = l[rest]
-    out[rest] = lr * np.expm1(lr) - expm1_minus(lr)
+    out[rest] = lr * np.expm1(lr) - expm1_minus_x(lr)  # compiled, _special.expm1_minus's bits
     out[np.isneginf(l)] = 1.0  # r = 0: r log r -> 0, -(r - 1) = 1
     return out.reshape(shape)
 

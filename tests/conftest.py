@@ -33,6 +33,7 @@ LOWEST_LANE_LEAVES_OUT = (
     "tests/test_worker_pool.py",
     "tests/test_dask_cluster.py",
     "tests/test_cli_faults.py",
+    "tests/test_install.py",
 )
 
 
