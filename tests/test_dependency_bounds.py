@@ -87,6 +87,11 @@ def test_the_lowest_lane_leaves_out_only_process_level_modules() -> None:
     from conftest import LOWEST_LANE_LEAVES_OUT
 
     assert all((ROOT / path).is_file() for path in LOWEST_LANE_LEAVES_OUT)
-    assert len(LOWEST_LANE_LEAVES_OUT) == 6
+    # exactly these (a subprocess each: CLI, README, notebooks, figure set, killed pools, a
+    # real Dask cluster, compiler and wheel builds); adding one is a decision made here
+    assert {Path(p).name for p in LOWEST_LANE_LEAVES_OUT} == {
+        "test_readme.py", "test_notebooks.py", "test_figures.py", "test_worker_pool.py",
+        "test_dask_cluster.py", "test_cli_faults.py", "test_install.py",
+    }  # fmt: skip
     kept = {"test_store.py", "test_honest_output.py", "test_plots.py", "test_exact.py"}
     assert not kept & {Path(p).name for p in LOWEST_LANE_LEAVES_OUT}
