@@ -27,8 +27,7 @@ tasks of :data:`BLOCKS_PER_TASK` blocks (:meth:`RunPlan.tasks`), so the merge tr
    (``poisson``), Laplace (``laplace``), Exponential (``exponential``), LogNormal
    (``lognormal``), Uniform (``uniform``), and GaussianMixture's normal parts
    (``Generator.standard_normal``; today the same ziggurat as item 2). Generators other than
-   PCG64 (never the engine's) also call NumPy's ``standard_normal``, as do Normal draws of
-   fewer than :data:`klest.native.MIN_FAST_SIZE` at a time (if that is above 1).
+   PCG64 (never the engine's) also call NumPy's ``standard_normal``.
 
 klest's golden streams (``tests/test_golden_stream.py``) are the definition of the stream.
 ``tests/test_stream_contract.py`` keeps a canary: klest's sampler equals NumPy's own

@@ -24,7 +24,7 @@ from klest.native.checks import (
     real_scalar,
 )
 from klest.native.fallback import BACKEND, TILE, FallbackWarning
-from klest.native.sampler import MIN_FAST_SIZE, quadratic_in_place, scaled_normal, standard_normal
+from klest.native.sampler import quadratic_in_place, scaled_normal, standard_normal
 
 if _fallback.COMPILED is None:
     from klest.native.fallback import (
@@ -61,7 +61,6 @@ __all__ = [
     "BACKEND",
     "COMPUTED_SERIES",
     "FIELDS",
-    "MIN_FAST_SIZE",
     "SIMD_LEVELS",
     "TILE",
     "FallbackWarning",

@@ -35,12 +35,7 @@ _fill_normal = (
     _fallback_sampler.fill_normal if _fallback.COMPILED is None else _fallback.COMPILED.fill_normal
 )
 
-__all__ = ["MIN_FAST_SIZE", "quadratic_in_place", "scaled_normal", "standard_normal"]
-
-#: blocks of at least this many draws of a PCG64 generator go through klest's sampler, i.e.
-#: every block that draws anything: the stream is klest's at every size (a compiled call
-#: costs ~13 us for a single draw, NumPy's ~1 us; at 2,047 draws 20 us against NumPy's 25)
-MIN_FAST_SIZE = 1
+__all__ = ["quadratic_in_place", "scaled_normal", "standard_normal"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -78,7 +73,10 @@ def scaled_normal(
     scale, loc = _checks.real_scalar("scale", scale), _checks.real_scalar("loc", loc)
     quadratic = None if quadratic is None else _checks.quadratic_coefficients(quadratic)
     bit_generator = rng.bit_generator
-    if count < MIN_FAST_SIZE or type(bit_generator) is not np.random.PCG64:
+    # every PCG64 draw, at every size, is klest's own (a compiled call costs ~13 us for one
+    # draw, NumPy's ~1 us; at 2,047 draws 20 us against NumPy's 25); other bit generators
+    # and empty requests go through NumPy
+    if count == 0 or type(bit_generator) is not np.random.PCG64:
         draws = rng.standard_normal(shape)
         if scale != 1.0 or loc != 0.0:
             draws *= scale
