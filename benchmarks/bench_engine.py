@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
+from bench_families import family_rows
+from machine import best_of, numpy_dispatch, print_machine, target_line
 
 import klest
 import klest.native
@@ -42,16 +42,6 @@ from klest.native.sampler import standard_normal
 Q = klest.Normal(loc=0.0, scale=1.0)
 P = klest.Normal(loc=1.0, scale=1.0)
 SCHULMAN = ["k1", "k2", "k3"]
-
-
-def best_of(repeats: int, fn) -> float:
-    """Shortest wall time of ``repeats`` calls (the least disturbed by other processes)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def raw_normal_rate(n: int, chunk: int) -> float:
@@ -155,32 +145,6 @@ def categorical_rates(vocab: int, n: int) -> tuple[float, float]:
     return sample_rate, n / best_of(3, run)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def numpy_dispatch() -> dict[str, list[str]]:
-    """The SIMD part of ``np.show_runtime()``: baseline, and dispatch targets found / not."""
-    try:
-        from numpy._core import _multiarray_umath as umath
-    except ImportError:  # NumPy 1.x
-        from numpy.core import _multiarray_umath as umath
-    features = umath.__cpu_features__
-    dispatch = umath.__cpu_dispatch__
-    return {
-        "baseline": list(umath.__cpu_baseline__),
-        "found": [f for f in dispatch if features.get(f)],
-        "not_found": [f for f in dispatch if not features.get(f)],
-    }
-
-
 def rerun_as_avx2() -> None:
     """Run this script again with klest's kernels at AVX2 and NumPy's AVX-512 targets off."""
     # NumPy 2.x names its AVX-512 targets X86_V4, AVX512_ICL, AVX512_SPR; 1.x AVX512F,
@@ -189,29 +153,6 @@ def rerun_as_avx2() -> None:
     env = dict(os.environ, KLEST_SIMD_LEVEL="avx2", NPY_DISABLE_CPU_FEATURES=" ".join(off))
     env["KLEST_BENCH_AVX2_CHILD"] = "1"
     sys.exit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
-
-
-def print_machine() -> None:
-    level = klest.native.SIMD_LEVELS
-    forced = os.environ.get("KLEST_SIMD_LEVEL")
-    chosen = forced if forced else level[klest.native.best_simd_level()]
-    dispatch = numpy_dispatch()
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores), {platform.python_implementation()} "
-          f"{platform.python_version()}, NumPy {np.__version__}")  # fmt: skip
-    print(f"klest SIMD level: {chosen} (best here: {level[klest.native.best_simd_level()]})")
-    print(f"NumPy SIMD: baseline {' '.join(dispatch['baseline'])}; dispatch found "
-          f"{' '.join(dispatch['found']) or '-'}; not found "
-          f"{' '.join(dispatch['not_found']) or '-'}")  # fmt: skip
-    disabled = os.environ.get("NPY_DISABLE_CPU_FEATURES")
-    if disabled:
-        print(f"NPY_DISABLE_CPU_FEATURES={disabled}")
-
-
-def target_line(label: str, value: float | None, target: float, cmp: str = ">=") -> str:
-    if value is None:
-        return f"  {label:<44} {'n/a':>7}   target {cmp} {target:g}"
-    ok = value >= target if cmp == ">=" else value <= target
-    return f"  {label:<44} {value:7.2f}   target {cmp} {target:g}   {'met' if ok else 'MISSED'}"
 
 
 def main() -> None:
@@ -260,12 +201,15 @@ def main() -> None:
         print(f"peak RSS, n = {size:>11,}  {mb:8.1f} MB")
 
     vocab = 131_072
-    samp, eng = categorical_rates(vocab, 2_000_000 if not args.quick else 200_000)
+    # n large enough that the run's one-off costs (pilot block, truths) count for little
+    samp, eng = categorical_rates(vocab, 20_000_000 if not args.quick else 2_000_000)
     results["categorical_sample_rate"], results["categorical_engine_rate"] = samp, eng
     print(
         f"Categorical V={vocab:,}: sampling {samp / 1e6:.1f} M draws/s, "
         f"engine {eng / 1e6:.1f} M draws/s"
     )
+    families = family_rows(args.quick)
+    results |= {label: value for label, value, _ in families}
     print("targets (issue 12), ratios measured in this run:")
     for line in (
         target_line("engine 1w / klest's compiled sampler", one / compiled, 0.5),
@@ -274,6 +218,7 @@ def main() -> None:
         target_line("engine 2w / engine 1w", two / one, 1.8),
         target_line("peak RSS (MB), larger n", results["peak_rss_mb_big"], 150, "<="),
         target_line("Categorical engine / its sampling", eng / samp, 0.8),
+        *(target_line(label, value, target) for label, value, target in families),
     ):
         print(line)
     if args.json:

@@ -28,6 +28,36 @@ def _index(idx: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in idx)
 
 
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` that nothing can write: a read-only view of a ``bytes`` object
+    (NumPy refuses to make it writable again), so that a check of its values stays true
+    (``klest.native.checks.cannot_change``: the inverse CDF's tables are checked once)."""
+    out = np.frombuffer(array.tobytes(), dtype=array.dtype).reshape(array.shape)
+    if not out.flags.aligned:  # bytes' data is 16-byte aligned in CPython; be safe anyway
+        out = array.copy()
+        out.flags.writeable = False
+    return out
+
+
+def _restore(
+    name: str,
+    given: np.ndarray,
+    log_probs: np.ndarray,
+    cdf: np.ndarray | None,
+    guide: np.ndarray | None,
+) -> Categorical:
+    """Unpickle a Categorical from the arrays it was built from and derived (exact bits),
+    without the O(K) checks and log-softmax again; each process checks the inverse CDF's
+    tables once, on their first use (``klest.native.checks``)."""
+    out = object.__new__(Categorical)
+    object.__setattr__(out, "_params", {name: _frozen(np.asarray(given, dtype=np.float64))})
+    object.__setattr__(out, "_log_probs", _frozen(np.asarray(log_probs, dtype=np.float64)))
+    if cdf is not None and guide is not None:
+        out.__dict__["_cdf"] = _frozen(np.asarray(cdf, dtype=np.float64))
+        out.__dict__["_guide"] = _frozen(np.asarray(guide, dtype=np.int32))
+    return out
+
+
 class Categorical(Distribution):
     """The categorical distribution over {0, ..., K-1}, batched over leading dimensions.
 
@@ -74,12 +104,10 @@ class Categorical(Distribution):
                 name,
                 f"must be a non-empty array of shape (..., K), got shape {arr.shape}",
             )
-        arr = arr.copy()
-        arr.flags.writeable = False
+        arr = _frozen(arr)
         log_probs = self._check_probs(arr) if name == "probs" else self._check_logits(arr)
-        log_probs.flags.writeable = False
         object.__setattr__(self, "_params", {name: arr})
-        object.__setattr__(self, "_log_probs", log_probs)
+        object.__setattr__(self, "_log_probs", _frozen(log_probs))
 
     @staticmethod
     def _check_probs(probs: np.ndarray) -> np.ndarray:
@@ -130,6 +158,13 @@ class Categorical(Distribution):
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Categorical is immutable: cannot set {name!r}")
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # the arrays themselves (and the inverse CDF's tables, when built), not to_dict()'s
+        # lists: a process pool pickles the run plan for every task
+        ((name, given),) = self._params.items()
+        tables = self.__dict__.get("_cdf"), self.__dict__.get("_guide")
+        return _restore, (name, given, self._log_probs, *tables)
+
     @classmethod
     def constructor_keys(cls) -> set[str]:
         """Config keys ``from_dict`` accepts: either parameterisation."""
@@ -148,9 +183,7 @@ class Categorical(Distribution):
         given = self._params.get("probs")
         if given is not None and np.all(given.sum(axis=-1) == 1.0):
             return given
-        out = np.exp(self._log_probs)
-        out.flags.writeable = False
-        return out
+        return _frozen(np.exp(self._log_probs))
 
     @property
     def logits(self) -> np.ndarray:
@@ -199,7 +232,7 @@ class Categorical(Distribution):
     def _cdf(self) -> np.ndarray:
         cdf = np.cumsum(self.probs, axis=-1)
         cdf /= cdf[..., -1:]
-        return cdf
+        return _frozen(cdf)
 
     @cached_property
     def _guide(self) -> np.ndarray:
@@ -208,7 +241,31 @@ class Categorical(Distribution):
         k = self.num_categories
         g = 1 << max(0, (max(k // 4, 1) - 1).bit_length())
         guide = np.searchsorted(self._cdf, np.arange(g) / g, side="right")
-        return np.append(guide, k - 1).astype(np.int32)
+        return _frozen(np.append(guide, k - 1).astype(np.int32))
+
+    def log_ratio_table(self, p: Categorical) -> np.ndarray:
+        """log p[i] - log q[i] for every category i of this q (unbatched, p with as many
+        categories), as ``p.log_prob(i) - q.log_prob(i)`` gives it (NaN where both are
+        -inf); read-only. The table of the last p asked for is kept (the engine asks once per
+        block): a Categorical's log-probabilities cannot change, so it stays right.
+
+        >>> q, p = Categorical(probs=[0.5, 0.5]), Categorical(probs=[0.25, 0.75])
+        >>> q.log_ratio_table(p).round(6).tolist()
+        [-0.693147, 0.405465]
+        """
+        if type(p) is not Categorical or self.batch_shape or p.batch_shape:
+            raise ValueError("log_ratio_table needs two unbatched Categoricals")
+        if p.num_categories != self.num_categories:
+            raise ValueError(
+                f"log_ratio_table: p has {p.num_categories} categories, q {self.num_categories}"
+            )
+        kept = self.__dict__.get("_ratio_table")
+        if kept is not None and kept[0] is p._log_probs:
+            return kept[1]
+        with np.errstate(invalid="ignore"):
+            table = _frozen(p._log_probs - self._log_probs)
+        self.__dict__["_ratio_table"] = (p._log_probs, table)
+        return table
 
     def inverse_cdf(self, u: Any, table: Any = None) -> np.ndarray:
         """The category of each uniform u in [0, 1): the first i with cdf[i] > u (the

@@ -78,7 +78,12 @@ class StudentT(Distribution):
             return self._log_norm() - 0.5 * (self.df + 1.0) * log1p_ratio
 
     def _sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
-        return self.loc + self.scale * rng.standard_t(self.df, size)
+        # loc + scale * t, in place (the same bits; a scale of 1 skips its pass exactly)
+        draws = np.asarray(rng.standard_t(self.df, size), dtype=np.float64)
+        if self.scale != 1.0:
+            draws *= self.scale
+        draws += self.loc
+        return draws if draws.ndim else draws[()]
 
     def _scipy(self) -> Any:
         return stats.t(df=self.df, loc=self.loc, scale=self.scale)

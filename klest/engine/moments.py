@@ -156,6 +156,31 @@ class Accumulator:
             self.histogram, self._hist_rows, self._stride, self._low, self._width,
         )  # fmt: skip
 
+    def add_computed(
+        self,
+        names: Sequence[str],
+        log_ratio: np.ndarray | None = None,
+        normal: tuple[np.random.Generator, float, float, tuple[float, float, float]] | None = None,
+        m: int = 0,
+    ) -> None:
+        """Fold in one block whose every series is named in ``klest.native.COMPUTED_SERIES``
+        ("expm1" is r - 1 itself), from its log-ratio: ``log_ratio``, or, with ``normal`` =
+        (rng, scale, loc, (a, b, c)), the Gaussian log-ratio ((x a) + b) x + c of m draws
+        x = loc + scale z from ``rng`` (a PCG64 generator, advanced as
+        ``klest.native.scaled_normal`` would advance it), which are never written out. The
+        same bits as :meth:`add` given those arrays and their expm1, in one compiled pass."""
+        arrays = (
+            self.stats, self.joint, self.comoment, self.histogram, self._hist_rows,
+            self._stride, self._low, self._width,
+        )  # fmt: skip
+        if normal is None:
+            l = None if log_ratio is None else _native.as_real_array("log_ratio", log_ratio)
+            _native.block_stats(names, l, None, 0 if l is None else l.size, *arrays)
+            return
+        rng, scale, loc, quadratic = normal
+        with _native.pcg64_state(rng.bit_generator) as state:
+            _native.block_stats(names, None, (state, scale, loc, quadratic), m, *arrays)
+
     def to_moments(self) -> Moments:
         """The statistics so far, as an immutable (mergeable) :class:`Moments`."""
         return _from_arrays(

@@ -16,6 +16,8 @@ tasks of :data:`BLOCKS_PER_TASK` blocks (:meth:`RunPlan.tasks`), so the merge tr
    :func:`klest.native.standard_normal`): NumPy's algorithm, value for value and with the same
    final generator state, frozen in klest. A MultivariateNormal then multiplies by its
    Cholesky factor (BLAS: the last bits depend on the CPU's kernel, not on the stream).
+   GaussianMixture's normal parts come from the same sampler; the engine's MultivariateNormal
+   log-ratio is computed from the standard normal rows themselves (x is not formed).
 3. Uniform doubles are PCG64's own: ``(next_uint64 >> 11) * 2**-53`` (its ``next_double``,
    part of the bit generator), which klest takes from ``Generator.random``. Categorical
    draws are klest's inverse CDF (:meth:`klest.Categorical.inverse_cdf`: the first index
@@ -25,8 +27,7 @@ tasks of :data:`BLOCKS_PER_TASK` blocks (:meth:`RunPlan.tasks`), so the merge tr
 4. Everything else draws through NumPy ``Generator`` methods, and so depends on NumPy's
    version: Gamma (``gamma``), Beta (``beta``), StudentT (``standard_t``), Poisson
    (``poisson``), Laplace (``laplace``), Exponential (``exponential``), LogNormal
-   (``lognormal``), Uniform (``uniform``), and GaussianMixture's normal parts
-   (``Generator.standard_normal``; today the same ziggurat as item 2). Generators other than
+   (``lognormal``) and Uniform (``uniform``). Generators other than
    PCG64 (never the engine's) also call NumPy's ``standard_normal``.
 
 klest's golden streams (``tests/test_golden_stream.py``) are the definition of the stream.

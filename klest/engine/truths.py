@@ -47,8 +47,9 @@ def truths(q: Distribution, p: Distribution, names: Sequence[str], *, exact: boo
     notes: dict[str, str] = {}
     value: dict[str, float] = {}
     fourth: dict[str, bool] = {}
+    divergences: dict[str, float] = {}  # KL(q||p), KL(p||q): each computed once per run
     for name in names:
-        moments[name], notes[name], value[name] = _truth_of(q, p, name, exact)
+        moments[name], notes[name], value[name] = _truth_of(q, p, name, exact, divergences)
         finite = fourth_moment_finite(q, p, name, moments[name])
         if finite is not None:
             fourth[name] = finite
@@ -56,9 +57,10 @@ def truths(q: Distribution, p: Distribution, names: Sequence[str], *, exact: boo
 
 
 def _truth_of(
-    q: Distribution, p: Distribution, name: str, with_exact: bool
+    q: Distribution, p: Distribution, name: str, with_exact: bool, divergences: dict[str, float]
 ) -> tuple[ExactMoments | None, str, float]:
-    """(ExactMoments or None, note, truth) for one estimator."""
+    """(ExactMoments or None, note, truth) for one estimator; ``divergences`` keeps the KLs
+    already computed in this run, by target kind."""
     est = _estimators.get(name)
     if with_exact:
         try:
@@ -68,11 +70,12 @@ def _truth_of(
             note = f"no exact moments: {err}"
     else:
         note = ""
+    kind = est.target.kind
     try:
-        if est.target.kind == "kl_qp":
-            return None, note, float(kl(q, p))
-        if est.target.kind == "kl_pq":
-            return None, note, float(kl(p, q))
+        if kind in ("kl_qp", "kl_pq"):
+            if kind not in divergences:
+                divergences[kind] = float(kl(q, p) if kind == "kl_qp" else kl(p, q))
+            return None, note, divergences[kind]
     except NotImplementedError as err:  # NoKLMethodError
         note = "; ".join(t for t in (note, f"no true value: {err}") if t)
     return None, note, math.nan

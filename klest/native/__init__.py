@@ -24,7 +24,7 @@ from klest.native.checks import (
     real_scalar,
 )
 from klest.native.fallback import BACKEND, TILE, FallbackWarning
-from klest.native.sampler import quadratic_in_place, scaled_normal, standard_normal
+from klest.native.sampler import pcg64_state, quadratic_in_place, scaled_normal, standard_normal
 
 if _fallback.COMPILED is None:
     from klest.native.fallback import (
@@ -36,6 +36,7 @@ if _fallback.COMPILED is None:
     )
 
     accumulate, merge = _fallback_kernels.accumulate, _fallback_kernels.merge
+    block_stats = _fallback_kernels.block_stats
     fill_normal = _fallback_sampler.fill_normal
     if _fallback.WARN:
         warnings.warn(
@@ -49,6 +50,7 @@ else:
     from klest.native.bindings import (
         accumulate,
         best_simd_level,
+        block_stats,
         expm1,
         fill_normal,
         inverse_cdf,
@@ -67,12 +69,14 @@ __all__ = [
     "accumulate",
     "as_real_array",
     "best_simd_level",
+    "block_stats",
     "checked_int",
     "expm1",
     "fill_normal",
     "inverse_cdf",
     "k3_from_expm1",
     "merge",
+    "pcg64_state",
     "quadratic_coefficients",
     "quadratic_in_place",
     "real_scalar",

@@ -30,6 +30,7 @@ from klest.native.checks import (
     FIELDS,
     SIMD_LEVELS,
     check_accumulate_args,
+    check_block_stats_args,
     check_inverse_cdf_args,
     check_merge_args,
     quadratic_coefficients,
@@ -44,6 +45,7 @@ __all__ = [
     "TILE",
     "accumulate",
     "best_simd_level",
+    "block_stats",
     "expm1",
     "fill_normal",
     "inverse_cdf",
@@ -74,6 +76,10 @@ _LIB.klest_accumulate.argtypes = [
     _P, _P, _P, _P, _I64, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _F64, _F64,
 ]  # fmt: skip
 _LIB.klest_accumulate.restype = ctypes.c_int
+_LIB.klest_block_stats.argtypes = [
+    _P, _P, _I64, _P, _I64, _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _F64, _F64,
+]  # fmt: skip
+_LIB.klest_block_stats.restype = ctypes.c_int
 _LIB.klest_merge.argtypes = [_I64, _P, _P, _P, _P, _P, _P]
 _LIB.klest_merge.restype = ctypes.c_int
 _LIB.klest_categorical_inverse_cdf.argtypes = [_P, _P, _I64, _P, _I64, _P, _P, _P]
@@ -254,3 +260,41 @@ def accumulate(
         raise MemoryError("klest_accumulate could not allocate its scratch memory")
     if status != 0:
         raise ValueError("klest_accumulate: a computed series needs the log-ratio (and expm1)")
+
+
+def block_stats(
+    series: Sequence[str],
+    log_ratio: np.ndarray | None,
+    normal: tuple[np.ndarray, float, float, tuple[float, float, float] | None] | None,
+    m: int,
+    stats: np.ndarray,
+    joint: np.ndarray,
+    comoment: np.ndarray,
+    histogram: np.ndarray,
+    hist_rows: int,
+    stride: int,
+    low: float,
+    width: float,
+) -> None:
+    """:func:`accumulate` for a block whose every series is computed (names of
+    :data:`COMPUTED_SERIES`) from its log-ratio l, with expm1(l) made here, tile by tile: the
+    same bits as ``expm1`` then ``accumulate``. l is ``log_ratio`` (1-D float64), or, with
+    ``normal = (state, scale, loc, quadratic)``, the m values of :func:`fill_normal` of that
+    PCG64 state (advanced in place), drawn here tile by tile and never written out."""
+    m, params, transform = check_block_stats_args(
+        series, log_ratio, normal, m, stats, joint, comoment, histogram, hist_rows, stride,
+        low, width,
+    )  # fmt: skip
+    kinds = np.array([COMPUTED_SERIES[s] for s in series], dtype=np.int64)
+    f = np.array(params, dtype=np.float64)
+    bins = histogram.shape[1] - 2 if histogram.shape[1] else 0
+    status = _LIB.klest_block_stats(
+        None if normal is None else _address(normal[0]), _address(f), transform,
+        None if log_ratio is None else _address(log_ratio), m, _address(kinds), len(series),
+        _address(stats), _address(joint), _address(comoment), _address(histogram), bins,
+        hist_rows, stride, low, width,
+    )  # fmt: skip
+    if status == -1:
+        raise MemoryError("klest_block_stats could not allocate its scratch memory")
+    if status != 0:
+        raise ValueError("klest_block_stats: unknown series kind")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +22,9 @@ __all__ = [
     "FIELDS",
     "SIMD_LEVELS",
     "as_real_array",
+    "cannot_change",
     "check_accumulate_args",
+    "check_block_stats_args",
     "check_inverse_cdf_args",
     "check_merge_args",
     "checked_int",
@@ -32,7 +35,8 @@ __all__ = [
 
 #: series the accumulator computes itself, tile by tile, from the log-ratio l and expm1(l),
 #: bit for bit as the NumPy expressions beside them
-COMPUTED_SERIES = {"negate": 1, "half_square": 2, "k3": 3}  # -l, 0.5 * l * l, k3_given_expm1
+#: -l, 0.5 * l * l, k3_given_expm1, expm1(l) itself (r - 1)
+COMPUTED_SERIES = {"negate": 1, "half_square": 2, "k3": 3, "expm1": 4}
 #: the columns of the accumulator's (E, 11) ``stats`` array: ``nonfinite`` counts every
 #: non-finite value, ``posinf`` and ``neginf`` the +inf and -inf among them (NaN: the rest)
 FIELDS = (
@@ -231,9 +235,72 @@ def check_accumulate_args(
             require(name, x, np.float64, (m,))
     if names and log_ratio is None:
         raise ValueError("computed series need the log-ratio (log_ratio)")
-    if "k3" in names and expm1_log_ratio is None:
-        raise ValueError("the computed series 'k3' needs expm1_log_ratio")
-    e = len(series)
+    for name in ("k3", "expm1"):
+        if name in names and expm1_log_ratio is None:
+            raise ValueError(f"the computed series {name!r} needs expm1_log_ratio")
+    _check_accumulator_arrays(len(series), stats, joint, comoment, histogram, hist_rows, stride,
+                              low, width)  # fmt: skip
+
+
+def check_block_stats_args(
+    series: Any,
+    log_ratio: Any,
+    normal: Any,
+    m: Any,
+    stats: Any,
+    joint: Any,
+    comoment: Any,
+    histogram: Any,
+    hist_rows: Any,
+    stride: Any,
+    low: Any,
+    width: Any,
+) -> tuple[int, tuple[float, float, float, float, float], int]:
+    """Check :func:`block_stats`'s arguments as :func:`check_accumulate_args` does (every
+    series a name of COMPUTED_SERIES); exactly one of ``log_ratio`` (1-D float64 of m >= 1
+    values) and ``normal`` = (state, scale, loc, quadratic or None), state the writable
+    (4,) uint64 PCG64 state. Returns (m, (scale, loc, a, b, c), transform)."""
+    if isinstance(series, str | np.ndarray) or not isinstance(series, Sequence) or not series:
+        raise TypeError(f"series must be a non-empty list of names, got {_shown(series)}")
+    for name in series:
+        if not isinstance(name, str) or name not in COMPUTED_SERIES:
+            valid = ", ".join(COMPUTED_SERIES)
+            raise ValueError(
+                f"block_stats computes every series: {_shown(name)} is not one of {valid}"
+            )
+    if (log_ratio is None) == (normal is None):
+        raise ValueError("block_stats needs exactly one of log_ratio and normal")
+    if normal is None:
+        require("log_ratio", log_ratio, np.float64, (None,))
+        m = log_ratio.size
+        params, transform = (0.0, 0.0, 0.0, 0.0, 0.0), 0
+    else:
+        if not isinstance(normal, tuple) or len(normal) != 4:
+            raise TypeError("normal must be (state, scale, loc, quadratic)")
+        state, scale, loc, quadratic = normal
+        require("state", state, np.uint64, (4,), writable=True)
+        a, b, c = quadratic_coefficients(quadratic)
+        transform = 0 if quadratic is None else (1 if a == 0.0 else 2)
+        params = (real_scalar("scale", scale), real_scalar("loc", loc), a, b, c)
+        m = checked_int("m", m, 1)
+    if m == 0:
+        raise ValueError("a block needs at least one draw")
+    _check_accumulator_arrays(len(series), stats, joint, comoment, histogram, hist_rows, stride,
+                              low, width)  # fmt: skip
+    return m, params, transform
+
+
+def _check_accumulator_arrays(
+    e: int,
+    stats: Any,
+    joint: Any,
+    comoment: Any,
+    histogram: Any,
+    hist_rows: Any,
+    stride: Any,
+    low: Any,
+    width: Any,
+) -> None:
     require("stats", stats, np.float64, (e, len(FIELDS)), writable=True)
     require("joint", joint, np.float64, (e + 1,), writable=True)
     require("comoment", comoment, np.float64, (e, e), writable=True)
@@ -253,19 +320,71 @@ def check_accumulate_args(
             raise ValueError(f"width must be finite and > 0 (with a finite 1 / width), got {width}")
 
 
+def cannot_change(array: Any) -> bool:
+    """True when nothing can write ``array``'s values any more: a NumPy array (no subclass),
+    read-only, and a read-only view all the way down of a ``bytes`` object (immutable; NumPy
+    refuses to make such an array writable again). An array that merely has
+    ``writeable=False`` can be made writable again by its owner, so it does not count.
+
+    >>> frozen = np.frombuffer(np.arange(3.0).tobytes())
+    >>> cannot_change(frozen), cannot_change(frozen[1:]), cannot_change(np.arange(3.0))
+    (True, True, False)
+    >>> locked = np.arange(3.0)
+    >>> locked.flags.writeable = False
+    >>> cannot_change(locked)  # its owner may set writeable=True again
+    False
+    """
+    while type(array) is np.ndarray:
+        if array.flags.writeable:
+            return False
+        array = array.base
+    return type(array) is bytes
+
+
+#: (id(cdf), id(guide)) -> weak references to the pair: the (cdf, guide) pairs whose values
+#: passed :func:`check_inverse_cdf_args` and that :func:`cannot_change` (a Categorical's
+#: tables): their O(k) value checks are not repeated on every call. A weak reference that no
+#: longer gives the very same object is a miss (the pair is checked again).
+_CHECKED_TABLES: dict[tuple[int, int], tuple[weakref.ref, weakref.ref]] = {}
+
+
+def _remember_checked(cdf: np.ndarray, guide: np.ndarray) -> None:
+    key = (id(cdf), id(guide))
+
+    def forget(_: object) -> None:
+        _CHECKED_TABLES.pop(key, None)  # at worst a later pair is checked once more
+
+    _CHECKED_TABLES[key] = (weakref.ref(cdf, forget), weakref.ref(guide, forget))
+
+
+def _checked_before(cdf: np.ndarray, guide: np.ndarray) -> bool:
+    known = _CHECKED_TABLES.get((id(cdf), id(guide)))
+    return known is not None and known[0]() is cdf and known[1]() is guide
+
+
 def check_inverse_cdf_args(cdf: Any, guide: Any, u: Any, table: Any) -> None:
     """Raise (TypeError / ValueError naming the argument) unless :func:`inverse_cdf`'s
-    arguments are safe for the kernel (the values of u are checked by the search itself)."""
+    arguments are safe for the kernel (the values of u are checked by the search itself).
+
+    The values of a (cdf, guide) pair that :func:`cannot_change` are checked on its first
+    call only (a Categorical's tables: O(k) per call would dominate a block of draws); any
+    other pair, and every dtype, shape and layout, on every call.
+    """
     require("cdf", cdf, np.float64, (None,))
     k = cdf.size
-    if k == 0 or cdf[-1] != 1.0 or not np.all(np.diff(cdf) >= 0.0):
-        raise ValueError("cdf must be a non-empty nondecreasing array ending in 1.0")
-    require("guide", guide, np.int32, (None,))
-    g = guide.size - 1
-    if g < 1 or g & (g - 1):
-        raise ValueError(f"guide must have g + 1 entries with g a power of two, got {g + 1}")
-    if guide.min() < 0 or guide.max() > k - 1:
-        raise ValueError(f"guide entries must be categories in [0, {k - 1}]")
+    if _checked_before(cdf, guide):  # the same objects, on an immutable buffer: the same
+        require("guide", guide, np.int32, (None,))  # values, unless re-typed in place
+    else:
+        if k == 0 or cdf[-1] != 1.0 or not np.all(np.diff(cdf) >= 0.0):
+            raise ValueError("cdf must be a non-empty nondecreasing array ending in 1.0")
+        require("guide", guide, np.int32, (None,))
+        g = guide.size - 1
+        if g < 1 or g & (g - 1):
+            raise ValueError(f"guide must have g + 1 entries with g a power of two, got {g + 1}")
+        if guide.min() < 0 or guide.max() > k - 1:
+            raise ValueError(f"guide entries must be categories in [0, {k - 1}]")
+        if cannot_change(cdf) and cannot_change(guide):
+            _remember_checked(cdf, guide)
     require("u", u, np.float64)
     if table is not None:
         require("table", table, np.float64, (k,))

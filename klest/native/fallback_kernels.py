@@ -32,10 +32,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from klest.native.checks import COMPUTED_SERIES, check_accumulate_args, check_merge_args
-from klest.native.fallback import TILE, k3_values
+from klest.native.checks import (
+    COMPUTED_SERIES,
+    check_accumulate_args,
+    check_block_stats_args,
+    check_merge_args,
+)
+from klest.native.fallback import TILE, expm1, k3_values
+from klest.native.fallback_sampler import fill_normal
 
-__all__ = ["accumulate", "merge"]
+__all__ = ["accumulate", "block_stats", "merge"]
 
 _LANES = 8
 # the columns of a stats row (kernels.c's enum)
@@ -75,6 +81,35 @@ def accumulate(
                 histogram[e] += _histogram(rows[e], int(stride), float(low), float(width), bins)
 
 
+def block_stats(
+    series: Sequence[str],
+    log_ratio: np.ndarray | None,
+    normal: tuple[np.ndarray, float, float, tuple[float, float, float] | None] | None,
+    m: int,
+    stats: np.ndarray,
+    joint: np.ndarray,
+    comoment: np.ndarray,
+    histogram: np.ndarray,
+    hist_rows: int,
+    stride: int,
+    low: float,
+    width: float,
+) -> None:
+    """bindings.block_stats in NumPy: the block's log-ratio (given, or drawn by
+    :func:`fill_normal`), its expm1, then :func:`accumulate` -- what the C does tile by tile."""
+    m, _, _ = check_block_stats_args(
+        series, log_ratio, normal, m, stats, joint, comoment, histogram, hist_rows, stride,
+        low, width,
+    )  # fmt: skip
+    if normal is not None:
+        state, scale, loc, quadratic = normal
+        log_ratio = np.empty(m)
+        fill_normal(state, log_ratio, scale, loc, quadratic)
+    em1 = expm1(log_ratio, np.empty_like(log_ratio))
+    accumulate(list(series), log_ratio, em1, stats, joint, comoment, histogram, hist_rows,
+               stride, low, width)  # fmt: skip
+
+
 def merge(
     stats: np.ndarray,
     joint: np.ndarray,
@@ -102,6 +137,8 @@ def _series(s: np.ndarray | str, l: np.ndarray | None, em1: np.ndarray | None) -
         return -l  # type: ignore[operator]
     if kind == 2:
         return 0.5 * l * l  # type: ignore[operator]
+    if kind == 4:
+        return em1  # type: ignore[return-value]
     return k3_values(em1, l)  # type: ignore[arg-type]
 
 

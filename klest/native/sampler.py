@@ -22,6 +22,8 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -35,7 +37,7 @@ _fill_normal = (
     _fallback_sampler.fill_normal if _fallback.COMPILED is None else _fallback.COMPILED.fill_normal
 )
 
-__all__ = ["quadratic_in_place", "scaled_normal", "standard_normal"]
+__all__ = ["pcg64_state", "quadratic_in_place", "scaled_normal", "standard_normal"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -83,14 +85,24 @@ def scaled_normal(
             draws += loc
         return draws if quadratic is None else quadratic_in_place(draws, *quadratic)
     out = np.empty(shape)
-    with bit_generator.lock:  # as NumPy's own methods: one draw at a time per generator
+    with pcg64_state(bit_generator) as state:
+        _fill_normal(state, out, scale, loc, quadratic)
+    return out
+
+
+@contextmanager
+def pcg64_state(bit_generator: np.random.PCG64) -> Iterator[np.ndarray]:
+    """The state of a PCG64 as the kernels take it, (4,) uint64 [hi, lo, inc_hi, inc_lo],
+    written back to the generator on exit (with its lock held, as NumPy's own methods do)."""
+    if type(bit_generator) is not np.random.PCG64:
+        raise TypeError(f"a PCG64 bit generator is needed, got {type(bit_generator).__name__}")
+    with bit_generator.lock:
         full = bit_generator.state
         s, inc = full["state"]["state"], full["state"]["inc"]
         state = np.array([s >> 64, s & _MASK64, inc >> 64, inc & _MASK64], dtype=np.uint64)
-        _fill_normal(state, out, scale, loc, quadratic)
+        yield state
         full["state"]["state"] = (int(state[0]) << 64) | int(state[1])
         bit_generator.state = full
-    return out
 
 
 def _shape(size: Any) -> tuple[int, ...]:

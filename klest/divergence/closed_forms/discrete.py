@@ -45,9 +45,11 @@ def _terms(
 ) -> np.ndarray:
     """Elementwise a·u - a + b = b·φ(a/b) = a·h(-u) >= 0, with the conventions for zero masses."""
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-        near = np.abs(u) < _NEAR_U
-        out = np.where(near, a * expm1_minus(np.where(near, -u, 0.0)), a * u - a + b)
-    return np.where(a_zero, b, np.where(b_zero, np.inf, out))
+        a, b, u = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (a, b, u)))
+        out = np.atleast_1d(a * u - a + b)
+        near = np.flatnonzero(np.abs(u) < _NEAR_U)  # the series only where it is needed
+        out.flat[near] = a.flat[near] * expm1_minus(-u.flat[near])
+    return np.where(a_zero, b, np.where(b_zero, np.inf, out.reshape(np.shape(u))))
 
 
 def _from_masses(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ enum { COUNT, MEAN, M2, M3, M4, MINIMUM, MAXIMUM, NEGATIVE, NONFINITE, POSINF, N
 /* How a series of the block is given: as an array, or computed here, tile by tile, from the
  * log-ratio l and expm1(l) -- bit for bit what klest's NumPy estimators return -- so that
  * the values never leave the L1 cache. */
-enum { SERIES_GIVEN = 0, SERIES_NEGATE = 1, SERIES_HALF_SQUARE = 2, SERIES_K3 = 3 };
+enum { SERIES_GIVEN = 0, SERIES_NEGATE = 1, SERIES_HALF_SQUARE = 2, SERIES_K3 = 3, SERIES_EXPM1 = 4 };
 
 /* ---------------------------------------------------------------------------------------- */
 /* PCG64 and the ziggurat                                                                    */
@@ -89,36 +89,40 @@ static __attribute__((noinline)) ziggurat_step ziggurat_rare(u128 state, u128 in
  * 0: x;  1: x * b + c;  2: ((x * a) + b) * x + c  (klest.log_ratio's Gaussian log-ratios,
  * operation for operation). state = [hi, lo, inc_hi, inc_lo] of the PCG64 state; the new
  * state is written back. */
+/* One draw of klest_fill_normal: z by the ziggurat, x = z * scale + loc, then f(x). */
+KLEST_INLINE double normal_draw(u128 *s, u128 inc, double scale, double loc, int64_t transform,
+                                double a, double b, double c) {
+    double x;
+    for (;;) {
+        uint64_t r = pcg64_next(s, inc);
+        int idx = (int)(r & 0xff);
+        r >>= 8;
+        uint64_t rabs = (r >> 1) & 0x000fffffffffffffULL;
+        x = (double)(int64_t)rabs * wi_double[idx]; /* rabs < 2^52: exact either way */
+        /* x = -x when the sign bit is set, without a (50% mispredicted) branch */
+        uint64_t bits;
+        memcpy(&bits, &x, sizeof bits);
+        bits ^= (r & 0x1) << 63;
+        memcpy(&x, &bits, sizeof x);
+        if (rabs < ki_double[idx]) break; /* the rectangle: 99.3% of draws */
+        ziggurat_step step = ziggurat_rare(*s, inc, rabs, idx, x);
+        *s = step.state;
+        x = step.x;
+        if (step.accepted) break;
+    }
+    x = x * scale + loc;
+    if (transform == 1)
+        x = x * b + c;
+    else if (transform == 2)
+        x = ((x * a) + b) * x + c;
+    return x;
+}
+
 void klest_fill_normal(uint64_t *state, double *out, int64_t n, double scale, double loc,
                        int64_t transform, double a, double b, double c) {
     u128 s = ((u128)state[0] << 64) | state[1];
     const u128 inc = ((u128)state[2] << 64) | state[3];
-    for (int64_t j = 0; j < n; j++) {
-        double x;
-        for (;;) {
-            uint64_t r = pcg64_next(&s, inc);
-            int idx = (int)(r & 0xff);
-            r >>= 8;
-            uint64_t rabs = (r >> 1) & 0x000fffffffffffffULL;
-            x = (double)(int64_t)rabs * wi_double[idx]; /* rabs < 2^52: exact either way */
-            /* x = -x when the sign bit is set, without a (50% mispredicted) branch */
-            uint64_t bits;
-            memcpy(&bits, &x, sizeof bits);
-            bits ^= (r & 0x1) << 63;
-            memcpy(&x, &bits, sizeof x);
-            if (rabs < ki_double[idx]) break; /* the rectangle: 99.3% of draws */
-            ziggurat_step step = ziggurat_rare(s, inc, rabs, idx, x);
-            s = step.state;
-            x = step.x;
-            if (step.accepted) break;
-        }
-        x = x * scale + loc;
-        if (transform == 1)
-            x = x * b + c;
-        else if (transform == 2)
-            x = ((x * a) + b) * x + c;
-        out[j] = x;
-    }
+    for (int64_t j = 0; j < n; j++) out[j] = normal_draw(&s, inc, scale, loc, transform, a, b, c);
     state[0] = (uint64_t)(s >> 64);
     state[1] = (uint64_t)s;
 }
@@ -232,13 +236,60 @@ typedef double v4d __attribute__((vector_size(32)));
 typedef int64_t v4l __attribute__((vector_size(32)));
 typedef double v8d __attribute__((vector_size(64)));
 typedef int64_t v8l __attribute__((vector_size(64)));
+typedef uint64_t v2u __attribute__((vector_size(16)));
+typedef uint64_t v4u __attribute__((vector_size(32)));
+typedef uint64_t v8u __attribute__((vector_size(64)));
 
 KLEST_INLINE double combine_lanes(const double *s) {
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+/* expm1_value on W lanes at once: the same IEEE operations in the same order, selects as
+ * bit masks (VL: the comparison masks; VU: unsigned lanes for the exponent shifts), so the
+ * bits are expm1_value's in every lane. */
+#define KLEST_SELECT(VL, m, a, b) (((VL)(a) & (m)) | ((VL)(b) & ~(m)))
+#define KLEST_EXPM1_VECTOR(SUFFIX, TARGET, VD, VL, VU)                                       \
+    TARGET KLEST_INLINE VD expm1_vector_##SUFFIX(VD x) {                                    \
+        const double ln2_hi = 0x1.62e42feep-1, ln2_lo = 0x1.a39ef35793c76p-33,               \
+                     inv_ln2 = 0x1.71547652b82fep+0, overflow = 0x1.62e42fefa39efp+9;        \
+        const double c0 = 1.0 / 6.0, c1 = 1.0 / 24.0, c2 = 1.0 / 120.0, c3 = 1.0 / 720.0,    \
+                     c4 = 1.0 / 5040.0, c5 = 1.0 / 40320.0, c6 = 1.0 / 362880.0,             \
+                     c7 = 1.0 / 3628800.0, c8 = 1.0 / 39916800.0, c9 = 1.0 / 479001600.0,    \
+                     c10 = 1.0 / 6227020800.0, c11 = 1.0 / 87178291200.0;                    \
+        const double shift = KLEST_EXPM1_SHIFT;                                             \
+        int64_t shift_bits;                                                                 \
+        memcpy(&shift_bits, &shift, sizeof shift_bits);                                     \
+        const VD zero = (VD){0}, one = zero + 1.0;                                          \
+        VD shifted = x * inv_ln2 + shift;                                                   \
+        VD kd = shifted - shift;                                                            \
+        VL k = (VL)shifted - shift_bits;                                                    \
+        VD hi = x - kd * ln2_hi, lo = kd * ln2_lo;                                          \
+        VD r = hi - lo;                                                                     \
+        VD c = (hi - r) - lo;                                                               \
+        VD r2 = r * r, r4 = r2 * r2, hxs = 0.5 * r2;                                        \
+        VD q0 = (c0 + c1 * r) + (c2 + c3 * r) * r2, q1 = (c4 + c5 * r) + (c6 + c7 * r) * r2,  \
+           q2 = (c8 + c9 * r) + (c10 + c11 * r) * r2;                                       \
+        VD e = -r2 * (q0 + (q1 + q2 * r4) * r4);                                            \
+        VD ek = (r * (e - c) - c) - hxs;                                                    \
+        VD half_scale = (VD)((VU)(k + 1022) << 52), inverse = (VD)((VU)(1023 - k) << 52);   \
+        VL big = kd >= 20.0, huge = kd > 56.0, low_r = r < -0.25, k_one = kd == 1.0;        \
+        VD v = (VD)KLEST_SELECT(VL, big, one, one - inverse);                               \
+        VD s = (VD)KLEST_SELECT(VL, big, inverse, zero);                                    \
+        s = (VD)KLEST_SELECT(VL, huge, zero, s);                                            \
+        VD u_low = (VD)KLEST_SELECT(VL, low_r, r + 0.5, r);                                 \
+        VD v_low = (VD)KLEST_SELECT(VL, low_r, zero, v);                                    \
+        VD u = (VD)KLEST_SELECT(VL, k_one, u_low, r);                                       \
+        v = (VD)KLEST_SELECT(VL, k_one, v_low, v);                                          \
+        VD y = ((u - (ek + s)) + v) * 2.0 * half_scale;                                     \
+        VD ax = (VD)((VL)x & 0x7fffffffffffffffLL);                                         \
+        y = (VD)KLEST_SELECT(VL, ax < 0x1p-54, x, y);                                       \
+        y = (VD)KLEST_SELECT(VL, x > overflow, zero + INFINITY, y);                         \
+        y = (VD)KLEST_SELECT(VL, x <= -0x1.3687ap+5, zero - 1.0, y);                        \
+        return (VD)KLEST_SELECT(VL, x != x, x, y);                                          \
+    }
+
 /* The three tile kernels for one vector type VD (W doubles; VL its mask type). */
-#define KLEST_TILE_KERNELS(SUFFIX, TARGET, VD, VL, W)                                       \
+#define KLEST_TILE_KERNELS(SUFFIX, TARGET, VD, VL, W, MIN, MAX, ALL)                        \
     TARGET static double tile_sum_##SUFFIX(const double *v, int64_t t) {                    \
         VD acc[LANES / W];                                                                  \
         for (int u = 0; u < LANES / W; u++) acc[u] = (VD){0};                               \
@@ -260,11 +311,12 @@ KLEST_INLINE double combine_lanes(const double *s) {
                                              double *dev, double *sums, double *lo_out,     \
                                              double *hi_out, int64_t *negative_out) {       \
         VD s1[LANES / W], s2[LANES / W], s3[LANES / W], s4[LANES / W], lo[LANES / W],       \
-            hi[LANES / W], neg[LANES / W];                                                  \
-        VD c, zero = (VD){0}, one, inf;                                                     \
-        for (int k = 0; k < W; k++) c[k] = center, one[k] = 1.0, inf[k] = INFINITY;         \
+            hi[LANES / W];                                                                  \
+        VL neg[LANES / W];                                                                  \
+        VD c, zero = (VD){0}, inf;                                                          \
+        for (int k = 0; k < W; k++) c[k] = center, inf[k] = INFINITY;                       \
         for (int u = 0; u < LANES / W; u++)                                                 \
-            s1[u] = s2[u] = s3[u] = s4[u] = neg[u] = zero, lo[u] = inf, hi[u] = -inf;       \
+            s1[u] = s2[u] = s3[u] = s4[u] = zero, neg[u] = (VL){0}, lo[u] = inf, hi[u] = -inf; \
         int64_t i = 0;                                                                      \
         for (; i + LANES <= t; i += LANES)                                                  \
             for (int u = 0; u < LANES / W; u++) {                                           \
@@ -276,13 +328,13 @@ KLEST_INLINE double combine_lanes(const double *s) {
                 s2[u] += d2;                                                                \
                 s3[u] += d2 * d;                                                            \
                 s4[u] += d2 * d2;                                                           \
-                VL below = x < lo[u], above = x > hi[u], negative = x < zero;               \
-                lo[u] = (VD)(((VL)x & below) | ((VL)lo[u] & ~below));                       \
-                hi[u] = (VD)(((VL)x & above) | ((VL)hi[u] & ~above));                       \
-                neg[u] += (VD)((VL)one & negative);                                         \
+                /* MIN(x, lo) is x < lo ? x : lo, MAX(x, hi) x > hi ? x : hi (minpd, maxpd) */ \
+                lo[u] = MIN(x, lo[u]);                                                      \
+                hi[u] = MAX(x, hi[u]);                                                      \
+                neg[u] -= (VL)(x < zero); /* a true comparison is -1 */                     \
             }                                                                               \
-        double l1[LANES], l2[LANES], l3[LANES], l4[LANES], llo[LANES], lhi[LANES],          \
-            lneg[LANES];                                                                    \
+        double l1[LANES], l2[LANES], l3[LANES], l4[LANES], llo[LANES], lhi[LANES];          \
+        int64_t lneg[LANES];                                                                \
         memcpy(l1, s1, sizeof l1);                                                          \
         memcpy(l2, s2, sizeof l2);                                                          \
         memcpy(l3, s3, sizeof l3);                                                          \
@@ -299,7 +351,7 @@ KLEST_INLINE double combine_lanes(const double *s) {
             l4[k] += d2 * d2;                                                               \
             llo[k] = x < llo[k] ? x : llo[k];                                               \
             lhi[k] = x > lhi[k] ? x : lhi[k];                                               \
-            lneg[k] += x < 0.0 ? 1.0 : 0.0;                                                 \
+            lneg[k] += x < 0.0;                                                             \
         }                                                                                   \
         sums[0] = combine_lanes(l1);                                                        \
         sums[1] = combine_lanes(l2);                                                        \
@@ -312,23 +364,101 @@ KLEST_INLINE double combine_lanes(const double *s) {
         }                                                                                   \
         *lo_out = a;                                                                        \
         *hi_out = b;                                                                        \
-        *negative_out = (int64_t)combine_lanes(lneg);                                       \
+        int64_t negatives = 0;                                                              \
+        for (int k = 0; k < LANES; k++) negatives += lneg[k];                               \
+        *negative_out = negatives;                                                          \
     }                                                                                       \
                                                                                             \
-    /* a computed series over a tile (elementwise: the same bits at any width) */            \
-    TARGET static void tile_series_##SUFFIX(int64_t kind, const double *l, const double *em1, \
-                                            double *out, int64_t t) {                       \
+    /* A computed series over a tile (elementwise: the same bits at any width), returning  \
+     * its sum as tile_sum would. k3 takes the Taylor series only in a vector with a value  \
+     * below the switch (|l| < ~0.01, or NaN): the selected value is the same either way. */ \
+    TARGET static double tile_series_##SUFFIX(int64_t kind, const double *l, const double *em1, \
+                                              double *out, int64_t t) {                     \
+        VD acc[LANES / W];                                                                  \
+        for (int u = 0; u < LANES / W; u++) acc[u] = (VD){0};                               \
+        int64_t i = 0;                                                                      \
         if (kind == SERIES_NEGATE)                                                          \
-            for (int64_t i = 0; i < t; i++) out[i] = -l[i];                                 \
+            for (; i + LANES <= t; i += LANES)                                              \
+                for (int u = 0; u < LANES / W; u++) {                                       \
+                    VD x;                                                                   \
+                    memcpy(&x, l + i + u * W, sizeof x);                                    \
+                    x = -x;                                                                 \
+                    memcpy(out + i + u * W, &x, sizeof x);                                  \
+                    acc[u] += x;                                                            \
+                }                                                                           \
         else if (kind == SERIES_HALF_SQUARE)                                                \
-            for (int64_t i = 0; i < t; i++) out[i] = 0.5 * l[i] * l[i];                     \
+            for (; i + LANES <= t; i += LANES)                                              \
+                for (int u = 0; u < LANES / W; u++) {                                       \
+                    VD x;                                                                   \
+                    memcpy(&x, l + i + u * W, sizeof x);                                    \
+                    x = 0.5 * x * x;                                                        \
+                    memcpy(out + i + u * W, &x, sizeof x);                                  \
+                    acc[u] += x;                                                            \
+                }                                                                           \
         else                                                                                \
-            for (int64_t i = 0; i < t; i++) out[i] = k3_value(em1[i], l[i]);                \
+            for (; i + LANES <= t; i += LANES)                                              \
+                for (int u = 0; u < LANES / W; u++) {                                       \
+                    VD x, e;                                                                \
+                    memcpy(&x, l + i + u * W, sizeof x);                                    \
+                    memcpy(&e, em1 + i + u * W, sizeof e);                                  \
+                    VD y = e - x;                                                           \
+                    VL direct = y >= KLEST_K3_SWITCH;                                       \
+                    if (!ALL(direct)) {                                                     \
+                        VD series = ((((((((1.0 / 362880.0) * x + (1.0 / 40320.0)) * x +    \
+                                         (1.0 / 5040.0)) * x + (1.0 / 720.0)) * x +         \
+                                       (1.0 / 120.0)) * x + (1.0 / 24.0)) * x +             \
+                                     (1.0 / 6.0)) * x + 0.5) * x * x;                       \
+                        y = (VD)KLEST_SELECT(VL, direct, y, series);                        \
+                    }                                                                       \
+                    memcpy(out + i + u * W, &y, sizeof y);                                  \
+                    acc[u] += y;                                                            \
+                }                                                                           \
+        double lane[LANES];                                                                 \
+        memcpy(lane, acc, sizeof lane);                                                     \
+        for (int k = 0; i < t; i++, k++) {                                                  \
+            out[i] = kind == SERIES_NEGATE        ? -l[i]                                   \
+                     : kind == SERIES_HALF_SQUARE ? 0.5 * l[i] * l[i]                       \
+                                                  : k3_value(em1[i], l[i]);                 \
+            lane[k] += out[i];                                                              \
+        }                                                                                   \
+        return combine_lanes(lane);                                                         \
     }                                                                                       \
                                                                                             \
-    /* klest's expm1, elementwise (in place allowed) */                                      \
+    /* klest's expm1, elementwise (in place allowed): expm1_vector W at a time */            \
     TARGET static void tile_expm1_##SUFFIX(const double *x, double *out, int64_t n) {       \
-        for (int64_t i = 0; i < n; i++) out[i] = expm1_value(x[i]);                         \
+        int64_t i = 0;                                                                      \
+        for (; i + W <= n; i += W) {                                                        \
+            VD v;                                                                           \
+            memcpy(&v, x + i, sizeof v);                                                    \
+            v = expm1_vector_##SUFFIX(v);                                                   \
+            memcpy(out + i, &v, sizeof v);                                                  \
+        }                                                                                   \
+        for (; i < n; i++) out[i] = expm1_value(x[i]);                                      \
+    }                                                                                       \
+                                                                                            \
+    /* t draws of klest_fill_normal into l (the state advanced in place), and, interleaved  \
+     * with them, expm1 of the t_prev values of the previous tile, l_prev, into em1_prev:   \
+     * the sampler is a chain of integer steps, expm1 a stream of vector arithmetic, so the \
+     * CPU runs the two side by side. Each is the same operations as when run alone. */     \
+    TARGET static void normal_tile_##SUFFIX(u128 *s, u128 inc, const double *f,             \
+                                            int64_t transform, double *l, int64_t t,        \
+                                            const double *l_prev, double *em1_prev,         \
+                                            int64_t t_prev) {                               \
+        const double scale = f[0], loc = f[1], a = f[2], b = f[3], c = f[4];                \
+        u128 state = *s;                                                                    \
+        int64_t j = 0;                                                                      \
+        for (; j + W <= t && j + W <= t_prev; j += W) {                                     \
+            for (int u = 0; u < W; u++)                                                     \
+                l[j + u] = normal_draw(&state, inc, scale, loc, transform, a, b, c);        \
+            VD v;                                                                           \
+            memcpy(&v, l_prev + j, sizeof v);                                               \
+            v = expm1_vector_##SUFFIX(v);                                                   \
+            memcpy(em1_prev + j, &v, sizeof v);                                             \
+        }                                                                                   \
+        for (int64_t i = j; i < t; i++)                                                     \
+            l[i] = normal_draw(&state, inc, scale, loc, transform, a, b, c);                \
+        for (int64_t i = j; i < t_prev; i++) em1_prev[i] = expm1_value(l_prev[i]);          \
+        *s = state;                                                                         \
     }                                                                                       \
                                                                                             \
     TARGET static double tile_dot_##SUFFIX(const double *a, const double *b, int64_t t) {   \
@@ -348,11 +478,25 @@ KLEST_INLINE double combine_lanes(const double *s) {
         return combine_lanes(lane);                                                         \
     }
 
-KLEST_TILE_KERNELS(generic, , v2d, v2l, 2)
+/* ALL(m): every lane of the comparison mask m is true (movmskpd, vptestmq) */
+#define KLEST_ALL128(m) (__builtin_ia32_movmskpd((v2d)(m)) == 0x3)
+#define KLEST_ALL256(m) (__builtin_ia32_movmskpd256((v4d)(m)) == 0xf)
+typedef long long v8ll __attribute__((vector_size(64)));
+#define KLEST_ALL512(m) (__builtin_ia32_ptestmq512((v8ll)(m), (v8ll)(m), 0xff) == 0xff)
+KLEST_EXPM1_VECTOR(generic, , v2d, v2l, v2u)
+KLEST_TILE_KERNELS(generic, , v2d, v2l, 2, __builtin_ia32_minpd, __builtin_ia32_maxpd,
+                   KLEST_ALL128)
 #if defined(__x86_64__) && defined(__GNUC__)
 #define KLEST_X86_VARIANTS 1
-KLEST_TILE_KERNELS(avx2, __attribute__((target("avx2"))), v4d, v4l, 4)
-KLEST_TILE_KERNELS(avx512, __attribute__((target("avx512f"))), v8d, v8l, 8)
+KLEST_EXPM1_VECTOR(avx2, __attribute__((target("avx2"))), v4d, v4l, v4u)
+KLEST_TILE_KERNELS(avx2, __attribute__((target("avx2"))), v4d, v4l, 4, __builtin_ia32_minpd256,
+                   __builtin_ia32_maxpd256, KLEST_ALL256)
+/* AVX-512's minpd / maxpd: all lanes, the current rounding mode (no rounding happens) */
+#define KLEST_MIN512(a, b) __builtin_ia32_minpd512_mask((a), (b), (b), (unsigned char)0xff, 4)
+#define KLEST_MAX512(a, b) __builtin_ia32_maxpd512_mask((a), (b), (b), (unsigned char)0xff, 4)
+KLEST_EXPM1_VECTOR(avx512, __attribute__((target("avx512f"))), v8d, v8l, v8u)
+KLEST_TILE_KERNELS(avx512, __attribute__((target("avx512f"))), v8d, v8l, 8, KLEST_MIN512,
+                   KLEST_MAX512, KLEST_ALL512)
 #endif
 
 typedef struct {
@@ -360,17 +504,20 @@ typedef struct {
     void (*central)(const double *, int64_t, double, double *, double *, double *, double *,
                     int64_t *);
     double (*dot)(const double *, const double *, int64_t);
-    void (*series)(int64_t, const double *, const double *, double *, int64_t);
+    double (*series)(int64_t, const double *, const double *, double *, int64_t);
     void (*expm1)(const double *, double *, int64_t);
+    void (*normal_tile)(u128 *, u128, const double *, int64_t, double *, int64_t, const double *,
+                        double *, int64_t);
 } tile_kernels;
 
 static const tile_kernels kernel_variants[] = {
     {tile_sum_generic, tile_central_generic, tile_dot_generic, tile_series_generic,
-     tile_expm1_generic},
+     tile_expm1_generic, normal_tile_generic},
 #ifdef KLEST_X86_VARIANTS
-    {tile_sum_avx2, tile_central_avx2, tile_dot_avx2, tile_series_avx2, tile_expm1_avx2},
+    {tile_sum_avx2, tile_central_avx2, tile_dot_avx2, tile_series_avx2, tile_expm1_avx2,
+     normal_tile_avx2},
     {tile_sum_avx512, tile_central_avx512, tile_dot_avx512, tile_series_avx512,
-     tile_expm1_avx512},
+     tile_expm1_avx512, normal_tile_avx512},
 #endif
 };
 
@@ -576,6 +723,99 @@ static void histogram_tile(const double *v, int64_t start, int64_t t, int64_t st
     }
 }
 
+/* Scratch memory of the accumulator for E series: deviations and computed values of a
+ * tile, co-moments, per-series scalars, four copies of each histogram row, and (for
+ * klest_block_stats) the log-ratio of two tiles and expm1 of one. */
+typedef struct {
+    workspace w;
+    double *memory, *values, *l_tiles, *em1_tile;
+    const double **tile;
+    int64_t *sub;
+} scratch;
+
+static int scratch_open(scratch *x, int64_t size, int64_t hist_rows, int64_t bins) {
+    size_t doubles = 2 * size * KLEST_TILE + size * size + 4 * size + 3 * KLEST_TILE;
+    x->memory = malloc(sizeof(double) * doubles);
+    x->tile = malloc(sizeof(double *) * size);
+    x->sub = calloc((size_t)(hist_rows > 0 ? hist_rows : 1) * 4 * (bins + 2), sizeof(int64_t));
+    if (x->memory == NULL || x->tile == NULL || x->sub == NULL) {
+        free(x->memory);
+        free(x->tile);
+        free(x->sub);
+        return -1;
+    }
+    x->w.k = kernels();
+    x->w.dev = x->memory;
+    x->values = x->w.dev + size * KLEST_TILE; /* computed series, E x KLEST_TILE */
+    x->w.cross = x->values + size * KLEST_TILE;
+    x->w.mean = x->w.cross + size * size;
+    x->w.shift = x->w.mean + size;
+    x->w.delta = x->w.shift + size;
+    x->w.sums = x->w.delta + size;
+    x->l_tiles = x->w.sums + size; /* 2 x KLEST_TILE */
+    x->em1_tile = x->l_tiles + 2 * KLEST_TILE;
+    return 0;
+}
+
+/* Add the histogram copies into histogram and free the scratch memory. */
+static void scratch_close(scratch *x, int64_t *histogram, int64_t bins, int64_t hist_rows) {
+    if (bins > 0)
+        for (int64_t e = 0; e < hist_rows; e++)
+            for (int copy = 0; copy < 4; copy++)
+                for (int64_t b = 0; b < bins + 2; b++)
+                    histogram[e * (bins + 2) + b] += x->sub[(e * 4 + copy) * (bins + 2) + b];
+    free(x->memory);
+    free(x->tile);
+    free(x->sub);
+}
+
+/* Fold one tile (block indices start .. start + t - 1) into the accumulator. Series e is
+ * rows[e] + start when kinds[e] is SERIES_GIVEN, expm1 itself (em1) for SERIES_EXPM1, else
+ * computed from the tile's log-ratio l and its expm1 em1. */
+static void accumulate_tile(const double *const *rows, const int64_t *kinds, const double *l,
+                            const double *em1, int64_t size, int64_t start, int64_t t,
+                            double *stats, double *joint, double *comoment, int64_t bins,
+                            int64_t hist_rows, int64_t stride, double low, double width,
+                            scratch *x) {
+    workspace *w = &x->w;
+    int finite = 1;
+    for (int64_t e = 0; e < size; e++) {
+        double *out = x->values + e * KLEST_TILE;
+        if (kinds[e] == SERIES_GIVEN) {
+            x->tile[e] = rows[e] + start;
+        } else if (kinds[e] == SERIES_EXPM1) {
+            x->tile[e] = em1;
+        } else { /* k1 = -l, k2 = 0.5 * l * l, k3 = exp(l) - 1 - l, and their sum */
+            w->sums[e] = w->k->series(kinds[e], l, em1, out, t);
+            x->tile[e] = out;
+        }
+        if (kinds[e] == SERIES_GIVEN || kinds[e] == SERIES_EXPM1)
+            w->sums[e] = w->k->sum(x->tile[e], t);
+        finite = finite && isfinite(w->sums[e]); /* the sum is NaN or inf iff a value is */
+    }
+    if (finite)
+        finite_tile(x->tile, size, t, stats, joint, comoment, w);
+    else
+        tile_with_nonfinite(x->tile, size, t, stats, joint, comoment, w);
+    if (bins > 0)
+        for (int64_t e = 0; e < hist_rows; e++)
+            histogram_tile(x->tile[e], start, t, stride, low, width, bins,
+                           x->sub + e * 4 * (bins + 2));
+}
+
+static int kinds_are_valid(const int64_t *kinds, int64_t size, const void *const *rows,
+                           const double *log_ratio, const double *expm1_log_ratio) {
+    for (int64_t e = 0; e < size; e++) {
+        if (kinds[e] < SERIES_GIVEN || kinds[e] > SERIES_EXPM1) return 0;
+        if (kinds[e] == SERIES_GIVEN ? rows == NULL || rows[e] == NULL
+                                     : log_ratio == NULL ||
+                                           ((kinds[e] == SERIES_K3 || kinds[e] == SERIES_EXPM1) &&
+                                            expm1_log_ratio == NULL))
+            return 0;
+    }
+    return 1;
+}
+
 /* Fold one block of m draws into the accumulator: stats (E x NFIELDS), joint (1 + E),
  * comoment (E x E); the first hist_rows series also go into histogram (E x (bins + 2)) when
  * bins > 0. Series e is rows[e] when kinds[e] is SERIES_GIVEN, else computed from
@@ -585,66 +825,66 @@ int klest_accumulate(const double *const *rows, const int64_t *kinds, const doub
                      const double *expm1_log_ratio, int64_t size, int64_t m, double *stats,
                      double *joint, double *comoment, int64_t *histogram, int64_t bins,
                      int64_t hist_rows, int64_t stride, double low, double width) {
-    for (int64_t e = 0; e < size; e++) {
-        if (kinds[e] < SERIES_GIVEN || kinds[e] > SERIES_K3) return -2;
-        if (kinds[e] == SERIES_GIVEN ? rows[e] == NULL
-                                     : log_ratio == NULL ||
-                                           (kinds[e] == SERIES_K3 && expm1_log_ratio == NULL))
-            return -2;
-    }
-    workspace w;
-    size_t doubles = 2 * size * KLEST_TILE + size * size + 4 * size;
-    double *memory = malloc(sizeof(double) * doubles);
-    const double **tile = malloc(sizeof(double *) * size);
-    int64_t *sub = calloc((size_t)(hist_rows > 0 ? hist_rows : 1) * 4 * (bins + 2),
-                          sizeof(int64_t));
-    if (memory == NULL || tile == NULL || sub == NULL) {
-        free(memory);
-        free(tile);
-        free(sub);
-        return -1;
-    }
-    w.k = kernels();
-    w.dev = memory;
-    double *values = w.dev + size * KLEST_TILE; /* computed series, E x KLEST_TILE */
-    w.cross = values + size * KLEST_TILE;
-    w.mean = w.cross + size * size;
-    w.shift = w.mean + size;
-    w.delta = w.shift + size;
-    w.sums = w.delta + size;
+    if (!kinds_are_valid(kinds, size, (const void *const *)rows, log_ratio, expm1_log_ratio))
+        return -2;
+    scratch x;
+    if (scratch_open(&x, size, hist_rows, bins) != 0) return -1;
     for (int64_t start = 0; start < m; start += KLEST_TILE) {
         int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
-        const double *l = log_ratio ? log_ratio + start : NULL;
-        const double *em1 = expm1_log_ratio ? expm1_log_ratio + start : NULL;
-        int finite = 1;
-        for (int64_t e = 0; e < size; e++) {
-            double *out = values + e * KLEST_TILE;
-            if (kinds[e] == SERIES_GIVEN) {
-                tile[e] = rows[e] + start;
-            } else { /* k1 = -l, k2 = 0.5 * l * l, k3 = exp(l) - 1 - l */
-                w.k->series(kinds[e], l, em1, out, t);
-                tile[e] = out;
-            }
-            w.sums[e] = w.k->sum(tile[e], t); /* NaN or inf iff a value is */
-            finite = finite && isfinite(w.sums[e]);
-        }
-        if (finite)
-            finite_tile(tile, size, t, stats, joint, comoment, &w);
-        else
-            tile_with_nonfinite(tile, size, t, stats, joint, comoment, &w);
-        if (bins > 0)
-            for (int64_t e = 0; e < hist_rows; e++)
-                histogram_tile(tile[e], start, t, stride, low, width, bins,
-                               sub + e * 4 * (bins + 2));
+        accumulate_tile(rows, kinds, log_ratio ? log_ratio + start : NULL,
+                        expm1_log_ratio ? expm1_log_ratio + start : NULL, size, start, t, stats,
+                        joint, comoment, bins, hist_rows, stride, low, width, &x);
     }
-    if (bins > 0)
-        for (int64_t e = 0; e < hist_rows; e++)
-            for (int copy = 0; copy < 4; copy++)
-                for (int64_t b = 0; b < bins + 2; b++)
-                    histogram[e * (bins + 2) + b] += sub[(e * 4 + copy) * (bins + 2) + b];
-    free(memory);
-    free(tile);
-    free(sub);
+    scratch_close(&x, histogram, bins, hist_rows);
+    return 0;
+}
+
+/* klest_accumulate for a block whose every series is computed from its log-ratio l
+ * (kinds SERIES_NEGATE, SERIES_HALF_SQUARE, SERIES_K3, SERIES_EXPM1), with expm1(l) and the
+ * series made tile by tile, in cache: the same bits as klest_expm1 followed by
+ * klest_accumulate. l is log_ratio when state is NULL; otherwise the block's m draws are
+ * made here, klest_fill_normal(state, ..., f[0], f[1], transform, f[2], f[3], f[4]), tile
+ * by tile, with the expm1 of each tile interleaved with the draws of the next. Returns as
+ * klest_accumulate. */
+int klest_block_stats(uint64_t *state, const double *f, int64_t transform,
+                      const double *log_ratio, int64_t m, const int64_t *kinds, int64_t size,
+                      double *stats, double *joint, double *comoment, int64_t *histogram,
+                      int64_t bins, int64_t hist_rows, int64_t stride, double low,
+                      double width) {
+    const double *some = state ? f : log_ratio; /* any non-NULL pointer: l exists */
+    if (some == NULL || !kinds_are_valid(kinds, size, NULL, some, some)) return -2;
+    scratch x;
+    if (scratch_open(&x, size, hist_rows, bins) != 0) return -1;
+    if (state == NULL) {
+        for (int64_t start = 0; start < m; start += KLEST_TILE) {
+            int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
+            x.w.k->expm1(log_ratio + start, x.em1_tile, t);
+            accumulate_tile(NULL, kinds, log_ratio + start, x.em1_tile, size, start, t, stats,
+                            joint, comoment, bins, hist_rows, stride, low, width, &x);
+        }
+    } else {
+        u128 s = ((u128)state[0] << 64) | state[1];
+        const u128 inc = ((u128)state[2] << 64) | state[3];
+        double *l[2] = {x.l_tiles, x.l_tiles + KLEST_TILE};
+        int64_t prev_start = 0, prev_t = 0, which = 0;
+        for (int64_t start = 0; start < m; start += KLEST_TILE) {
+            int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
+            /* draw this tile while taking expm1 of the previous one, then fold that one */
+            x.w.k->normal_tile(&s, inc, f, transform, l[which], t, l[1 - which], x.em1_tile,
+                               prev_t);
+            if (prev_t > 0)
+                accumulate_tile(NULL, kinds, l[1 - which], x.em1_tile, size, prev_start,
+                                prev_t, stats, joint, comoment, bins, hist_rows, stride, low,
+                                width, &x);
+            prev_start = start, prev_t = t, which = 1 - which;
+        }
+        x.w.k->expm1(l[1 - which], x.em1_tile, prev_t);
+        accumulate_tile(NULL, kinds, l[1 - which], x.em1_tile, size, prev_start, prev_t, stats,
+                        joint, comoment, bins, hist_rows, stride, low, width, &x);
+        state[0] = (uint64_t)(s >> 64);
+        state[1] = (uint64_t)s;
+    }
+    scratch_close(&x, histogram, bins, hist_rows);
     return 0;
 }
 

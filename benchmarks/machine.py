@@ -1,0 +1,74 @@
+"""What every benchmark prints beside its numbers: the machine, and targets met or missed.
+
+The CPU model, klest's SIMD level (forced by KLEST_SIMD_LEVEL, or the best the CPU has) and
+NumPy's SIMD dispatch (``np.show_runtime()``'s part), so that every figure names its machine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+
+import klest.native
+
+
+def best_of(repeats: int, fn) -> float:
+    """Shortest wall time of ``repeats`` calls (the least disturbed by other processes)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numpy_dispatch() -> dict[str, list[str]]:
+    """The SIMD part of ``np.show_runtime()``: baseline, and dispatch targets found / not."""
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # NumPy 1.x
+        from numpy.core import _multiarray_umath as umath
+    features = umath.__cpu_features__
+    dispatch = umath.__cpu_dispatch__
+    return {
+        "baseline": list(umath.__cpu_baseline__),
+        "found": [f for f in dispatch if features.get(f)],
+        "not_found": [f for f in dispatch if not features.get(f)],
+    }
+
+
+def print_machine() -> None:
+    level = klest.native.SIMD_LEVELS
+    forced = os.environ.get("KLEST_SIMD_LEVEL")
+    chosen = forced if forced else level[klest.native.best_simd_level()]
+    dispatch = numpy_dispatch()
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores), {platform.python_implementation()} "
+          f"{platform.python_version()}, NumPy {np.__version__}")  # fmt: skip
+    print(f"klest SIMD level: {chosen} (best here: {level[klest.native.best_simd_level()]})")
+    print(f"NumPy SIMD: baseline {' '.join(dispatch['baseline'])}; dispatch found "
+          f"{' '.join(dispatch['found']) or '-'}; not found "
+          f"{' '.join(dispatch['not_found']) or '-'}")  # fmt: skip
+    disabled = os.environ.get("NPY_DISABLE_CPU_FEATURES")
+    if disabled:
+        print(f"NPY_DISABLE_CPU_FEATURES={disabled}")
+
+
+def target_line(label: str, value: float | None, target: float, cmp: str = ">=") -> str:
+    if value is None:
+        return f"  {label:<44} {'n/a':>7}   target {cmp} {target:g}"
+    ok = value >= target if cmp == ">=" else value <= target
+    return f"  {label:<44} {value:7.2f}   target {cmp} {target:g}   {'met' if ok else 'MISSED'}"

@@ -1,0 +1,137 @@
+"""klest.native.block_stats, the engine's one-pass block: the bits of expm1 then accumulate.
+
+For a block whose every series is computed from its log-ratio, the compiled kernel makes
+expm1(l), k1, k2, k3 and (for a Gaussian pair) the draws themselves tile by tile, in cache.
+It must give exactly what the arrays path gives (the sampler, then klest's expm1, then the
+accumulator), at every SIMD level and in the NumPy fallback, and leave the generator where
+the sampler leaves it. ~2 s (one core).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import klest
+from klest import native
+from klest.engine import runner
+from klest.engine.moments import Accumulator
+from klest.engine.plan import RunPlan, block_generator
+from klest.native import fallback, fallback_kernels
+
+NAMES = ["negate", "half_square", "k3", "expm1"]
+EDGES = np.linspace(-3.0, 6.0, 31)
+QUADRATIC = (0.1, 0.7, -0.3)  # a Gaussian log-ratio with unequal scales (transform 2)
+compiled = fallback.COMPILED
+
+
+def by_arrays(l: np.ndarray) -> Accumulator:
+    accumulator = Accumulator(4, EDGES, 5, hist_rows=3)
+    em1 = native.expm1(l, np.empty_like(l))
+    accumulator.add(["negate", "half_square", "k3", em1], l, em1)
+    return accumulator
+
+
+def record(accumulator: Accumulator) -> tuple[bytes, ...]:
+    return tuple(
+        a.tobytes()
+        for a in (accumulator.stats, accumulator.joint, accumulator.comoment, accumulator.histogram)
+    )
+
+
+def levels() -> list[int]:
+    return list(range(native.best_simd_level() + 1))
+
+
+@pytest.fixture
+def each_level():
+    """Run the body at every SIMD level of this CPU, restoring the best one."""
+    try:
+        yield levels()
+    finally:
+        native.set_simd_level(native.best_simd_level())
+
+
+@pytest.mark.parametrize("m", [1, 3, 8, 1023, 1024, 1025, 2048, 5 * 1024 + 17])
+@pytest.mark.parametrize("quadratic", [(0.0, 1.0, -0.5), QUADRATIC, None])
+def test_drawn_blocks_give_the_arrays_bits_and_leave_the_generator_alike(
+    m: int, quadratic: tuple[float, float, float] | None, each_level: list[int]
+) -> None:
+    for level in each_level:
+        native.set_simd_level(level)
+        sampled = block_generator(11, 2, 3)
+        l = native.scaled_normal(sampled, m, 1.3, -0.2, quadratic=quadratic)
+        fused_rng = block_generator(11, 2, 3)
+        fused = Accumulator(4, EDGES, 5, hist_rows=3)
+        fused.add_computed(NAMES, normal=(fused_rng, 1.3, -0.2, quadratic), m=m)
+        assert record(fused) == record(by_arrays(l)), (level, m)
+        assert fused_rng.bit_generator.state == sampled.bit_generator.state
+
+
+def test_given_log_ratios_with_nonfinite_values_give_the_arrays_bits(each_level) -> None:
+    rng = np.random.default_rng(3)
+    l = rng.standard_normal(4 * 1024 + 5) * 2.0
+    l[[3, 1030, 2047, 4100]] = [np.inf, -np.inf, np.nan, 800.0]  # 800: expm1 overflows
+    l[2 * 1024 : 2 * 1024 + 300] = rng.standard_normal(300) * 1e-3  # k3 takes its series
+    l[2 * 1024 + 300 : 2 * 1024 + 310] = [0.0, -0.0, 1e-300, -1e-300, 5e-324, 0.01, -0.01,
+                                          0.0101, -0.0099, 0.347]  # fmt: skip
+    for level in each_level:
+        native.set_simd_level(level)
+        fused = Accumulator(4, EDGES, 5, hist_rows=3)
+        fused.add_computed(NAMES, l)
+        assert record(fused) == record(by_arrays(l)), level
+
+
+@pytest.mark.skipif(compiled is None, reason="compares against the compiled library")
+def test_the_fallback_gives_the_compiled_bits() -> None:
+    def run(module, source: str) -> tuple[bytes, ...]:
+        stats = np.zeros((4, len(native.FIELDS)))
+        stats[:, 5], stats[:, 6] = np.inf, -np.inf
+        arrays = [stats, np.zeros(5), np.zeros((4, 4)), np.zeros((4, 32), np.int64)]
+        if source == "normal":
+            state = np.array(
+                [0x1234, 0x5678, 0x9ABC, 0xDEF1], dtype=np.uint64
+            )  # any odd increment is a valid PCG64
+            module.block_stats(NAMES, None, (state, 1.0, 0.5, QUADRATIC), 3000, *arrays, 3, 7,
+                               -3.0, 0.3)  # fmt: skip
+            arrays.append(state)
+        else:
+            l = np.random.default_rng(2).standard_normal(2500)
+            l[17] = np.nan
+            module.block_stats(NAMES, l, None, 0, *arrays, 3, 7, -3.0, 0.3)
+        return tuple(a.tobytes() for a in arrays)
+
+    for source in ("normal", "log_ratio"):
+        assert run(fallback_kernels, source) == run(compiled, source), source
+
+
+def test_the_engine_takes_the_one_pass_path_with_the_same_result(monkeypatch) -> None:
+    q, p = klest.Normal(loc=0.0, scale=1.0), klest.Normal(loc=0.4, scale=1.5)
+    plan = RunPlan(q, p, ("k1", "k2", "k3"), 70_000, 5, 1, 30_000, EDGES)
+    assert runner._computed_names(plan.estimators) == NAMES
+    one_pass = runner._run_blocks(plan, 0, 3)
+    monkeypatch.setattr(runner, "_computed_names", lambda estimators: None)
+    through_arrays = runner._run_blocks(plan, 0, 3)
+    for field in ("count", "mean", "m2", "m3", "m4", "minimum", "maximum", "comoment",
+                  "histogram"):  # fmt: skip
+        assert getattr(one_pass, field).tobytes() == getattr(through_arrays, field).tobytes()
+
+
+def test_bad_arguments_are_refused_with_their_name() -> None:
+    accumulator = Accumulator(4, EDGES, 5, hist_rows=3)
+    with pytest.raises(ValueError, match="computes every series"):
+        accumulator.add_computed(["negate", "half_square", "k3", "k9"], np.zeros(4))
+    with pytest.raises(ValueError, match="exactly one of log_ratio and normal"):
+        accumulator.add_computed(NAMES)
+    with pytest.raises(ValueError, match="stats must have shape"):
+        accumulator.add_computed(NAMES[:3], np.zeros(4))
+    with pytest.raises(ValueError, match="m must be an integer in"):
+        accumulator.add_computed(NAMES, normal=(np.random.default_rng(0), 1.0, 0.0, None), m=0)
+    with pytest.raises(TypeError, match="PCG64"):
+        rng = np.random.Generator(np.random.MT19937(0))
+        accumulator.add_computed(NAMES, normal=(rng, 1.0, 0.0, None), m=5)
+    with pytest.raises(TypeError, match="scale must be a real number"):
+        accumulator.add_computed(NAMES, normal=(np.random.default_rng(0), "x", 0.0, None), m=5)
+    with pytest.raises(ValueError, match="a block needs at least one draw"):
+        accumulator.add_computed(NAMES, np.zeros(0))
+    assert not accumulator.stats[:, 0].any()  # nothing was folded in
