@@ -248,7 +248,7 @@ KLEST_INLINE double combine_lanes(const double *s) {
  * bit masks (VL: the comparison masks; VU: unsigned lanes for the exponent shifts), so the
  * bits are expm1_value's in every lane. */
 #define KLEST_SELECT(VL, m, a, b) (((VL)(a) & (m)) | ((VL)(b) & ~(m)))
-#define KLEST_EXPM1_VECTOR(SUFFIX, TARGET, VD, VL, VU)                                       \
+#define KLEST_EXPM1_VECTOR(SUFFIX, TARGET, VD, VL, VU, ALL)                                  \
     TARGET KLEST_INLINE VD expm1_vector_##SUFFIX(VD x) {                                    \
         const double ln2_hi = 0x1.62e42feep-1, ln2_lo = 0x1.a39ef35793c76p-33,               \
                      inv_ln2 = 0x1.71547652b82fep+0, overflow = 0x1.62e42fefa39efp+9;        \
@@ -282,6 +282,8 @@ KLEST_INLINE double combine_lanes(const double *s) {
         v = (VD)KLEST_SELECT(VL, k_one, v_low, v);                                          \
         VD y = ((u - (ek + s)) + v) * 2.0 * half_scale;                                     \
         VD ax = (VD)((VL)x & 0x7fffffffffffffffLL);                                         \
+        /* the usual case, every lane in [2^-54, 709.78] in size (NaN fails the tests) */   \
+        if (ALL((ax >= 0x1p-54) & (x <= overflow) & (x > -0x1.3687ap+5))) return y;         \
         y = (VD)KLEST_SELECT(VL, ax < 0x1p-54, x, y);                                       \
         y = (VD)KLEST_SELECT(VL, x > overflow, zero + INFINITY, y);                         \
         y = (VD)KLEST_SELECT(VL, x <= -0x1.3687ap+5, zero - 1.0, y);                        \
@@ -483,18 +485,18 @@ KLEST_INLINE double combine_lanes(const double *s) {
 #define KLEST_ALL256(m) (__builtin_ia32_movmskpd256((v4d)(m)) == 0xf)
 typedef long long v8ll __attribute__((vector_size(64)));
 #define KLEST_ALL512(m) (__builtin_ia32_ptestmq512((v8ll)(m), (v8ll)(m), 0xff) == 0xff)
-KLEST_EXPM1_VECTOR(generic, , v2d, v2l, v2u)
+KLEST_EXPM1_VECTOR(generic, , v2d, v2l, v2u, KLEST_ALL128)
 KLEST_TILE_KERNELS(generic, , v2d, v2l, 2, __builtin_ia32_minpd, __builtin_ia32_maxpd,
                    KLEST_ALL128)
 #if defined(__x86_64__) && defined(__GNUC__)
 #define KLEST_X86_VARIANTS 1
-KLEST_EXPM1_VECTOR(avx2, __attribute__((target("avx2"))), v4d, v4l, v4u)
+KLEST_EXPM1_VECTOR(avx2, __attribute__((target("avx2"))), v4d, v4l, v4u, KLEST_ALL256)
 KLEST_TILE_KERNELS(avx2, __attribute__((target("avx2"))), v4d, v4l, 4, __builtin_ia32_minpd256,
                    __builtin_ia32_maxpd256, KLEST_ALL256)
 /* AVX-512's minpd / maxpd: all lanes, the current rounding mode (no rounding happens) */
 #define KLEST_MIN512(a, b) __builtin_ia32_minpd512_mask((a), (b), (b), (unsigned char)0xff, 4)
 #define KLEST_MAX512(a, b) __builtin_ia32_maxpd512_mask((a), (b), (b), (unsigned char)0xff, 4)
-KLEST_EXPM1_VECTOR(avx512, __attribute__((target("avx512f"))), v8d, v8l, v8u)
+KLEST_EXPM1_VECTOR(avx512, __attribute__((target("avx512f"))), v8d, v8l, v8u, KLEST_ALL512)
 KLEST_TILE_KERNELS(avx512, __attribute__((target("avx512f"))), v8d, v8l, 8, KLEST_MIN512,
                    KLEST_MAX512, KLEST_ALL512)
 #endif
@@ -605,6 +607,7 @@ static void recentre(double t, const double *s, double h, double *m2, double *m3
 
 typedef struct {
     double *dev;   /* E * KLEST_TILE */
+    double **devrow; /* E: where series e's deviations go (its own values when they are scratch) */
     double *cross; /* E * E */
     double *mean, *shift, *delta, *sums; /* E each */
     const tile_kernels *k;
@@ -616,7 +619,7 @@ static void finite_tile(const double *const *tile, int64_t size, int64_t t,
     for (int64_t e = 0; e < size; e++) {
         double center = w->sums[e] / tt, s[4], lo, hi, m2, m3, m4;
         int64_t negative;
-        w->k->central(tile[e], t, center, w->dev + e * KLEST_TILE, s, &lo, &hi, &negative);
+        w->k->central(tile[e], t, center, w->devrow[e], s, &lo, &hi, &negative);
         double h = s[0] / tt;
         w->shift[e] = h;
         w->mean[e] = center + h;
@@ -628,7 +631,7 @@ static void finite_tile(const double *const *tile, int64_t size, int64_t t,
     for (int64_t i = 0; i < size; i++)
         for (int64_t j = i + 1; j < size; j++) {
             /* deviations are about the first means: subtract t * h_i * h_j */
-            double c = w->k->dot(w->dev + i * KLEST_TILE, w->dev + j * KLEST_TILE, t);
+            double c = w->k->dot(w->devrow[i], w->devrow[j], t);
             w->cross[i * size + j] = w->cross[j * size + i] = c - tt * w->shift[i] * w->shift[j];
         }
     merge_joint(joint, comoment, size, tt, w->mean, w->cross, w->delta);
@@ -737,10 +740,12 @@ static int scratch_open(scratch *x, int64_t size, int64_t hist_rows, int64_t bin
     size_t doubles = 2 * size * KLEST_TILE + size * size + 4 * size + 3 * KLEST_TILE;
     x->memory = malloc(sizeof(double) * doubles);
     x->tile = malloc(sizeof(double *) * size);
+    x->w.devrow = malloc(sizeof(double *) * size);
     x->sub = calloc((size_t)(hist_rows > 0 ? hist_rows : 1) * 4 * (bins + 2), sizeof(int64_t));
-    if (x->memory == NULL || x->tile == NULL || x->sub == NULL) {
+    if (x->memory == NULL || x->tile == NULL || x->w.devrow == NULL || x->sub == NULL) {
         free(x->memory);
         free(x->tile);
+        free(x->w.devrow);
         free(x->sub);
         return -1;
     }
@@ -766,41 +771,47 @@ static void scratch_close(scratch *x, int64_t *histogram, int64_t bins, int64_t 
                     histogram[e * (bins + 2) + b] += x->sub[(e * 4 + copy) * (bins + 2) + b];
     free(x->memory);
     free(x->tile);
+    free(x->w.devrow);
     free(x->sub);
 }
 
 /* Fold one tile (block indices start .. start + t - 1) into the accumulator. Series e is
  * rows[e] + start when kinds[e] is SERIES_GIVEN, expm1 itself (em1) for SERIES_EXPM1, else
- * computed from the tile's log-ratio l and its expm1 em1. */
+ * computed from the tile's log-ratio l and its expm1 em1. em1_is_scratch: em1 may be
+ * overwritten. A series held in scratch memory gets its deviations in place (the working
+ * set stays in the L1 cache); the histogram reads the values first. */
 static void accumulate_tile(const double *const *rows, const int64_t *kinds, const double *l,
-                            const double *em1, int64_t size, int64_t start, int64_t t,
-                            double *stats, double *joint, double *comoment, int64_t bins,
-                            int64_t hist_rows, int64_t stride, double low, double width,
-                            scratch *x) {
+                            double *em1, int em1_is_scratch, int64_t size, int64_t start,
+                            int64_t t, double *stats, double *joint, double *comoment,
+                            int64_t bins, int64_t hist_rows, int64_t stride, double low,
+                            double width, scratch *x) {
     workspace *w = &x->w;
     int finite = 1;
     for (int64_t e = 0; e < size; e++) {
         double *out = x->values + e * KLEST_TILE;
+        w->devrow[e] = w->dev + e * KLEST_TILE;
         if (kinds[e] == SERIES_GIVEN) {
             x->tile[e] = rows[e] + start;
         } else if (kinds[e] == SERIES_EXPM1) {
             x->tile[e] = em1;
+            if (em1_is_scratch) w->devrow[e] = em1;
         } else { /* k1 = -l, k2 = 0.5 * l * l, k3 = exp(l) - 1 - l, and their sum */
             w->sums[e] = w->k->series(kinds[e], l, em1, out, t);
             x->tile[e] = out;
+            w->devrow[e] = out;
         }
         if (kinds[e] == SERIES_GIVEN || kinds[e] == SERIES_EXPM1)
             w->sums[e] = w->k->sum(x->tile[e], t);
         finite = finite && isfinite(w->sums[e]); /* the sum is NaN or inf iff a value is */
     }
-    if (finite)
-        finite_tile(x->tile, size, t, stats, joint, comoment, w);
-    else
-        tile_with_nonfinite(x->tile, size, t, stats, joint, comoment, w);
     if (bins > 0)
         for (int64_t e = 0; e < hist_rows; e++)
             histogram_tile(x->tile[e], start, t, stride, low, width, bins,
                            x->sub + e * 4 * (bins + 2));
+    if (finite)
+        finite_tile(x->tile, size, t, stats, joint, comoment, w);
+    else
+        tile_with_nonfinite(x->tile, size, t, stats, joint, comoment, w);
 }
 
 static int kinds_are_valid(const int64_t *kinds, int64_t size, const void *const *rows,
@@ -832,8 +843,9 @@ int klest_accumulate(const double *const *rows, const int64_t *kinds, const doub
     for (int64_t start = 0; start < m; start += KLEST_TILE) {
         int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
         accumulate_tile(rows, kinds, log_ratio ? log_ratio + start : NULL,
-                        expm1_log_ratio ? expm1_log_ratio + start : NULL, size, start, t, stats,
-                        joint, comoment, bins, hist_rows, stride, low, width, &x);
+                        expm1_log_ratio ? (double *)expm1_log_ratio + start : NULL, 0, size,
+                        start, t, stats, joint, comoment, bins, hist_rows, stride, low, width,
+                        &x); /* em1 is the caller's: read only */
     }
     scratch_close(&x, histogram, bins, hist_rows);
     return 0;
@@ -859,8 +871,8 @@ int klest_block_stats(uint64_t *state, const double *f, int64_t transform,
         for (int64_t start = 0; start < m; start += KLEST_TILE) {
             int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
             x.w.k->expm1(log_ratio + start, x.em1_tile, t);
-            accumulate_tile(NULL, kinds, log_ratio + start, x.em1_tile, size, start, t, stats,
-                            joint, comoment, bins, hist_rows, stride, low, width, &x);
+            accumulate_tile(NULL, kinds, log_ratio + start, x.em1_tile, 1, size, start, t,
+                            stats, joint, comoment, bins, hist_rows, stride, low, width, &x);
         }
     } else {
         u128 s = ((u128)state[0] << 64) | state[1];
@@ -873,14 +885,14 @@ int klest_block_stats(uint64_t *state, const double *f, int64_t transform,
             x.w.k->normal_tile(&s, inc, f, transform, l[which], t, l[1 - which], x.em1_tile,
                                prev_t);
             if (prev_t > 0)
-                accumulate_tile(NULL, kinds, l[1 - which], x.em1_tile, size, prev_start,
+                accumulate_tile(NULL, kinds, l[1 - which], x.em1_tile, 1, size, prev_start,
                                 prev_t, stats, joint, comoment, bins, hist_rows, stride, low,
                                 width, &x);
             prev_start = start, prev_t = t, which = 1 - which;
         }
         x.w.k->expm1(l[1 - which], x.em1_tile, prev_t);
-        accumulate_tile(NULL, kinds, l[1 - which], x.em1_tile, size, prev_start, prev_t, stats,
-                        joint, comoment, bins, hist_rows, stride, low, width, &x);
+        accumulate_tile(NULL, kinds, l[1 - which], x.em1_tile, 1, size, prev_start, prev_t,
+                        stats, joint, comoment, bins, hist_rows, stride, low, width, &x);
         state[0] = (uint64_t)(s >> 64);
         state[1] = (uint64_t)s;
     }
