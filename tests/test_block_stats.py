@@ -63,9 +63,23 @@ def test_drawn_blocks_give_the_arrays_bits_and_leave_the_generator_alike(
         l = native.scaled_normal(sampled, m, 1.3, -0.2, quadratic=quadratic)
         fused_rng = block_generator(11, 2, 3)
         fused = Accumulator(4, EDGES, 5, hist_rows=3)
-        fused.add_computed(NAMES, normal=(fused_rng, 1.3, -0.2, quadratic), m=m)
+        fused.add_normal_blocks(NAMES, [fused_rng], [m], 1.3, -0.2, quadratic)
         assert record(fused) == record(by_arrays(l)), (level, m)
         assert fused_rng.bit_generator.state == sampled.bit_generator.state
+
+
+def test_several_blocks_in_one_call_are_those_blocks_one_after_the_other(each_level) -> None:
+    lengths = [1024, 3000, 17]
+    for level in each_level:
+        native.set_simd_level(level)
+        one_call, apart = Accumulator(4, EDGES, 5, 3), Accumulator(4, EDGES, 5, 3)
+        firsts = [block_generator(4, 0, k) for k in range(3)]
+        one_call.add_normal_blocks(NAMES, firsts, lengths, 0.7, 1.0, QUADRATIC)
+        for k, m in enumerate(lengths):
+            rng = block_generator(4, 0, k)
+            apart.add_normal_blocks(NAMES, [rng], [m], 0.7, 1.0, QUADRATIC)
+            assert rng.bit_generator.state == firsts[k].bit_generator.state
+        assert record(one_call) == record(apart), level
 
 
 def test_given_log_ratios_with_nonfinite_values_give_the_arrays_bits(each_level) -> None:
@@ -92,13 +106,15 @@ def test_the_fallback_gives_the_compiled_bits() -> None:
             state = np.array(
                 [0x1234, 0x5678, 0x9ABC, 0xDEF1], dtype=np.uint64
             )  # any odd increment is a valid PCG64
-            module.block_stats(NAMES, None, (state, 1.0, 0.5, QUADRATIC), 3000, *arrays, 3, 7,
-                               -3.0, 0.3)  # fmt: skip
-            arrays.append(state)
+            states = np.stack([state, state + np.uint64(2)])  # two blocks (odd increments)
+            lengths = np.array([3000, 1100], np.int64)
+            module.block_stats(NAMES, None, (states, lengths, 1.0, 0.5, QUADRATIC), *arrays, 3,
+                               7, -3.0, 0.3)  # fmt: skip
+            arrays.append(states)
         else:
             l = np.random.default_rng(2).standard_normal(2500)
             l[17] = np.nan
-            module.block_stats(NAMES, l, None, 0, *arrays, 3, 7, -3.0, 0.3)
+            module.block_stats(NAMES, l, None, *arrays, 3, 7, -3.0, 0.3)
         return tuple(a.tobytes() for a in arrays)
 
     for source in ("normal", "log_ratio"):
@@ -119,19 +135,28 @@ def test_the_engine_takes_the_one_pass_path_with_the_same_result(monkeypatch) ->
 
 def test_bad_arguments_are_refused_with_their_name() -> None:
     accumulator = Accumulator(4, EDGES, 5, hist_rows=3)
+    rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="computes every series"):
         accumulator.add_computed(["negate", "half_square", "k3", "k9"], np.zeros(4))
     with pytest.raises(ValueError, match="exactly one of log_ratio and normal"):
-        accumulator.add_computed(NAMES)
+        accumulator.add_computed(NAMES, None)
     with pytest.raises(ValueError, match="stats must have shape"):
         accumulator.add_computed(NAMES[:3], np.zeros(4))
-    with pytest.raises(ValueError, match="m must be an integer in"):
-        accumulator.add_computed(NAMES, normal=(np.random.default_rng(0), 1.0, 0.0, None), m=0)
+    with pytest.raises(ValueError, match="lengths must be an integer in"):
+        accumulator.add_normal_blocks(NAMES, [rng], [0], 1.0, 0.0, None)
+    with pytest.raises(ValueError, match=r"lengths must have shape \(1,\)"):
+        accumulator.add_normal_blocks(NAMES, [rng], [5, 6], 1.0, 0.0, None)
+    with pytest.raises(ValueError, match="at least one block"):
+        accumulator.add_normal_blocks(NAMES, [], [], 1.0, 0.0, None)
     with pytest.raises(TypeError, match="PCG64"):
-        rng = np.random.Generator(np.random.MT19937(0))
-        accumulator.add_computed(NAMES, normal=(rng, 1.0, 0.0, None), m=5)
+        mt = np.random.Generator(np.random.MT19937(0))
+        accumulator.add_normal_blocks(NAMES, [mt], [5], 1.0, 0.0, None)
     with pytest.raises(TypeError, match="scale must be a real number"):
-        accumulator.add_computed(NAMES, normal=(np.random.default_rng(0), "x", 0.0, None), m=5)
+        accumulator.add_normal_blocks(NAMES, [rng], [5], "x", 0.0, None)
     with pytest.raises(ValueError, match="a block needs at least one draw"):
         accumulator.add_computed(NAMES, np.zeros(0))
+    with pytest.raises(ValueError, match="states must have shape"):
+        native.block_stats(NAMES, None, (np.zeros(4, np.uint64), np.ones(1, np.int64), 1.0,
+                                         0.0, None), *accumulator._arrays())  # fmt: skip
     assert not accumulator.stats[:, 0].any()  # nothing was folded in
+    assert rng.bit_generator.state == np.random.default_rng(0).bit_generator.state

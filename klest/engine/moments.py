@@ -156,30 +156,38 @@ class Accumulator:
             self.histogram, self._hist_rows, self._stride, self._low, self._width,
         )  # fmt: skip
 
-    def add_computed(
+    def add_computed(self, names: Sequence[str], log_ratio: np.ndarray | None) -> None:
+        """Fold in one block whose every series is named in ``klest.native.COMPUTED_SERIES``
+        ("expm1" is r - 1 itself), computed from its log-ratio in one compiled pass with
+        expm1: the same bits as :meth:`add` given those arrays and expm1(log_ratio)."""
+        l = None if log_ratio is None else _native.as_real_array("log_ratio", log_ratio)
+        _native.block_stats(names, l, None, *self._arrays())
+
+    def add_normal_blocks(
         self,
         names: Sequence[str],
-        log_ratio: np.ndarray | None = None,
-        normal: tuple[np.random.Generator, float, float, tuple[float, float, float]] | None = None,
-        m: int = 0,
+        generators: Sequence[np.random.Generator],
+        lengths: Sequence[int],
+        scale: float,
+        loc: float,
+        quadratic: tuple[float, float, float] | None,
     ) -> None:
-        """Fold in one block whose every series is named in ``klest.native.COMPUTED_SERIES``
-        ("expm1" is r - 1 itself), from its log-ratio: ``log_ratio``, or, with ``normal`` =
-        (rng, scale, loc, (a, b, c)), the Gaussian log-ratio ((x a) + b) x + c of m draws
-        x = loc + scale z from ``rng`` (a PCG64 generator, advanced as
-        ``klest.native.scaled_normal`` would advance it), which are never written out. The
-        same bits as :meth:`add` given those arrays and their expm1, in one compiled pass."""
-        arrays = (
+        """:meth:`add_computed` for blocks of Gaussian draws, in one compiled call: block b is
+        ``lengths[b]`` draws x = loc + scale z from PCG64 generator ``generators[b]``
+        (advanced as ``klest.native.scaled_normal`` would advance it), whose log-ratio is
+        ((x a) + b) x + c for ``quadratic`` = (a, b, c) (x itself for None); the draws are
+        never written out."""
+        bit_generators = [rng.bit_generator for rng in generators]
+        counts = np.array([_native.checked_int("lengths", m, 1) for m in lengths], np.int64)
+        with _native.pcg64_states(bit_generators) as states:
+            normal = (states, counts, scale, loc, quadratic)
+            _native.block_stats(names, None, normal, *self._arrays())
+
+    def _arrays(self) -> tuple:
+        return (
             self.stats, self.joint, self.comoment, self.histogram, self._hist_rows,
             self._stride, self._low, self._width,
         )  # fmt: skip
-        if normal is None:
-            l = None if log_ratio is None else _native.as_real_array("log_ratio", log_ratio)
-            _native.block_stats(names, l, None, 0 if l is None else l.size, *arrays)
-            return
-        rng, scale, loc, quadratic = normal
-        with _native.pcg64_state(rng.bit_generator) as state:
-            _native.block_stats(names, None, (state, scale, loc, quadratic), m, *arrays)
 
     def to_moments(self) -> Moments:
         """The statistics so far, as an immutable (mergeable) :class:`Moments`."""

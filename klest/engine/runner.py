@@ -140,14 +140,17 @@ def _run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
         return accumulator.to_moments()
     # every series is computed in the compiled pass from the log-ratio (for a Gaussian pair,
     # drawn in that pass too): the same bits as block_series, in one pass through the cache
+    blocks = range(first, first + count)
     normal = fused_normal_parameters(plan.q, plan.p)
-    for k in range(first, first + count):
-        rng, m = block_generator(plan.seed, plan.case, k), plan.block_length(k)
-        if normal is not None:
-            accumulator.add_computed(names, normal=(rng, *normal), m=m)
-        else:
-            log_ratio = sample_log_ratio(plan.q, plan.p, rng, m)
-            accumulator.add_computed(names, np.ascontiguousarray(log_ratio, dtype=np.float64))
+    if normal is not None:  # the task's blocks in one compiled call
+        generators = [block_generator(plan.seed, plan.case, k) for k in blocks]
+        lengths = [plan.block_length(k) for k in blocks]
+        accumulator.add_normal_blocks(names, generators, lengths, *normal)
+        return accumulator.to_moments()
+    for k in blocks:
+        rng = block_generator(plan.seed, plan.case, k)
+        log_ratio = sample_log_ratio(plan.q, plan.p, rng, plan.block_length(k))
+        accumulator.add_computed(names, np.ascontiguousarray(log_ratio, dtype=np.float64))
     return accumulator.to_moments()
 
 

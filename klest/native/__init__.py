@@ -24,7 +24,13 @@ from klest.native.checks import (
     real_scalar,
 )
 from klest.native.fallback import BACKEND, TILE, FallbackWarning
-from klest.native.sampler import pcg64_state, quadratic_in_place, scaled_normal, standard_normal
+from klest.native.sampler import (
+    pcg64_state,
+    pcg64_states,
+    quadratic_in_place,
+    scaled_normal,
+    standard_normal,
+)
 
 if _fallback.COMPILED is None:
     from klest.native.fallback import (
@@ -77,6 +83,7 @@ __all__ = [
     "k3_from_expm1",
     "merge",
     "pcg64_state",
+    "pcg64_states",
     "quadratic_coefficients",
     "quadratic_in_place",
     "real_scalar",

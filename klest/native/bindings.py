@@ -77,7 +77,7 @@ _LIB.klest_accumulate.argtypes = [
 ]  # fmt: skip
 _LIB.klest_accumulate.restype = ctypes.c_int
 _LIB.klest_block_stats.argtypes = [
-    _P, _P, _I64, _P, _I64, _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _F64, _F64,
+    _P, _I64, _P, _P, _I64, _P, _I64, _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _F64, _F64,
 ]  # fmt: skip
 _LIB.klest_block_stats.restype = ctypes.c_int
 _LIB.klest_merge.argtypes = [_I64, _P, _P, _P, _P, _P, _P]
@@ -265,8 +265,7 @@ def accumulate(
 def block_stats(
     series: Sequence[str],
     log_ratio: np.ndarray | None,
-    normal: tuple[np.ndarray, float, float, tuple[float, float, float] | None] | None,
-    m: int,
+    normal: tuple[np.ndarray, np.ndarray, float, float, tuple[float, float, float] | None] | None,
     stats: np.ndarray,
     joint: np.ndarray,
     comoment: np.ndarray,
@@ -276,21 +275,25 @@ def block_stats(
     low: float,
     width: float,
 ) -> None:
-    """:func:`accumulate` for a block whose every series is computed (names of
-    :data:`COMPUTED_SERIES`) from its log-ratio l, with expm1(l) made here, tile by tile: the
-    same bits as ``expm1`` then ``accumulate``. l is ``log_ratio`` (1-D float64), or, with
-    ``normal = (state, scale, loc, quadratic)``, the m values of :func:`fill_normal` of that
-    PCG64 state (advanced in place), drawn here tile by tile and never written out."""
-    m, params, transform = check_block_stats_args(
-        series, log_ratio, normal, m, stats, joint, comoment, histogram, hist_rows, stride,
-        low, width,
+    """:func:`accumulate` for blocks whose every series is computed (names of
+    :data:`COMPUTED_SERIES`) from their log-ratio l, with expm1(l) made here, tile by tile:
+    the same bits as ``expm1`` then ``accumulate``, block after block. l is ``log_ratio``
+    (1-D float64, one block), or, with ``normal = (states, lengths, scale, loc, quadratic)``,
+    block b is the ``lengths[b]`` values of :func:`fill_normal` of PCG64 state
+    ``states[b]`` (advanced in place), drawn here tile by tile and never written out."""
+    params, transform = check_block_stats_args(
+        series, log_ratio, normal, stats, joint, comoment, histogram, hist_rows, stride, low,
+        width,
     )  # fmt: skip
     kinds = np.array([COMPUTED_SERIES[s] for s in series], dtype=np.int64)
     f = np.array(params, dtype=np.float64)
     bins = histogram.shape[1] - 2 if histogram.shape[1] else 0
+    states, lengths = (None, None) if normal is None else normal[:2]
     status = _LIB.klest_block_stats(
-        None if normal is None else _address(normal[0]), _address(f), transform,
-        None if log_ratio is None else _address(log_ratio), m, _address(kinds), len(series),
+        None if states is None else _address(states), 0 if states is None else len(states),
+        None if lengths is None else _address(lengths), _address(f), transform,
+        None if log_ratio is None else _address(log_ratio),
+        0 if log_ratio is None else log_ratio.size, _address(kinds), len(series),
         _address(stats), _address(joint), _address(comoment), _address(histogram), bins,
         hist_rows, stride, low, width,
     )  # fmt: skip

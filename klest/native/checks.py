@@ -246,7 +246,6 @@ def check_block_stats_args(
     series: Any,
     log_ratio: Any,
     normal: Any,
-    m: Any,
     stats: Any,
     joint: Any,
     comoment: Any,
@@ -255,11 +254,12 @@ def check_block_stats_args(
     stride: Any,
     low: Any,
     width: Any,
-) -> tuple[int, tuple[float, float, float, float, float], int]:
+) -> tuple[tuple[float, float, float, float, float], int]:
     """Check :func:`block_stats`'s arguments as :func:`check_accumulate_args` does (every
-    series a name of COMPUTED_SERIES); exactly one of ``log_ratio`` (1-D float64 of m >= 1
-    values) and ``normal`` = (state, scale, loc, quadratic or None), state the writable
-    (4,) uint64 PCG64 state. Returns (m, (scale, loc, a, b, c), transform)."""
+    series a name of COMPUTED_SERIES); exactly one of ``log_ratio`` (1-D float64, m >= 1
+    values) and ``normal`` = (states, lengths, scale, loc, quadratic or None): states the
+    writable (B, 4) uint64 PCG64 states of B >= 1 blocks, lengths their (B,) int64 draw
+    counts, each >= 1. Returns ((scale, loc, a, b, c), transform)."""
     if isinstance(series, str | np.ndarray) or not isinstance(series, Sequence) or not series:
         raise TypeError(f"series must be a non-empty list of names, got {_shown(series)}")
     for name in series:
@@ -272,22 +272,25 @@ def check_block_stats_args(
         raise ValueError("block_stats needs exactly one of log_ratio and normal")
     if normal is None:
         require("log_ratio", log_ratio, np.float64, (None,))
-        m = log_ratio.size
+        if log_ratio.size == 0:
+            raise ValueError("a block needs at least one draw")
         params, transform = (0.0, 0.0, 0.0, 0.0, 0.0), 0
     else:
-        if not isinstance(normal, tuple) or len(normal) != 4:
-            raise TypeError("normal must be (state, scale, loc, quadratic)")
-        state, scale, loc, quadratic = normal
-        require("state", state, np.uint64, (4,), writable=True)
+        if not isinstance(normal, tuple) or len(normal) != 5:
+            raise TypeError("normal must be (states, lengths, scale, loc, quadratic)")
+        states, lengths, scale, loc, quadratic = normal
+        require("states", states, np.uint64, (None, 4), writable=True)
+        require("lengths", lengths, np.int64, (states.shape[0],))
+        if states.shape[0] == 0:
+            raise ValueError("block_stats needs at least one block")
+        if lengths.min() < 1:
+            raise ValueError(f"every block needs at least one draw, got lengths {lengths}")
         a, b, c = quadratic_coefficients(quadratic)
         transform = 0 if quadratic is None else (1 if a == 0.0 else 2)
         params = (real_scalar("scale", scale), real_scalar("loc", loc), a, b, c)
-        m = checked_int("m", m, 1)
-    if m == 0:
-        raise ValueError("a block needs at least one draw")
     _check_accumulator_arrays(len(series), stats, joint, comoment, histogram, hist_rows, stride,
                               low, width)  # fmt: skip
-    return m, params, transform
+    return params, transform
 
 
 def _check_accumulator_arrays(

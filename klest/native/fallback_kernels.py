@@ -84,8 +84,7 @@ def accumulate(
 def block_stats(
     series: Sequence[str],
     log_ratio: np.ndarray | None,
-    normal: tuple[np.ndarray, float, float, tuple[float, float, float] | None] | None,
-    m: int,
+    normal: tuple[np.ndarray, np.ndarray, float, float, tuple[float, float, float] | None] | None,
     stats: np.ndarray,
     joint: np.ndarray,
     comoment: np.ndarray,
@@ -95,19 +94,26 @@ def block_stats(
     low: float,
     width: float,
 ) -> None:
-    """bindings.block_stats in NumPy: the block's log-ratio (given, or drawn by
+    """bindings.block_stats in NumPy: each block's log-ratio (given, or drawn by
     :func:`fill_normal`), its expm1, then :func:`accumulate` -- what the C does tile by tile."""
-    m, _, _ = check_block_stats_args(
-        series, log_ratio, normal, m, stats, joint, comoment, histogram, hist_rows, stride,
-        low, width,
+    check_block_stats_args(
+        series, log_ratio, normal, stats, joint, comoment, histogram, hist_rows, stride, low,
+        width,
     )  # fmt: skip
-    if normal is not None:
-        state, scale, loc, quadratic = normal
-        log_ratio = np.empty(m)
-        fill_normal(state, log_ratio, scale, loc, quadratic)
-    em1 = expm1(log_ratio, np.empty_like(log_ratio))
-    accumulate(list(series), log_ratio, em1, stats, joint, comoment, histogram, hist_rows,
-               stride, low, width)  # fmt: skip
+    blocks: list[np.ndarray] = []
+    if normal is None:
+        blocks.append(log_ratio)  # type: ignore[arg-type]
+    else:
+        states, lengths, scale, loc, quadratic = normal
+        for state, m in zip(states, lengths.tolist(), strict=True):
+            blocks.append(np.empty(m))
+            row = state.copy()
+            fill_normal(row, blocks[-1], scale, loc, quadratic)
+            state[:] = row
+    for l in blocks:
+        em1 = expm1(l, np.empty_like(l))
+        accumulate(list(series), l, em1, stats, joint, comoment, histogram, hist_rows,
+                   stride, low, width)  # fmt: skip
 
 
 def merge(

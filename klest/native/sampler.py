@@ -22,8 +22,8 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ _fill_normal = (
     _fallback_sampler.fill_normal if _fallback.COMPILED is None else _fallback.COMPILED.fill_normal
 )
 
-__all__ = ["pcg64_state", "quadratic_in_place", "scaled_normal", "standard_normal"]
+__all__ = ["pcg64_state", "pcg64_states", "quadratic_in_place", "scaled_normal", "standard_normal"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -94,15 +94,33 @@ def scaled_normal(
 def pcg64_state(bit_generator: np.random.PCG64) -> Iterator[np.ndarray]:
     """The state of a PCG64 as the kernels take it, (4,) uint64 [hi, lo, inc_hi, inc_lo],
     written back to the generator on exit (with its lock held, as NumPy's own methods do)."""
-    if type(bit_generator) is not np.random.PCG64:
-        raise TypeError(f"a PCG64 bit generator is needed, got {type(bit_generator).__name__}")
-    with bit_generator.lock:
-        full = bit_generator.state
-        s, inc = full["state"]["state"], full["state"]["inc"]
-        state = np.array([s >> 64, s & _MASK64, inc >> 64, inc & _MASK64], dtype=np.uint64)
-        yield state
-        full["state"]["state"] = (int(state[0]) << 64) | int(state[1])
-        bit_generator.state = full
+    with pcg64_states([bit_generator]) as states:
+        yield states[0]
+
+
+@contextmanager
+def pcg64_states(bit_generators: Sequence[np.random.PCG64]) -> Iterator[np.ndarray]:
+    """:func:`pcg64_state` of several PCG64s at once: a (B, 4) uint64 array, row b the state
+    of generator b, written back to each on exit (all their locks held meanwhile)."""
+    for bit_generator in bit_generators:
+        if type(bit_generator) is not np.random.PCG64:
+            raise TypeError(f"a PCG64 bit generator is needed, got {type(bit_generator).__name__}")
+    with ExitStack() as locks:
+        fulls = []
+        for bit_generator in bit_generators:
+            locks.enter_context(bit_generator.lock)
+            fulls.append(bit_generator.state)
+        states = np.array(
+            [
+                [s >> 64, s & _MASK64, inc >> 64, inc & _MASK64]
+                for s, inc in ((f["state"]["state"], f["state"]["inc"]) for f in fulls)
+            ],
+            dtype=np.uint64,
+        ).reshape(len(fulls), 4)
+        yield states
+        for bit_generator, full, row in zip(bit_generators, fulls, states, strict=True):
+            full["state"]["state"] = (int(row[0]) << 64) | int(row[1])
+            bit_generator.state = full
 
 
 def _shape(size: Any) -> tuple[int, ...]:

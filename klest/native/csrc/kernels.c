@@ -851,23 +851,51 @@ int klest_accumulate(const double *const *rows, const int64_t *kinds, const doub
     return 0;
 }
 
-/* klest_accumulate for a block whose every series is computed from its log-ratio l
- * (kinds SERIES_NEGATE, SERIES_HALF_SQUARE, SERIES_K3, SERIES_EXPM1), with expm1(l) and the
- * series made tile by tile, in cache: the same bits as klest_expm1 followed by
- * klest_accumulate. l is log_ratio when state is NULL; otherwise the block's m draws are
- * made here, klest_fill_normal(state, ..., f[0], f[1], transform, f[2], f[3], f[4]), tile
- * by tile, with the expm1 of each tile interleaved with the draws of the next. Returns as
- * klest_accumulate. */
-int klest_block_stats(uint64_t *state, const double *f, int64_t transform,
-                      const double *log_ratio, int64_t m, const int64_t *kinds, int64_t size,
-                      double *stats, double *joint, double *comoment, int64_t *histogram,
-                      int64_t bins, int64_t hist_rows, int64_t stride, double low,
-                      double width) {
-    const double *some = state ? f : log_ratio; /* any non-NULL pointer: l exists */
+/* Draw the m values of klest_fill_normal(state, ..., f[0], f[1], transform, f[2], f[3],
+ * f[4]) tile by tile, each tile's expm1 interleaved with the draws of the next, and fold
+ * them into the accumulator (x: open scratch memory); the state is advanced in place. */
+static void normal_block(uint64_t *state, int64_t m, const double *f, int64_t transform,
+                         const int64_t *kinds, int64_t size, double *stats, double *joint,
+                         double *comoment, int64_t bins, int64_t hist_rows, int64_t stride,
+                         double low, double width, scratch *x) {
+    u128 s = ((u128)state[0] << 64) | state[1];
+    const u128 inc = ((u128)state[2] << 64) | state[3];
+    double *l[2] = {x->l_tiles, x->l_tiles + KLEST_TILE};
+    int64_t prev_start = 0, prev_t = 0, which = 0;
+    for (int64_t start = 0; start < m; start += KLEST_TILE) {
+        int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
+        /* draw this tile while taking expm1 of the previous one, then fold that one */
+        x->w.k->normal_tile(&s, inc, f, transform, l[which], t, l[1 - which], x->em1_tile,
+                            prev_t);
+        if (prev_t > 0)
+            accumulate_tile(NULL, kinds, l[1 - which], x->em1_tile, 1, size, prev_start, prev_t,
+                            stats, joint, comoment, bins, hist_rows, stride, low, width, x);
+        prev_start = start, prev_t = t, which = 1 - which;
+    }
+    x->w.k->expm1(l[1 - which], x->em1_tile, prev_t);
+    accumulate_tile(NULL, kinds, l[1 - which], x->em1_tile, 1, size, prev_start, prev_t, stats,
+                    joint, comoment, bins, hist_rows, stride, low, width, x);
+    state[0] = (uint64_t)(s >> 64);
+    state[1] = (uint64_t)s;
+}
+
+/* klest_accumulate for blocks whose every series is computed from the log-ratio l (kinds
+ * SERIES_NEGATE, SERIES_HALF_SQUARE, SERIES_K3, SERIES_EXPM1), with expm1(l) and the series
+ * made tile by tile, in cache: the same bits as klest_expm1 followed by klest_accumulate,
+ * block after block. With states NULL, l is the one block log_ratio of m values; otherwise
+ * block b (of n_blocks) is the lengths[b] draws of klest_fill_normal from the PCG64 state
+ * states[4 b .. 4 b + 3] (advanced in place), with f = (scale, loc, a, b, c), never written
+ * out. Returns as klest_accumulate. */
+int klest_block_stats(uint64_t *states, int64_t n_blocks, const int64_t *lengths,
+                      const double *f, int64_t transform, const double *log_ratio, int64_t m,
+                      const int64_t *kinds, int64_t size, double *stats, double *joint,
+                      double *comoment, int64_t *histogram, int64_t bins, int64_t hist_rows,
+                      int64_t stride, double low, double width) {
+    const double *some = states ? f : log_ratio; /* any non-NULL pointer: l exists */
     if (some == NULL || !kinds_are_valid(kinds, size, NULL, some, some)) return -2;
     scratch x;
     if (scratch_open(&x, size, hist_rows, bins) != 0) return -1;
-    if (state == NULL) {
+    if (states == NULL) {
         for (int64_t start = 0; start < m; start += KLEST_TILE) {
             int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
             x.w.k->expm1(log_ratio + start, x.em1_tile, t);
@@ -875,26 +903,9 @@ int klest_block_stats(uint64_t *state, const double *f, int64_t transform,
                             stats, joint, comoment, bins, hist_rows, stride, low, width, &x);
         }
     } else {
-        u128 s = ((u128)state[0] << 64) | state[1];
-        const u128 inc = ((u128)state[2] << 64) | state[3];
-        double *l[2] = {x.l_tiles, x.l_tiles + KLEST_TILE};
-        int64_t prev_start = 0, prev_t = 0, which = 0;
-        for (int64_t start = 0; start < m; start += KLEST_TILE) {
-            int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
-            /* draw this tile while taking expm1 of the previous one, then fold that one */
-            x.w.k->normal_tile(&s, inc, f, transform, l[which], t, l[1 - which], x.em1_tile,
-                               prev_t);
-            if (prev_t > 0)
-                accumulate_tile(NULL, kinds, l[1 - which], x.em1_tile, 1, size, prev_start,
-                                prev_t, stats, joint, comoment, bins, hist_rows, stride, low,
-                                width, &x);
-            prev_start = start, prev_t = t, which = 1 - which;
-        }
-        x.w.k->expm1(l[1 - which], x.em1_tile, prev_t);
-        accumulate_tile(NULL, kinds, l[1 - which], x.em1_tile, 1, size, prev_start, prev_t,
-                        stats, joint, comoment, bins, hist_rows, stride, low, width, &x);
-        state[0] = (uint64_t)(s >> 64);
-        state[1] = (uint64_t)s;
+        for (int64_t b = 0; b < n_blocks; b++)
+            normal_block(states + 4 * b, lengths[b], f, transform, kinds, size, stats, joint,
+                         comoment, bins, hist_rows, stride, low, width, &x);
     }
     scratch_close(&x, histogram, bins, hist_rows);
     return 0;
