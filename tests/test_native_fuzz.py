@@ -345,6 +345,47 @@ def fuzz_native_accumulate() -> None:
     body()
 
 
+def fuzz_native_block_stats() -> None:
+    from klest import native as _native
+
+    fields = len(_native.FIELDS)
+    arrays = st.one_of(array_likes([np.dtype(np.float64)]), array_likes())
+    state = np.array([1, 2, 3, 5], dtype=np.uint64)
+    one_block = corrupted(state).map(lambda a: a.reshape(1, -1) if a.size == 4 else a)
+
+    @fuzz
+    @given(st.data())
+    def body(data: st.DataObject) -> None:
+        e = data.draw(st.integers(1, 4))
+        names = data.draw(
+            st.one_of(
+                st.lists(st.sampled_from(["negate", "half_square", "k3", "expm1"]), min_size=e,
+                         max_size=e),  # fmt: skip
+                st.lists(st.sampled_from(["k9", "negate", ""]), max_size=3),
+                array_likes(),
+            )
+        )
+        m = data.draw(st.integers(1, 3000))
+        log_ratio = data.draw(st.one_of(st.none(), st.just(np.zeros(m)), arrays))
+        states = data.draw(st.one_of(st.none(), one_block, st.just(np.zeros(4)), arrays))
+        lengths = data.draw(st.one_of(
+            st.just(np.array([m], np.int64)), st.just(np.array([0], np.int64)),
+            st.just(np.array([-5, 3], np.int64)), arrays,
+        ))  # fmt: skip
+        quadratic = data.draw(st.sampled_from([None, (0.0, 1.0, -0.5), (1.0, "b", 2.0), (1.0,)]))
+        normal = None if states is None else (states, lengths, 1.0, 0.0, quadratic)
+        normal = data.draw(st.sampled_from([normal, None, (states,), "x"]))
+        histogram = data.draw(st.one_of(st.just(np.zeros((e, 7), dtype=np.int64)), arrays))
+        hist_rows, stride = data.draw(st.integers(-1, 5)), data.draw(st.integers(-1, 3))
+        width = data.draw(st.sampled_from([0.5, 0.0, np.nan, 1e-320]))
+        clean(lambda: _native.block_stats(
+            names, log_ratio, normal, np.zeros((e, fields)), np.zeros(e + 1),
+            np.zeros((e, e)), histogram, hist_rows, stride, 0.0, width,
+        ))  # fmt: skip
+
+    body()
+
+
 # ---- the tests (run in pytest) ------------------------------------------------------------
 
 BODIES = [
@@ -355,6 +396,7 @@ BODIES = [
     "fuzz_k3",
     "fuzz_accumulator",
     "fuzz_native_accumulate",
+    "fuzz_native_block_stats",
 ]
 
 #: runs the named bodies one after another, a JSON line each on stdout ("start" first, so

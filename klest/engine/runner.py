@@ -11,14 +11,16 @@ for 1, 2 or 8 workers, a process pool or a Dask cluster. Memory is constant in n
 draws, :func:`simulate` computes the truths (:mod:`klest.engine.truths`), hands them with the
 statistics to :class:`klest.engine.results.SimulationResult` and raises its warnings.
 
-The hot path is compiled (``klest/native/csrc/kernels.c``): normal draws bit-identical to NumPy's
-generator at ~3.3x its speed (:mod:`klest.native.sampler`), with the log-ratio of a Gaussian or
-Categorical pair computed in the same pass
-(:func:`klest.distributions.log_ratio.sample_log_ratio`), and the statistics of each block
-reduced tile by tile in cache
-(:class:`klest.engine.moments.Accumulator`); expm1 of the log-ratio (r - 1, shared with k3) is
-klest's own compiled one (``klest.native.expm1``). What is left in NumPy is the log-ratio of
-other pairs and any estimator without a compiled form.
+The hot path is compiled (``klest/native/csrc/kernels.c``). When every estimator has a
+compiled form (k1, k2, k3: ``computed_series``) the block goes through
+``klest.native.block_stats`` in one pass: for a Gaussian pair the draws themselves (klest's
+PCG64 + ziggurat, NumPy's stream value for value), their log-ratio, klest's own expm1 (r - 1,
+shared with k3), the series and their statistics are made tile by tile in the L1 cache, and a
+task's blocks are one compiled call; for other pairs the log-ratio of the block is sampled
+first (:func:`klest.distributions.log_ratio.sample_log_ratio`, specialised by pair) and the
+rest is the same pass. An estimator without a compiled form sends its values through memory
+(:func:`block_series`, :class:`klest.engine.moments.Accumulator`). Both routes give the same
+bits (tests/test_block_stats.py).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def as_real_array(name: str, value: Any) -> np.ndarray:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line, even for a 2-D array
     return text if len(text) <= 60 else text[:57] + "..."
 
 
