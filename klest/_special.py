@@ -36,6 +36,8 @@ __all__ = [
     "expm1",
     "expm1_minus",
     "lgamma_bregman",
+    "log",
+    "log1p",
     "log_abs_expm1",
     "log_ratio",
     "scaled_difference",
@@ -133,6 +135,102 @@ def expm1(x: Any) -> np.ndarray:
         y = np.where(np.abs(x) < 2.0**-54, x, y)
         y = np.where(x > _EXPM1_OVERFLOW, np.inf, y)
         y = np.where(x <= _EXPM1_MINUS_ONE, -1.0, y)
+        y = np.where(np.isnan(x), x, y)
+    return y.reshape(shape)
+
+
+# klest's log and log1p: fdlibm's polynomial (FreeBSD msun e_log.c), musl's branch-free sum
+_LG = tuple(
+    float.fromhex(h)
+    for h in (
+        "0x1.5555555555593p-1", "0x1.999999997fa04p-2", "0x1.2492494229359p-2",
+        "0x1.c71c51d8e78afp-3", "0x1.7466496cb03dep-3", "0x1.39a09d078c69fp-3",
+        "0x1.2f112df3e5244p-3",
+    )
+)  # fmt: skip
+_LOG_CARRY = np.uint64(0x00095F6200000000)  # (0x3ff00000 - 0x3fe6a09e) << 32
+_LOG_BASE = np.uint64(0x3FE6A09E00000000)  # sqrt(2)/2's high word << 32
+_LOG_MANTISSA = np.uint64(0x000FFFFFFFFFFFFF)
+_LOG_TWO52 = np.uint64(0x4330000000000000)  # 2^52
+_LOG_K_BIAS = float.fromhex("0x1.00000000003ffp52")  # 2^52 + 1023
+_DBL_MAX = float.fromhex("0x1.fffffffffffffp1023")
+_LOG1P_SMALL = (float.fromhex("-0x1.2bec5p-2"), float.fromhex("0x1.a827ap-2"))
+
+
+def _log_reduce(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(f, k) with x = 2^k (1 + f), 1 + f in [sqrt(2)/2, sqrt(2)), for positive normal x:
+    kernels.c's log_reduce (k as a double from the exponent bits, no conversion)."""
+    t = x.view(np.uint64) + _LOG_CARRY
+    m = ((t & _LOG_MANTISSA) + _LOG_BASE).view(np.float64)
+    e = ((t >> np.uint64(52)) | _LOG_TWO52).view(np.float64)
+    return m - 1.0, e - _LOG_K_BIAS
+
+
+def _log_poly(f: np.ndarray, dk: np.ndarray, c: Any) -> np.ndarray:
+    """log(1 + f) + k ln2 + c: kernels.c's KLEST_LOG_POLY of s = f / (2 + f), operation for
+    operation."""
+    lg1, lg2, lg3, lg4, lg5, lg6, lg7 = _LG
+    hfsq = 0.5 * f * f
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    r = z * (lg1 + w * (lg3 + w * (lg5 + w * lg7))) + w * (lg2 + w * (lg4 + w * lg6))
+    return (((s * (hfsq + r) + (dk * _LN2_LO + c)) - hfsq) + f) + dk * _LN2_HI
+
+
+def log(x: Any) -> np.ndarray:
+    """The natural logarithm elementwise (a float64 ndarray of x's shape), klest's own:
+    within 1 ulp over the whole float64 range, subnormals included (tests/test_kernel_log.py,
+    against mpmath); -inf at +-0, NaN below 0, inf at inf, NaN for NaN; no warnings.
+
+    fdlibm's method (e_log.c) without branches: ``log_value`` in klest/native/csrc/kernels.c,
+    whose IEEE operations this repeats in the same order, so that ``klest.native.log`` (at
+    every SIMD level) and this function give the same bits; NumPy's ``np.log`` depends on
+    its build and differs from both in the last bit now and then.
+
+    >>> log([1.0, 0.0, -1.0, 5e-324, np.inf]).tolist()
+    [0.0, -inf, nan, -744.4400719213812, inf]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    shape = x.shape
+    x = x.reshape(-1)
+    with np.errstate(all="ignore"):  # lanes outside (0, inf) hold garbage, discarded
+        subnormal = x < 2.0**-1022
+        f, dk = _log_reduce(np.where(subnormal, x * 2.0**54, x))
+        dk = dk - np.where(subnormal, 54.0, 0.0)
+        y = _log_poly(f, dk, 0.0)
+        y = np.where(x > _DBL_MAX, x, y)
+        y = np.where(x == 0.0, -np.inf, y)
+        y = np.where(x < 0.0, np.nan, y)
+        y = np.where(np.isnan(x), x, y)
+    return y.reshape(shape)
+
+
+def log1p(x: Any) -> np.ndarray:
+    """log(1 + x) elementwise, klest's own (fdlibm's s_log1p.c without branches, the bits of
+    kernels.c's ``log1p_value`` and ``klest.native.log1p``): within 1 ulp (mpmath); x itself
+    for |x| < 2^-53 (subnormals and -0.0 kept), -inf at -1, NaN below, inf at inf, NaN for NaN.
+
+    >>> log1p([0.0, -0.0, 1e-300, 1.0, -1.0, -2.0]).tolist()
+    [0.0, -0.0, 1e-300, 0.6931471805599453, -inf, nan]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    shape = x.shape
+    x = x.reshape(-1)
+    with np.errstate(all="ignore"):
+        u = 1.0 + x
+        f_u, dk_u = _log_reduce(u)
+        c = np.where(dk_u >= 2.0, 1.0 - (u - x), x - (u - 1.0)) / u
+        c = np.where(dk_u >= 54.0, 0.0, c)
+        small = (x < _LOG1P_SMALL[1]) & (x > _LOG1P_SMALL[0])  # f = x, k = 0, c = 0
+        f = np.where(small, x, f_u)
+        dk = np.where(small, 0.0, dk_u)
+        c = np.where(small, 0.0, c)
+        y = _log_poly(f, dk, c)
+        y = np.where(np.abs(x) < 2.0**-53, x, y)
+        y = np.where(x > _DBL_MAX, x, y)
+        y = np.where(x == -1.0, -np.inf, y)
+        y = np.where(x < -1.0, np.nan, y)
         y = np.where(np.isnan(x), x, y)
     return y.reshape(shape)
 

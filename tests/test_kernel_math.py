@@ -20,6 +20,7 @@ import math
 import mpmath
 import numpy as np
 import pytest
+from ulp_error import ulp_errors as ulp_errors_of
 
 from klest import _special
 from klest import native as _native
@@ -52,17 +53,7 @@ def grid(seed: int, n: int) -> np.ndarray:
 
 
 def ulp_errors(x: np.ndarray, got: np.ndarray) -> np.ndarray:
-    out = np.empty(x.size)
-    with mpmath.workdps(DPS):
-        two = mpmath.mpf(2)
-        for i, (a, g) in enumerate(zip(x.tolist(), got.tolist(), strict=True)):
-            exact = mpmath.expm1(mpmath.mpf(a))
-            if exact == 0:
-                out[i] = 0.0 if g == 0.0 else math.inf
-                continue
-            ulp = two ** max(int(mpmath.floor(mpmath.log(abs(exact), 2))) - 52, -1074)
-            out[i] = float(abs(mpmath.mpf(g) - exact) / ulp)
-    return out
+    return ulp_errors_of(mpmath.expm1, x, got)
 
 
 def test_expm1_is_within_one_ulp_against_mpmath() -> None:

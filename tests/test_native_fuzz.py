@@ -351,7 +351,9 @@ def fuzz_native_block_stats() -> None:
     fields = len(_native.FIELDS)
     arrays = st.one_of(array_likes([np.dtype(np.float64)]), array_likes())
     state = np.array([1, 2, 3, 5], dtype=np.uint64)
-    one_block = corrupted(state).map(lambda a: a.reshape(1, -1) if a.size == 4 else a)
+    one_block = corrupted(state).map(
+        lambda a: a.reshape(1, -1) if isinstance(a, np.ndarray) and a.size == 4 else a
+    )
 
     @fuzz
     @given(st.data())
@@ -359,8 +361,11 @@ def fuzz_native_block_stats() -> None:
         e = data.draw(st.integers(1, 4))
         names = data.draw(
             st.one_of(
-                st.lists(st.sampled_from(["negate", "half_square", "k3", "expm1"]), min_size=e,
-                         max_size=e),  # fmt: skip
+                st.lists(
+                    st.sampled_from(["negate", "half_square", "k3", "expm1"]),
+                    min_size=e,
+                    max_size=e,
+                ),
                 st.lists(st.sampled_from(["k9", "negate", ""]), max_size=3),
                 array_likes(),
             )

@@ -5,13 +5,15 @@ subtraction, and :func:`sample_log_ratio` draws it straight from the compiled no
 (the engine's path: x is never written). Pairs of one family (Gamma, Beta, StudentT,
 Laplace, Exponential, LogNormal, GaussianMixture, MultivariateNormal) get the difference in
 closed form: each log, log1p or exp once per draw, the constants of both sides folded into
-one. Every specialisation is checked against the generic ``p.log_prob(x) - q.log_prob(x)``
-in the tests (tests/test_log_ratio_pairs.py): it agrees within 8 eps (|log p(x)| +
-|log q(x)| + 1) (the generic difference's own rounding is of that order), and it *is* the
-generic difference wherever x is outside the range where the closed form is valid (the
-support's edges: x = 0, a Beta draw of 0 or 1, inf, NaN) or where it is not finite. Only
-parameters of magnitude within [1e-50, 1e50] (locations may be 0) are specialised, so that
-no closed-form term overflows for |x| < 1e50; others take the generic difference.
+one; log and log1p are klest's own (``klest.native.log`` / ``log1p``: compiled, within 1 ulp,
+the same bits on every CPU and NumPy build). Every specialisation is checked against the
+generic ``p.log_prob(x) - q.log_prob(x)`` in the tests (tests/test_log_ratio_pairs.py): it
+agrees within 8 eps (|log p(x)| + |log q(x)| + 1) (the generic difference's own rounding is
+of that order), and it *is* the generic difference wherever x is outside the range where
+the closed form is valid (the support's edges: x = 0, a Beta draw of 0 or 1, inf, NaN) or
+where it is not finite. Only parameters of magnitude within [1e-50, 1e50] (locations may
+be 0) are specialised, so that no closed-form term overflows for |x| < 1e50; others take
+the generic difference.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from klest.distributions.multivariate_normal import (
 )
 from klest.distributions.normal import Normal
 from klest.distributions.student_t import StudentT
+from klest.native import log as native_log
+from klest.native import log1p as native_log1p
 from klest.native import quadratic_in_place, scaled_normal
 
 __all__ = ["log_ratio_function", "sample_log_ratio"]
@@ -279,6 +283,12 @@ def _guarded(
     return log_ratio
 
 
+def _log(x: np.ndarray) -> np.ndarray:
+    """log x into a new array, by klest's compiled log (``klest.native.log``: within 1 ulp,
+    the same bits on every CPU and NumPy build; np.log is vectorised only with AVX-512)."""
+    return native_log(np.ascontiguousarray(x), np.empty(x.shape))
+
+
 def _sum_plus(terms: list[np.ndarray], const: float, shape: tuple[int, ...]) -> np.ndarray:
     """terms[0] + terms[1] + ... + const, into the first term's memory."""
     if not terms:
@@ -304,7 +314,7 @@ def _gamma_gamma(q: Gamma, p: Gamma) -> LogRatio | None:
         if log_coefficient == 0.0:
             out = x * slope
         else:
-            out = np.log(x)
+            out = _log(x)
             out *= log_coefficient
             if slope != 0.0:
                 out += x * slope
@@ -325,12 +335,12 @@ def _beta_beta(q: Beta, p: Beta) -> LogRatio | None:
     def fast(x: np.ndarray) -> np.ndarray:
         terms = []
         if a != 0.0:
-            term = np.log(x)
+            term = _log(x)
             term *= a
             terms.append(term)
         if b != 0.0:
             term = np.negative(x)
-            np.log1p(term, out=term)
+            native_log1p(term, term)
             term *= b
             terms.append(term)
         return _sum_plus(terms, const, x.shape)
@@ -393,7 +403,7 @@ def _student_student(q: StudentT, p: StudentT) -> LogRatio | None:
             if loc != 0.0:
                 term *= term
             term *= inverse
-            np.log1p(term, out=term)
+            native_log1p(term, term)
             term *= weight
             terms.append(term)
         return _sum_plus(terms, const, x.shape)
@@ -408,7 +418,7 @@ def _lognormal_lognormal(q: LogNormal, p: LogNormal) -> LogRatio | None:
     normal = _normal_normal(Normal(loc=q.loc, scale=q.scale), Normal(loc=p.loc, scale=p.scale))
 
     def fast(x: np.ndarray) -> np.ndarray:
-        return normal(np.log(x), overwrite=True)
+        return normal(_log(x), overwrite=True)
 
     return _guarded(q, p, fast, -math.inf, math.inf)  # log x flags x <= 0 and x = inf
 

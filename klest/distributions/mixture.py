@@ -19,6 +19,8 @@ from klest.distributions.base import (
     _show,
 )
 from klest.errors import ParameterError
+from klest.native import expm1 as native_expm1
+from klest.native import log as native_log
 from klest.native import standard_normal
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -99,7 +101,7 @@ class GaussianMixture(Distribution):
         x = np.asarray(x, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
             top, total = log_sum_exp_parts(self, x.reshape(-1))
-            np.log(total, out=total)
+            native_log(total, total)  # klest's compiled log (the same bits on every CPU)
             total += top
             total -= _HALF_LOG_2PI
             if not math.isfinite(float(np.add.reduce(top, axis=None))):
@@ -212,7 +214,9 @@ def log_sum_exp_parts(mixture: GaussianMixture, x: np.ndarray) -> tuple[np.ndarr
     t_i = log w_i - log s_i - ((x - m_i) / s_i)² / 2 for each component of positive weight
     (four passes each over the 1-D draws ``x``; no (n, K) array), top = max_i t_i and
     total = sum_i exp(t_i - top), in [1, K] (1 + exp(min - max) for two components: one exp,
-    not two). Where every t_i is -inf, top is -inf and total NaN. Call it under
+    not two), as K + sum_i expm1(t_i - top) by klest's compiled expm1 (``klest.native``: the
+    same bits on every CPU and NumPy build; each term within ~2^-52 of its exp, so total is
+    within K ulp of 1). Where every t_i is -inf, top is -inf and total NaN. Call it under
     ``np.errstate(over="ignore", invalid="ignore")`` (z² may overflow to inf: t_i = -inf).
     """
     active = np.flatnonzero(mixture.weights > 0.0)
@@ -229,16 +233,17 @@ def log_sum_exp_parts(mixture: GaussianMixture, x: np.ndarray) -> tuple[np.ndarr
     if len(terms) == 2:
         gap = np.minimum(terms[0], terms[1], out=terms[0])
         gap -= top  # -|t_0 - t_1| (NaN where both are -inf)
-        np.exp(gap, out=gap)
-        gap += 1.0
+        native_expm1(gap, gap)
+        gap += 2.0  # 1 + exp(gap)
         return top, gap
     for t in terms[2:]:
         np.maximum(top, t, out=top)
     total = np.zeros_like(top)
     for t in terms:
         t -= top
-        np.exp(t, out=t)
+        native_expm1(t, t)
         total += t
+    total += float(len(terms))  # sum of exp(t - top) = K + sum of expm1(t - top)
     return top, total
 
 
@@ -252,7 +257,7 @@ def mixture_log_ratio(q: GaussianMixture, p: GaussianMixture, x: np.ndarray) -> 
         top_p, total_p = log_sum_exp_parts(p, flat)
         top_q, total_q = log_sum_exp_parts(q, flat)
         total_p /= total_q
-        np.log(total_p, out=total_p)
+        native_log(total_p, total_p)
         top_p -= top_q
         top_p += total_p
     return top_p.reshape(x.shape)

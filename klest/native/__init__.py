@@ -38,6 +38,8 @@ if _fallback.COMPILED is None:
         expm1,
         inverse_cdf,
         k3_from_expm1,
+        log,
+        log1p,
         set_simd_level,
     )
 
@@ -61,6 +63,8 @@ else:
         fill_normal,
         inverse_cdf,
         k3_from_expm1,
+        log,
+        log1p,
         merge,
         set_simd_level,
     )
@@ -81,6 +85,8 @@ __all__ = [
     "fill_normal",
     "inverse_cdf",
     "k3_from_expm1",
+    "log",
+    "log1p",
     "merge",
     "pcg64_state",
     "pcg64_states",

@@ -53,6 +53,8 @@ __all__ = [
     "expm1",
     "inverse_cdf",
     "k3_from_expm1",
+    "log",
+    "log1p",
     "set_simd_level",
 ]
 
@@ -168,4 +170,22 @@ def expm1(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     require("x", x, np.float64)
     require("out", out, np.float64, x.shape, writable=True)
     out[...] = _special.expm1(x)
+    return out
+
+
+def log(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """bindings.log in NumPy: ``out[...] = log(x)`` by :func:`klest._special.log` (the same
+    bits); returns ``out``."""
+    require("x", x, np.float64)
+    require("out", out, np.float64, x.shape, writable=True)
+    out[...] = _special.log(x)
+    return out
+
+
+def log1p(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """bindings.log1p in NumPy: ``out[...] = log(1 + x)`` by :func:`klest._special.log1p`
+    (the same bits); returns ``out``."""
+    require("x", x, np.float64)
+    require("out", out, np.float64, x.shape, writable=True)
+    out[...] = _special.log1p(x)
     return out

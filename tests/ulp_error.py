@@ -1,0 +1,31 @@
+"""Errors in units in the last place against mpmath, for the kernel-math tests."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import mpmath
+import numpy as np
+
+DPS = 60  # decimal digits of the reference
+
+
+def ulp_errors(exact_of: Callable, x: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """|got - f(x)| in ulps of f(x) (f = ``exact_of``, an mpmath function at DPS digits);
+    0 where both are 0, inf where only f(x) is.
+
+    >>> ulp_errors(mpmath.log, np.array([1.0, 2.0]), np.array([0.0, 0.6931471805599453]))
+    array([0.        , 0.20888117])
+    """
+    out = np.empty(x.size)
+    with mpmath.workdps(DPS):
+        two = mpmath.mpf(2)
+        for i, (a, g) in enumerate(zip(x.tolist(), got.tolist(), strict=True)):
+            exact = exact_of(mpmath.mpf(a))
+            if exact == 0:
+                out[i] = 0.0 if g == 0.0 else math.inf
+                continue
+            ulp = two ** max(int(mpmath.floor(mpmath.log(abs(exact), 2))) - 52, -1074)
+            out[i] = float(abs(mpmath.mpf(g) - exact) / ulp)
+    return out
