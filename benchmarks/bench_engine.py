@@ -1,6 +1,6 @@
 """Engine throughput and memory against its baselines, measured in one run on one machine.
 
-    .venv/bin/python benchmarks/bench_engine.py            # full run (about 25 s)
+    .venv/bin/python benchmarks/bench_engine.py            # full run (about 60 s)
     .venv/bin/python benchmarks/bench_engine.py --quick    # smaller n, for a smoke test
     .venv/bin/python benchmarks/bench_engine.py --avx2     # an AVX2-only CPU, on this one
 
@@ -19,7 +19,9 @@ Prints draws/s and the ratios the engine issue asks for:
      1 worker, torch 1 thread), and two against two (engine 2 workers, torch 2 threads:
      the whole of the 2-core machine the targets were set on);
   4. peak resident memory of a whole run in a fresh process, for two n (constant in n);
-  5. Categorical over a 131,072-entry vocabulary: inverse-CDF sampling rate and engine rate.
+  5. Categorical over a 131,072-entry vocabulary: inverse-CDF sampling rate and engine rate;
+  6. the per-family rows of ``bench_families.py`` (Gamma, Beta, StudentT, Laplace against
+     NumPy's own sampler; GaussianMixture and MultivariateNormal d = 16 rates).
 """
 
 from __future__ import annotations
