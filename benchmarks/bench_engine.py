@@ -167,10 +167,10 @@ def main() -> None:
         rerun_as_avx2()
     warnings.simplefilter("ignore")
     print_machine()
-    n = 4_000_000 if args.quick else 50_000_000
+    n = 1_000_000 if args.quick else 50_000_000
     # the engine runs long enough (about a second with 2 workers) that starting the
     # process pool counts for little against the per-draw cost being measured
-    n_engine = 4_000_000 if args.quick else 200_000_000
+    n_engine = 2_000_000 if args.quick else 200_000_000
     chunk = klest.engine.runner.DEFAULT_BLOCK_SIZE
     results: dict[str, float | None] = {}
 
@@ -184,7 +184,7 @@ def main() -> None:
     print(f"engine, 1 worker        {one / 1e6:8.1f} M draws/s   ratio to raw {one / raw:.2f}")
     print(f"engine, 2 workers       {two / 1e6:8.1f} M draws/s   ratio to 1 worker {two / one:.2f}")
 
-    shot = 10_000_000 if not args.quick else 2_000_000
+    shot = 10_000_000 if not args.quick else 1_000_000
     results["numpy_one_shot_rate"] = npy = numpy_one_shot_rate(shot)
     print(f"numpy/scipy one-shot    {npy / 1e6:8.1f} M draws/s   engine 1w is {one / npy:.1f}x")
     results["torch_one_shot_rate"] = tch = torch_one_shot_rate(shot, threads=1)
@@ -197,14 +197,14 @@ def main() -> None:
             f"torch one-shot, 2 thr   {tch_two / 1e6:8.1f} M draws/s   engine 2w is {two / tch_two:.1f}x"  # noqa: E501
         )
 
-    big, small = (2 * 10**8, 2 * 10**7) if not args.quick else (2 * 10**7, 2 * 10**6)
+    big, small = (2 * 10**8, 2 * 10**7) if not args.quick else (4 * 10**6, 10**6)
     for label, size in (("small", small), ("big", big)):
         results[f"peak_rss_mb_{label}"] = mb = peak_rss_mb(size)
         print(f"peak RSS, n = {size:>11,}  {mb:8.1f} MB")
 
     vocab = 131_072
     # n large enough that the run's one-off costs (pilot block, truths) count for little
-    samp, eng = categorical_rates(vocab, 20_000_000 if not args.quick else 2_000_000)
+    samp, eng = categorical_rates(vocab, 20_000_000 if not args.quick else 500_000)
     results["categorical_sample_rate"], results["categorical_engine_rate"] = samp, eng
     print(
         f"Categorical V={vocab:,}: sampling {samp / 1e6:.1f} M draws/s, "

@@ -1,7 +1,7 @@
 """Engine speed per family against NumPy's own sampler for that family (issue 12, section 3).
 
     .venv/bin/python benchmarks/bench_families.py            # about 30 s
-    .venv/bin/python benchmarks/bench_families.py --quick    # about 10 s
+    .venv/bin/python benchmarks/bench_families.py --quick    # a smoke test, a few seconds
 
 :func:`family_rows` returns ``(label, measured value, target)`` rows (``bench_engine.py``
 prints them among its targets); run alone, this script prints them under the CPU model and
@@ -103,8 +103,8 @@ def engine_rate(q: klest.Distribution, p: klest.Distribution, n: int) -> float:
 def family_rows(quick: bool) -> list[tuple[str, float, float]]:
     """(label, measured value, target) for each per-family target of issue 12."""
     tune_allocator()
-    n = 2_000_000 if quick else 8_000_000
-    n_mvn = 500_000 if quick else 2_000_000
+    n = 500_000 if quick else 8_000_000
+    n_mvn = 100_000 if quick else 2_000_000
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -95,3 +95,12 @@ def test_the_lowest_lane_leaves_out_only_process_level_modules() -> None:
     }  # fmt: skip
     kept = {"test_store.py", "test_honest_output.py", "test_plots.py", "test_exact.py"}
     assert not kept & {Path(p).name for p in LOWEST_LANE_LEAVES_OUT}
+
+
+@pytest.mark.xdist_group("grouping_check")
+def test_xdist_groups_reach_the_scheduler(request: pytest.FixtureRequest) -> None:
+    """Under `--dist loadgroup` (make test) a grouped test's node id carries its group, which
+    is how pytest-xdist keeps a group on one worker (pytest 9.2 broke that: pyproject.toml)."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not a --dist loadgroup worker")
+    assert request.node.nodeid.endswith("@grouping_check"), request.node.nodeid

@@ -187,7 +187,7 @@ def _generate(directory: Path) -> list[Path]:
         return write_figure_set(directory, n=N, workers=1)
 
 
-#: one xdist worker runs this module, so the module-scoped figure set is built once per run,
+#: one xdist worker runs this module, so the (session-scoped) figure set is built once per run,
 #: not once per worker (`make test` uses --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("figures")
 
@@ -195,7 +195,9 @@ pytestmark = pytest.mark.xdist_group("figures")
 AGAIN = ("fig4_histograms", "fig5_batch_mse")
 
 
-@pytest.fixture(scope="module")
+# session scope: xdist may interleave other modules' tests with this one's on its worker,
+# and a module-scoped fixture would then be torn down and built again
+@pytest.fixture(scope="session")
 def two_runs(tmp_path_factory) -> tuple[Path, Path]:
     first, second = tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("second")
     _generate(first)

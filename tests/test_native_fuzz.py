@@ -425,7 +425,9 @@ for name in sys.argv[2:]:
 """
 
 
-@pytest.fixture(scope="module")
+# session scope: xdist may interleave other modules' tests with this one's on its worker,
+# and a module-scoped fixture would then be torn down and built again
+@pytest.fixture(scope="session")
 def fuzz_results() -> dict[str, str]:
     """Each body's outcome: "ok", or what went wrong. One child interpreter runs the bodies
     in turn (imports cost more than the fuzzing); after a crash, a new one goes on."""
