@@ -1,7 +1,10 @@
-/* klest's compiled kernels, called through ctypes (klest/_native.py).
+/* klest's compiled kernels, called through ctypes (klest/native/bindings.py).
  *
  *  - klest_fill_normal: NumPy's Generator(PCG64).standard_normal, value for value: the PCG64
  *    step (128-bit LCG, XSL-RR output) and NumPy's ziggurat, inlined into one loop.
+ *  - klest_block_stats: the engine's one pass over blocks whose series are all computed
+ *    (k1, k2, k3, r - 1): for a Gaussian pair the draws too, then expm1, the series and
+ *    their statistics, tile by tile (klest_accumulate's arithmetic, the same bits).
  *  - klest_accumulate: the engine's per-block statistics. A block is cut into tiles of
  *    KLEST_TILE draws that stay in the L1 cache; each tile's mean, central power sums,
  *    extremes, negatives and co-moments are computed there (two-pass) and merged into a
@@ -85,12 +88,10 @@ static __attribute__((noinline)) ziggurat_step ziggurat_rare(u128 state, u128 in
     return out;
 }
 
-/* out[j] = f(z_j * scale + loc), z_j NumPy's random_standard_normal: x = z * scale + loc is
- * a multiply then an add (NumPy's z *= scale; z += loc), and f, by `transform`, is
- * 0: x;  1: x * b + c;  2: ((x * a) + b) * x + c  (klest.log_ratio's Gaussian log-ratios,
- * operation for operation). state = [hi, lo, inc_hi, inc_lo] of the PCG64 state; the new
- * state is written back. */
-/* One draw of klest_fill_normal: z by the ziggurat, x = z * scale + loc, then f(x). */
+/* One draw of klest_fill_normal: f(z * scale + loc), z NumPy's random_standard_normal (the
+ * ziggurat); x = z * scale + loc is a multiply then an add (NumPy's z *= scale; z += loc),
+ * and f, by `transform`, is 0: x;  1: x * b + c;  2: ((x * a) + b) * x + c  (klest.log_ratio's
+ * Gaussian log-ratios, operation for operation). */
 KLEST_INLINE double normal_draw(u128 *s, u128 inc, double scale, double loc, int64_t transform,
                                 double a, double b, double c) {
     double x;
@@ -119,6 +120,8 @@ KLEST_INLINE double normal_draw(u128 *s, u128 inc, double scale, double loc, int
     return x;
 }
 
+/* out[j] = normal_draw(...) for j < n; state = [hi, lo, inc_hi, inc_lo] of the PCG64 state,
+ * the new state written back. */
 void klest_fill_normal(uint64_t *state, double *out, int64_t n, double scale, double loc,
                        int64_t transform, double a, double b, double c) {
     u128 s = ((u128)state[0] << 64) | state[1];
