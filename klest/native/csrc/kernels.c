@@ -481,9 +481,11 @@ KLEST_INLINE double combine_lanes(const double *s) {
     }                                                                                       \
                                                                                             \
     /* S1..S4 about `center`, extremes, negatives; dev = v - center */                      \
+    /* (negative_out is left at 0 when count_negatives is 0: a series known >= 0) */        \
     TARGET static void tile_central_##SUFFIX(const double *v, int64_t t, double center,     \
                                              double *dev, double *sums, double *lo_out,     \
-                                             double *hi_out, int64_t *negative_out) {       \
+                                             double *hi_out, int64_t *negative_out,         \
+                                             int count_negatives) {                         \
         VD s1[LANES / W], s2[LANES / W], s3[LANES / W], s4[LANES / W], lo[LANES / W],       \
             hi[LANES / W];                                                                  \
         VL neg[LANES / W];                                                                  \
@@ -505,7 +507,7 @@ KLEST_INLINE double combine_lanes(const double *s) {
                 /* MIN(x, lo) is x < lo ? x : lo, MAX(x, hi) x > hi ? x : hi (minpd, maxpd) */ \
                 lo[u] = MIN(x, lo[u]);                                                      \
                 hi[u] = MAX(x, hi[u]);                                                      \
-                neg[u] -= (VL)(x < zero); /* a true comparison is -1 */                     \
+                if (count_negatives) neg[u] -= (VL)(x < zero); /* a true comparison: -1 */  \
             }                                                                               \
         double l1[LANES], l2[LANES], l3[LANES], l4[LANES], llo[LANES], lhi[LANES];          \
         int64_t lneg[LANES];                                                                \
@@ -525,7 +527,7 @@ KLEST_INLINE double combine_lanes(const double *s) {
             l4[k] += d2 * d2;                                                               \
             llo[k] = x < llo[k] ? x : llo[k];                                               \
             lhi[k] = x > lhi[k] ? x : lhi[k];                                               \
-            lneg[k] += x < 0.0;                                                             \
+            lneg[k] += count_negatives && x < 0.0;                                          \
         }                                                                                   \
         sums[0] = combine_lanes(l1);                                                        \
         sums[1] = combine_lanes(l2);                                                        \
@@ -679,7 +681,7 @@ KLEST_TILE_KERNELS(avx512, __attribute__((target("avx512f"))), v8d, v8l, 8, KLES
 typedef struct {
     double (*sum)(const double *, int64_t);
     void (*central)(const double *, int64_t, double, double *, double *, double *, double *,
-                    int64_t *);
+                    int64_t *, int);
     double (*dot)(const double *, const double *, int64_t);
     double (*series)(int64_t, const double *, const double *, double *, int64_t);
     void (*expm1)(const double *, double *, int64_t);
@@ -785,6 +787,7 @@ static void recentre(double t, const double *s, double h, double *m2, double *m3
 typedef struct {
     double *dev;   /* E * KLEST_TILE */
     double **devrow; /* E: where series e's deviations go (its own values when they are scratch) */
+    int *nonneg;     /* E: series e is >= 0 by construction (k2, k3): no negatives to count */
     double *cross; /* E * E */
     double *mean, *shift, *delta, *sums; /* E each */
     const tile_kernels *k;
@@ -796,7 +799,7 @@ static void finite_tile(const double *const *tile, int64_t size, int64_t t,
     for (int64_t e = 0; e < size; e++) {
         double center = w->sums[e] / tt, s[4], lo, hi, m2, m3, m4;
         int64_t negative;
-        w->k->central(tile[e], t, center, w->devrow[e], s, &lo, &hi, &negative);
+        w->k->central(tile[e], t, center, w->devrow[e], s, &lo, &hi, &negative, !w->nonneg[e]);
         double h = s[0] / tt;
         w->shift[e] = h;
         w->mean[e] = center + h;
@@ -918,11 +921,14 @@ static int scratch_open(scratch *x, int64_t size, int64_t hist_rows, int64_t bin
     x->memory = malloc(sizeof(double) * doubles);
     x->tile = malloc(sizeof(double *) * size);
     x->w.devrow = malloc(sizeof(double *) * size);
+    x->w.nonneg = malloc(sizeof(int) * size);
     x->sub = calloc((size_t)(hist_rows > 0 ? hist_rows : 1) * 4 * (bins + 2), sizeof(int64_t));
-    if (x->memory == NULL || x->tile == NULL || x->w.devrow == NULL || x->sub == NULL) {
+    if (x->memory == NULL || x->tile == NULL || x->w.devrow == NULL || x->w.nonneg == NULL ||
+        x->sub == NULL) {
         free(x->memory);
         free(x->tile);
         free(x->w.devrow);
+        free(x->w.nonneg);
         free(x->sub);
         return -1;
     }
@@ -949,6 +955,7 @@ static void scratch_close(scratch *x, int64_t *histogram, int64_t bins, int64_t 
     free(x->memory);
     free(x->tile);
     free(x->w.devrow);
+    free(x->w.nonneg);
     free(x->sub);
 }
 
@@ -967,6 +974,9 @@ static void accumulate_tile(const double *const *rows, const int64_t *kinds, con
     for (int64_t e = 0; e < size; e++) {
         double *out = x->values + e * KLEST_TILE;
         w->devrow[e] = w->dev + e * KLEST_TILE;
+        /* k2 = l^2 / 2 >= 0; k3 >= 0: e^l - 1 - l, or its series (taken only for |l| < ~0.01,
+         * where it is l^2 (1/2 + l/6 + ...) >= 0); in a finite tile neither is ever < 0 */
+        w->nonneg[e] = kinds[e] == SERIES_HALF_SQUARE || kinds[e] == SERIES_K3;
         if (kinds[e] == SERIES_GIVEN) {
             x->tile[e] = rows[e] + start;
         } else if (kinds[e] == SERIES_EXPM1) {
