@@ -55,11 +55,12 @@ test-newest: lint
 # The engine, sampler and statistics tests (FALLBACK_TESTS) run in both modes: compiled in
 # the newest lane, on klest's pure-NumPy fallback (KLEST_NATIVE=0: the compiled library is
 # not even loaded) in the lowest lane, where the fallback's NumPy code meets the oldest
-# NumPy. The lowest lane's other tests use the compiled kernels. `make test-fallback` runs
+# NumPy. The lowest lane's other tests use the compiled kernels (the native fuzz among them:
+# it guards the compiled layer, which the fallback does not load). `make test-fallback` runs
 # the fallback at the newest versions too (not part of `test`: ~40 s on 2 workers).
 FALLBACK_TESTS := tests/test_engine.py tests/test_engine_statistics.py tests/test_engine_layers.py \
 	tests/test_engine_arguments.py tests/test_compiled_samplers.py tests/test_golden_stream.py \
-	tests/test_moment_kernels.py tests/test_special.py tests/test_native_fuzz.py \
+	tests/test_moment_kernels.py tests/test_special.py \
 	tests/test_native_fallback.py tests/test_estimators.py tests/test_multivariate_normal.py \
 	tests/test_block_stats.py tests/test_stream_contract.py klest/native
 
