@@ -151,6 +151,8 @@ def test_bad_arguments_are_refused_with_their_name() -> None:
     with pytest.raises(TypeError, match="PCG64"):
         mt = np.random.Generator(np.random.MT19937(0))
         accumulator.add_normal_blocks(NAMES, [mt], [5], 1.0, 0.0, None)
+    with pytest.raises(ValueError, match="one was given twice"):
+        accumulator.add_normal_blocks(NAMES, [rng, rng], [5, 5], 1.0, 0.0, None)
     with pytest.raises(TypeError, match="scale must be a real number"):
         accumulator.add_normal_blocks(NAMES, [rng], [5], "x", 0.0, None)
     with pytest.raises(ValueError, match="a block needs at least one draw"):

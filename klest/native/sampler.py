@@ -105,6 +105,9 @@ def pcg64_states(bit_generators: Sequence[np.random.PCG64]) -> Iterator[np.ndarr
     for bit_generator in bit_generators:
         if type(bit_generator) is not np.random.PCG64:
             raise TypeError(f"a PCG64 bit generator is needed, got {type(bit_generator).__name__}")
+    if len({id(b) for b in bit_generators}) != len(bit_generators):
+        # one generator twice would give its blocks the same draws, and keep one advance only
+        raise ValueError("each block needs its own generator; one was given twice")
     with ExitStack() as locks:
         fulls = []
         for bit_generator in bit_generators:
