@@ -162,14 +162,15 @@ def sample_log_ratio(
     >>> bool(np.array_equal(fused, plain))
     True
     """
+    fused = fused_normal_parameters(q, p)  # the engine's one-pass route takes the same one
+    if fused is not None:
+        scale, loc, coefficients = fused
+        return scaled_normal(rng, size, scale, loc, quadratic=coefficients)
     if type(q) is Normal and type(p) is Normal:
-        if not _x_polynomial_is_safe(q, p):
-            # extreme parameters: the log-ratio as a polynomial in the standard normal draw
-            return _quadratic_no_warnings(
-                scaled_normal(rng, size, 1.0, 0.0), *_standardized_coefficients(q, p)
-            )
-        coefficients = _normal_normal_coefficients(q, p)
-        return scaled_normal(rng, size, q.scale, q.loc, quadratic=coefficients)
+        # extreme parameters: the log-ratio as a polynomial in the standard normal draw
+        return _quadratic_no_warnings(
+            scaled_normal(rng, size, 1.0, 0.0), *_standardized_coefficients(q, p)
+        )
     if _unbatched_categoricals(q, p):
         # log p[i] - log q[i], looked up by the inverse CDF's index in the same pass
         return q.inverse_cdf(rng.random(size), table=_categorical_log_ratios(q, p))

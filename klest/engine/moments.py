@@ -151,10 +151,7 @@ class Accumulator:
         names = [s for s in series if isinstance(s, str)]
         if names and (inputs[0] is None or ("k3" in names and inputs[1] is None)):
             raise ValueError("computed series need the log-ratio (and for k3, its expm1)")
-        _native.accumulate(
-            series, inputs[0], inputs[1], self.stats, self.joint, self.comoment,
-            self.histogram, self._hist_rows, self._stride, self._low, self._width,
-        )  # fmt: skip
+        _native.accumulate(series, inputs[0], inputs[1], *self._arrays())
 
     def add_computed(self, names: Sequence[str], log_ratio: np.ndarray | None) -> None:
         """Fold in one block whose every series is named in ``klest.native.COMPUTED_SERIES``
@@ -184,6 +181,7 @@ class Accumulator:
             _native.block_stats(names, None, normal, *self._arrays())
 
     def _arrays(self) -> tuple:
+        """The accumulator's arrays and histogram settings, as the kernels take them."""
         return (
             self.stats, self.joint, self.comoment, self.histogram, self._hist_rows,
             self._stride, self._low, self._width,

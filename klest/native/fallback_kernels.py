@@ -105,11 +105,9 @@ def block_stats(
         blocks.append(log_ratio)  # type: ignore[arg-type]
     else:
         states, lengths, scale, loc, quadratic = normal
-        for state, m in zip(states, lengths.tolist(), strict=True):
+        for state, m in zip(states, lengths.tolist(), strict=True):  # rows: views, advanced
             blocks.append(np.empty(m))
-            row = state.copy()
-            fill_normal(row, blocks[-1], scale, loc, quadratic)
-            state[:] = row
+            fill_normal(state, blocks[-1], scale, loc, quadratic)
     for l in blocks:
         em1 = expm1(l, np.empty_like(l))
         accumulate(list(series), l, em1, stats, joint, comoment, histogram, hist_rows,
