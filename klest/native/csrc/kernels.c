@@ -345,6 +345,19 @@ KLEST_INLINE double combine_lanes(const double *s) {
 /* expm1_value on W lanes at once: the same IEEE operations in the same order, selects as
  * bit masks (VL: the comparison masks; VU: unsigned lanes for the exponent shifts), so the
  * bits are expm1_value's in every lane. */
+/* tile_NAME_SUFFIX(x, out, n): out[i] = NAME(x[i]) for i < n (in place allowed), W values
+ * at a time by NAME_vector_SUFFIX, the rest by NAME_value: the same bits either way. */
+#define KLEST_ELEMENTWISE(NAME, SUFFIX, TARGET, VD, W)                                       \
+    TARGET static void tile_##NAME##_##SUFFIX(const double *x, double *out, int64_t n) {     \
+        int64_t i = 0;                                                                      \
+        for (; i + W <= n; i += W) {                                                        \
+            VD v;                                                                           \
+            memcpy(&v, x + i, sizeof v);                                                    \
+            v = NAME##_vector_##SUFFIX(v);                                                  \
+            memcpy(out + i, &v, sizeof v);                                                  \
+        }                                                                                   \
+        for (; i < n; i++) out[i] = NAME##_value(x[i]);                                     \
+    }
 #define KLEST_SELECT(VL, m, a, b) (((VL)(a) & (m)) | ((VL)(b) & ~(m)))
 #define KLEST_EXPM1_VECTOR(SUFFIX, TARGET, VD, VL, VU, ALL)                                  \
     TARGET KLEST_INLINE VD expm1_vector_##SUFFIX(VD x) {                                    \
@@ -440,27 +453,9 @@ KLEST_INLINE double combine_lanes(const double *s) {
         return (VD)KLEST_SELECT(VL, x != x, x, y);                                          \
     }                                                                                       \
                                                                                             \
-    TARGET static void tile_log_##SUFFIX(const double *x, double *out, int64_t n) {         \
-        int64_t i = 0;                                                                      \
-        for (; i + W <= n; i += W) {                                                        \
-            VD v;                                                                           \
-            memcpy(&v, x + i, sizeof v);                                                    \
-            v = log_vector_##SUFFIX(v);                                                     \
-            memcpy(out + i, &v, sizeof v);                                                  \
-        }                                                                                   \
-        for (; i < n; i++) out[i] = log_value(x[i]);                                        \
-    }                                                                                       \
+    KLEST_ELEMENTWISE(log, SUFFIX, TARGET, VD, W)                                           \
                                                                                             \
-    TARGET static void tile_log1p_##SUFFIX(const double *x, double *out, int64_t n) {       \
-        int64_t i = 0;                                                                      \
-        for (; i + W <= n; i += W) {                                                        \
-            VD v;                                                                           \
-            memcpy(&v, x + i, sizeof v);                                                    \
-            v = log1p_vector_##SUFFIX(v);                                                   \
-            memcpy(out + i, &v, sizeof v);                                                  \
-        }                                                                                   \
-        for (; i < n; i++) out[i] = log1p_value(x[i]);                                      \
-    }
+    KLEST_ELEMENTWISE(log1p, SUFFIX, TARGET, VD, W)
 
 /* The three tile kernels for one vector type VD (W doubles; VL its mask type). */
 #define KLEST_TILE_KERNELS(SUFFIX, TARGET, VD, VL, W, MIN, MAX, ALL)                        \
@@ -600,17 +595,8 @@ KLEST_INLINE double combine_lanes(const double *s) {
         return combine_lanes(lane);                                                         \
     }                                                                                       \
                                                                                             \
-    /* klest's expm1, elementwise (in place allowed): expm1_vector W at a time */            \
-    TARGET static void tile_expm1_##SUFFIX(const double *x, double *out, int64_t n) {       \
-        int64_t i = 0;                                                                      \
-        for (; i + W <= n; i += W) {                                                        \
-            VD v;                                                                           \
-            memcpy(&v, x + i, sizeof v);                                                    \
-            v = expm1_vector_##SUFFIX(v);                                                   \
-            memcpy(out + i, &v, sizeof v);                                                  \
-        }                                                                                   \
-        for (; i < n; i++) out[i] = expm1_value(x[i]);                                      \
-    }                                                                                       \
+    /* klest's expm1, elementwise */                                                        \
+    KLEST_ELEMENTWISE(expm1, SUFFIX, TARGET, VD, W)                                         \
                                                                                             \
     /* t draws of klest_fill_normal into l (the state advanced in place), and, interleaved  \
      * with them, expm1 of the t_prev values of the previous tile, l_prev, into em1_prev:   \
