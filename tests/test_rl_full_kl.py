@@ -216,8 +216,10 @@ def test_trl_full_kind_matches_its_kl_div_formula_and_is_detached() -> None:
     whole vocabulary's log-probabilities = sum_v exp(logprob_v) (logprob_v - ref_logprob_v)."""
     lp, ref = log_softmax(logits(18, (5, 8)), -1), log_softmax(logits(19, (5, 8)), -1)
     want = np.sum(np.exp(lp) * (lp - ref), axis=-1)
-    np.testing.assert_allclose(rl.kl_penalty(lp, ref, "full", framework="trl"), want, rtol=1e-13)
+    np.testing.assert_allclose(
+        rl.kl_penalty(lp, ref, "full", framework="trl@0.11.4"), want, rtol=1e-13
+    )
     lp_t = torch.tensor(lp, requires_grad=True)
-    out = rl.kl_penalty(lp_t, torch.tensor(ref), "full", framework="trl")
+    out = rl.kl_penalty(lp_t, torch.tensor(ref), "full", framework="trl@0.11.4")
     assert not out.requires_grad
     np.testing.assert_allclose(out.numpy(), want, rtol=1e-13)

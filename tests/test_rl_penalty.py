@@ -44,7 +44,10 @@ def clip_value(v: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def reference(framework: str, kind: str, lp: np.ndarray, ref: np.ndarray, **opts):
-    """(value, d value/d logprob, d value/d ref_logprob) elementwise, or grads None if detached."""
+    """(value, d value/d logprob, d value/d ref_logprob) elementwise, or grads None if detached.
+
+    For the releases of PINNED (``framework`` may carry its "@version")."""
+    framework = framework.partition("@")[0]
     l = ref - lp
     r = r_of(l)
     one = np.ones_like(l)
@@ -110,7 +113,22 @@ def reference(framework: str, kind: str, lp: np.ndarray, ref: np.ndarray, **opts
     raise AssertionError(f"no reference for {framework}/{kind}")
 
 
-ALL_KINDS = [(fw, k) for fw in rl.frameworks() for k in rl.kinds(fw) if k != "full"]
+#: the releases whose loss kinds this module checks; every release and kind, the placements
+#: in the reward and advantages among them, is checked in test_rl_specs.py
+PINNED = (
+    "nemo_rl@0.6.0",
+    "openrlhf@0.11.0",
+    "slime@0.3.1",
+    "trl@0.11.4",
+    "trl@1.9.0",
+    "verl@0.9.0",
+)
+ALL_KINDS = [
+    (fw, k)
+    for fw in PINNED
+    for k in rl.kinds(fw)
+    if k not in ("full", "rloo", "opd") and not k.startswith("reward_")
+]
 
 
 def ordinary_inputs(seed: int = 0, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -282,14 +300,17 @@ def test_nemo_rl_clamps_and_detached_weights(kind: str, ic, oc) -> None:  # type
     gen = lp + np.random.default_rng(7).normal(0.0, 0.5, lp.shape)
     gen[0] = -np.inf  # exp(logp - gen) = inf: NeMo-RL's nan_to_num turns the weight into 0
     opts = {"input_clamp_value": ic, "output_clamp_value": oc, "generation_logprob": gen}
-    want, dlp_want, dref_want = reference("nemo_rl", kind, lp, ref, **opts)
+    want, dlp_want, dref_want = reference("nemo_rl@0.6.0", kind, lp, ref, **opts)
     assert want[0] == 0.0
-    out, dlp, dref = torch_grads("nemo_rl", kind, lp, ref, **opts)
+    out, dlp, dref = torch_grads("nemo_rl@0.6.0", kind, lp, ref, **opts)
     np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-13, atol=1e-300)
     np.testing.assert_allclose(dlp, dlp_want, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(dref, dref_want, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(
-        rl.kl_penalty(lp, ref, kind, framework="nemo_rl", **opts), want, rtol=1e-13, atol=1e-300
+        rl.kl_penalty(lp, ref, kind, framework="nemo_rl@0.6.0", **opts),
+        want,
+        rtol=1e-13,
+        atol=1e-300,
     )
 
 
@@ -330,7 +351,7 @@ def test_broadcasting_and_shapes() -> None:
 
 
 def test_unknown_framework_kind_or_option_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="valid: nemo_rl, openrlhf, slime, trl, verl"):
+    with pytest.raises(ValueError, match="valid: areal, easyr1, nemo_rl, oat, open_instruct"):
         rl.kl_penalty(0.0, 0.0, "k1", framework="deepspeed")
     with pytest.raises(ValueError, match=r"valid: k1, k2, k3$"):
         rl.kl_penalty(0.0, 0.0, "low_var_kl", framework="openrlhf")
@@ -369,11 +390,12 @@ def test_framework_names_are_normalised_and_described() -> None:
     b = rl.kl_penalty(lp, ref, "k3", framework="nemo_rl")
     assert np.array_equal(a, b)
     assert rl.kinds("OpenRLHF") == ("k1", "k2", "k3")
-    for fw, kind in [*ALL_KINDS, ("verl", "full"), ("trl", "full")]:
+    for fw, kind in [*ALL_KINDS, ("verl", "full"), ("trl@0.11.4", "full")]:
         info = rl.describe(fw, kind)
-        assert info["framework"] == fw.lower() and info["kind"] in rl.kinds(fw)
+        assert info["framework"] == fw.partition("@")[0] and info["kind"] in rl.kinds(fw)
         assert "." in info["source"] and info["formula"] and info["gradient"]
     assert rl.describe("trl", "k3")["detached"] is True
+    assert rl.describe("trl@0.11.4", "mse")["detached"] is True
     assert rl.describe("verl", "k3")["detached"] is False
 
 
@@ -427,9 +449,16 @@ SLIME_W = 10.0 / K3_AT_2  # SLIME_W * K3_AT_2 == 10.0 exactly (asserted below)
     [
         # value -l = k1 reaches +-10 exactly at l = -+10; one ulp further it is clamped
         ("openrlhf", "k1", [-10.0, 10.0, _down(-10.0), _up(10.0), _up(-10.0)], {}, 10.0, 2),
-        ("nemo_rl", "k1", [-10.0, 10.0, _down(-10.0), _up(10.0), _up(-10.0)], {}, 10.0, 2),
-        ("nemo_rl", "k2", [4.0, -4.0, _up(4.0), _down(-4.0)], {"output_clamp_value": 8.0}, 8.0, 2),
-        ("nemo_rl", "k3", [2.0, _up(2.0), 1.0], {"output_clamp_value": K3_AT_2}, K3_AT_2, 1),
+        ("nemo_rl@0.6.0", "k1", [-10.0, 10.0, _down(-10.0), _up(10.0), _up(-10.0)], {}, 10.0, 2),
+        (
+            "nemo_rl@0.6.0",
+            "k2",
+            [4.0, -4.0, _up(4.0), _down(-4.0)],
+            {"output_clamp_value": 8.0},
+            8.0,
+            2,
+        ),
+        ("nemo_rl@0.6.0", "k3", [2.0, _up(2.0), 1.0], {"output_clamp_value": K3_AT_2}, K3_AT_2, 1),
         ("slime", "low_var_kl", [2.0, 2.5], {"importance_ratio": SLIME_W}, 10.0, 1),
     ],
 )

@@ -18,11 +18,34 @@ Conventions: ``logprob`` = log π_θ (the policy, klest's q), ``ref_logprob`` = 
 >>> rl.kl_penalty(lp, ref, "low_var_kl", framework="verl").round(4)
 array([ 0.1931, 10.    ])
 >>> rl.kinds("trl")
-('k1', 'k3', 'kl', 'abs', 'mse', 'full', 'grpo')
+('k1', 'k3', 'rloo', 'grpo')
+>>> rl.kinds("trl@0.11.4")
+('kl', 'abs', 'mse', 'full')
 """
 
-from klest.rl import nemo_rl, openrlhf, slime, trl, verl  # noqa: F401  (register the kinds)
+import klest.rl.frameworks  # noqa: F401  (registers every release)
 from klest.rl.full import full_kl
-from klest.rl.penalty import PenaltySpec, describe, frameworks, kinds, kl_penalty
+from klest.rl.penalty import (
+    PenaltySpec,
+    Release,
+    describe,
+    frameworks,
+    kinds,
+    kl_penalty,
+    release,
+    spec,
+    versions,
+)
 
-__all__ = ["PenaltySpec", "describe", "frameworks", "full_kl", "kinds", "kl_penalty"]
+__all__ = [
+    "PenaltySpec",
+    "Release",
+    "describe",
+    "frameworks",
+    "full_kl",
+    "kinds",
+    "kl_penalty",
+    "release",
+    "spec",
+    "versions",
+]

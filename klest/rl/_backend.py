@@ -76,6 +76,9 @@ class NumpyOps:
     def nan_to_zero(self, x: np.ndarray) -> np.ndarray:
         return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
+    def nonfinite(self, x: np.ndarray) -> np.ndarray:
+        return ~np.isfinite(x)
+
     def sum_last(self, x: np.ndarray) -> np.ndarray:
         return np.sum(x, axis=-1, keepdims=True)
 
@@ -155,6 +158,9 @@ class TorchOps:
 
     def nan_to_zero(self, x: Any) -> Any:
         return self.torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def nonfinite(self, x: Any) -> Any:
+        return ~self.torch.isfinite(x)
 
     def sum_last(self, x: Any) -> Any:
         return x.sum(dim=-1, keepdim=True)

@@ -1,16 +1,18 @@
-"""``kl_penalty``: the per-token KL penalty exactly as each RL framework computes it.
+"""``kl_penalty``: the per-token KL penalty exactly as each RL framework release computes it.
 
 Frameworks take ``logprob`` (log π_θ of the sampled tokens, the policy: log q in klest's
 convention) and ``ref_logprob`` (log π_ref: log p). klest's log-ratio is
 ``l = ref_logprob - logprob = log p - log q`` and r = exp(l) = π_ref/π_θ.
 
-Every (framework, kind) is a registered :class:`PenaltySpec` whose function is written once
-against the backend operations of :mod:`klest.rl._backend`, so numpy arrays and torch tensors
-go through the same formula. The value and the gradient are those of the framework's
-function, evaluated exactly: in float64 with stable forms (``expm1``, a series for k3 near
-0), rounded once to the output dtype. The frameworks evaluate the same functions in the
-input dtype (OpenRLHF and slime in float32 via ``.float()``) with ``exp(l) - 1 - l``, so their
-low-order digits differ, and for |l| < ~1e-4 in float32 their k3 has no correct digit.
+Each framework release is a :class:`Release` (repository, version, commit, date) with its
+kinds, each a declarative :class:`~klest.rl.primitives.PenaltySpec`. ``framework="nemo_rl"`` means
+the newest release klest mirrors, ``framework="nemo_rl@0.6.0"`` (or ``@v0.6.0``) pins an
+older one; :func:`versions` lists them. The value and the gradient are those of the
+framework's function, evaluated exactly: in float64 with stable forms (``expm1``, a series
+for k3 near 0), rounded once to the output dtype. The frameworks evaluate the same functions
+in the input dtype (OpenRLHF, slime, AReaL, EasyR1 in float32 via ``.float()``), so their
+low-order digits differ, and for |l| < ~1e-4 in float32 their ``exp(l) - 1 - l`` has no
+correct digit.
 
 dtype policy: numpy (and array-like) inputs give a float64 ``ndarray``; torch inputs give a
 tensor of the promoted floating dtype of ``logprob`` and ``ref_logprob`` (float32 in, float32
@@ -19,114 +21,166 @@ out; bfloat16 in, bfloat16 out), computed internally in float64 with autograd in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from klest.rl._backend import get_ops, is_tensor
+from klest.rl.primitives import PenaltySpec, evaluate
 
-__all__ = ["PenaltySpec", "describe", "frameworks", "kinds", "kl_penalty", "register"]
-
-_REGISTRY: dict[str, dict[str, PenaltySpec]] = {}
+__all__ = [
+    "PenaltySpec",
+    "Release",
+    "describe",
+    "frameworks",
+    "kinds",
+    "kl_penalty",
+    "register",
+    "release",
+    "versions",
+]
 
 
 @dataclass(frozen=True)
-class PenaltySpec:
-    """One framework's estimator: how it is computed and where the framework uses it.
-
-    ``fn(ops, logprob, ref_logprob, **options)`` receives float64 backend arrays (for
-    ``raw=True`` the inputs untouched: the ``full`` kinds chunk very large logits themselves).
-    ``options`` maps each accepted keyword option to its default; ``array_options`` are the
-    options converted to float64 backend arrays. ``detached`` kinds return no gradient (the
-    framework computes them under ``torch.no_grad()``).
-    """
+class Release:
+    """A framework version klest mirrors: where its code is and which kind is its default."""
 
     framework: str
-    kind: str
-    fn: Callable[..., Any] = field(repr=False)
-    source: str
-    formula: str
-    gradient: str
-    placement: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-    array_options: frozenset[str] = frozenset()
-    detached: bool = False
-    raw: bool = False
-
-    def info(self) -> dict[str, Any]:
-        """Metadata as a flat dict (for tables and listings)."""
-        return {
-            "framework": self.framework,
-            "kind": self.kind,
-            "source": self.source,
-            "formula": self.formula,
-            "gradient": self.gradient,
-            "placement": self.placement,
-            "options": dict(self.options),
-            "detached": self.detached,
-        }
+    version: str
+    repository: str
+    commit: str
+    date: str
+    default_kind: str
+    note: str = ""
 
 
-def register(spec: PenaltySpec, *aliases: str) -> PenaltySpec:
-    """Add a spec under its kind (and aliases) for its framework; names must be new."""
-    table = _REGISTRY.setdefault(spec.framework, {})
-    object.__setattr__(spec, "options", MappingProxyType(dict(spec.options)))
-    for name in (spec.kind, *aliases):
-        if name in table:
-            raise ValueError(f"kind {name!r} is already registered for {spec.framework!r}")
-        table[name] = spec
-    return spec
+_RELEASES: dict[str, dict[str, tuple[Release, dict[str, PenaltySpec]]]] = {}
 
 
-def _framework_key(framework: str) -> str:
+def register(rel: Release, specs: Iterable[PenaltySpec]) -> Release:
+    """Register a release and its kinds (each under its name and aliases; names must be new)."""
+    if len(rel.commit) != 40 or any(ch not in "0123456789abcdef" for ch in rel.commit):
+        raise ValueError(f"{rel.framework}@{rel.version}: commit must be 40 hex digits")
+    table: dict[str, PenaltySpec] = {}
+    for spec in specs:
+        spec = replace(spec, framework=rel.framework, version=rel.version)
+        for name in (spec.kind, *spec.aliases):
+            if name in table:
+                raise ValueError(f"kind {name!r} is registered twice for {rel.framework}")
+            table[name] = spec
+    if rel.default_kind not in table:
+        raise ValueError(f"{rel.framework}@{rel.version}: default kind {rel.default_kind!r}?")
+    releases = _RELEASES.setdefault(rel.framework, {})
+    if rel.version in releases:
+        raise ValueError(f"{rel.framework}@{rel.version} is already registered")
+    releases[rel.version] = (rel, table)
+    return rel
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def _ordered(key: str) -> tuple[str, ...]:
+    releases = _RELEASES[key]
+    return tuple(sorted(releases, key=lambda v: (releases[v][0].date, v)))
+
+
+def _resolve(framework: str) -> tuple[Release, dict[str, PenaltySpec]]:
     if not isinstance(framework, str):
         raise ValueError(f"framework must be a string, got {framework!r}")
-    key = framework.strip().lower().replace("-", "_")
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown framework {framework!r}; valid: {', '.join(frameworks())}")
-    return key
+    name, _, version = framework.partition("@")
+    key = _normalise(name)
+    if key not in _RELEASES:
+        raise ValueError(f"unknown framework {name!r}; valid: {', '.join(frameworks())}")
+    releases = _RELEASES[key]
+    if not version:
+        return releases[_ordered(key)[-1]]
+    v = version.strip().lower()
+    v = v[1:] if v.startswith("v") and v[1:2].isdigit() else v
+    if v not in releases:
+        raise ValueError(
+            f"unknown version {version!r} of {key!r}; mirrored: {', '.join(_ordered(key))}"
+        )
+    return releases[v]
 
 
 def frameworks() -> tuple[str, ...]:
     """Names of the supported frameworks (case and '-'/'_' are ignored when looking up).
 
     >>> from klest import rl
-    >>> rl.frameworks()
-    ('nemo_rl', 'openrlhf', 'slime', 'trl', 'verl')
+    >>> "nemo_rl" in rl.frameworks() and "open_instruct" in rl.frameworks()
+    True
     """
-    return tuple(sorted(_REGISTRY))
+    return tuple(sorted(_RELEASES))
+
+
+def versions(framework: str) -> tuple[str, ...]:
+    """The mirrored versions of a framework, oldest first; the last is what the bare name means.
+
+    >>> from klest import rl
+    >>> rl.versions("nemo_rl")
+    ('0.6.0', '0.7.0')
+    """
+    return _ordered(_resolve(framework.partition("@")[0])[0].framework)
+
+
+def release(framework: str) -> Release:
+    """The :class:`Release` that ``framework`` ("name" or "name@version") resolves to.
+
+    >>> from klest import rl
+    >>> rl.release("verl").version, rl.release("verl@0.7.1").default_kind
+    ('0.9.0', 'low_var_kl')
+    """
+    return _resolve(framework)[0]
 
 
 def kinds(framework: str) -> tuple[str, ...]:
-    """Every kind string a framework accepts (aliases included), in registration order.
+    """Every kind string a framework release accepts (aliases included), in registration order.
 
     >>> from klest import rl
     >>> rl.kinds("openrlhf")
     ('k1', 'k2', 'k3')
     """
-    return tuple(_REGISTRY[_framework_key(framework)])
+    return tuple(_resolve(framework)[1])
 
 
-def _spec(framework: str, kind: str) -> PenaltySpec:
-    table = _REGISTRY[_framework_key(framework)]
+def spec(framework: str, kind: str) -> PenaltySpec:
+    """The :class:`~klest.rl.primitives.PenaltySpec` of ``kind`` in ``framework``."""
+    rel, table = _resolve(framework)
     if kind not in table:
         raise ValueError(
-            f"unknown kind {kind!r} for framework {framework!r}; valid: {', '.join(table)}"
+            f"unknown kind {kind!r} for framework {rel.framework}@{rel.version}; "
+            f"valid: {', '.join(table)}"
         )
     return table[kind]
 
 
 def describe(framework: str, kind: str) -> dict[str, Any]:
-    """What ``kl_penalty(..., kind, framework=framework)`` computes, and from which function.
+    """What ``kl_penalty(..., kind, framework=framework)`` computes, and from which source.
 
     >>> from klest import rl
+    >>> info = rl.describe("nemo_rl@0.6.0", "k3")
+    >>> info["repository"], info["version"], info["commit"][:8]
+    ('NVIDIA-NeMo/RL', '0.6.0', '5fb58893')
     >>> rl.describe("verl", "k3+")["gradient"]
-    'd/d logprob = logprob - ref_logprob (k2 gradient, straight-through)'
+    "d/d logprob = -l (k2's gradient, straight-through: unclamped l, whatever the value's clamps)"
+    >>> rl.kl_penalty(0.0, 1.0, "k3+", framework="verl@0.7.1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    NotImplementedError: verl@0.7.1 kind 'k3+': verl raises NotImplementedError for '+' kinds...
     """
-    return _spec(framework, kind).info()
+    rel, _ = _resolve(framework)
+    s = spec(framework, kind)
+    return {
+        **s.info(),
+        "repository": rel.repository,
+        "commit": rel.commit,
+        "date": rel.date,
+        "default": s.kind == rel.default_kind,
+    }
 
 
 def _result_dtype(logprob: Any, ref_logprob: Any) -> Any:
@@ -147,9 +201,11 @@ def kl_penalty(
     """Per-token KL penalty of ``framework``'s estimator ``kind``: value and gradient.
 
     ``logprob`` is log π_θ (the policy) and ``ref_logprob`` log π_ref at the sampled tokens
-    (broadcastable shapes). Numpy input gives a float64 ndarray; torch input gives a tensor
-    of the inputs' floating dtype, differentiable unless the framework detaches the value
-    (TRL's PPO reward kinds). Framework-specific ``options`` are listed by
+    (broadcastable shapes; for a spec whose anchor is the behaviour policy, prime-rl's,
+    its log-probabilities). ``framework`` is "name" (the newest mirrored release) or
+    "name@version". Numpy input gives a float64 ndarray; torch input gives a tensor of the
+    inputs' floating dtype, differentiable unless the framework detaches the value (KL in
+    the reward). Options (the behaviour policy's log-probabilities among them) are listed by
     ``describe(framework, kind)["options"]``; ``kinds(framework)`` lists the kinds.
 
     >>> import numpy as np
@@ -157,21 +213,25 @@ def kl_penalty(
     >>> lp, ref = np.log([0.5, 0.2]), np.log([0.25, 0.4])
     >>> rl.kl_penalty(lp, ref, "k3", framework="verl").round(6)
     array([0.193147, 0.306853])
-    >>> rl.kl_penalty(lp, ref, "k3", framework="openrlhf").round(6)
+    >>> rl.kl_penalty(lp, ref, "k3", framework="openrlhf@0.11.0").round(6)
     array([0.193147, 0.306853])
     """
-    spec = _spec(framework, kind)
-    unknown = sorted(set(options) - set(spec.options))
+    s = spec(framework, kind)
+    if s.unsupported is not None:
+        raise NotImplementedError(f"{s.framework}@{s.version} kind {kind!r}: {s.unsupported}")
+    accepted = s.options
+    unknown = sorted(set(options) - set(accepted))
     if unknown:
-        allowed = ", ".join(spec.options) or "none"
+        allowed = ", ".join(accepted) or "none"
         raise ValueError(
             f"unknown option(s) {', '.join(map(repr, unknown))} for kind {kind!r} of "
-            f"framework {spec.framework!r}; accepted options: {allowed}"
+            f"framework {s.framework}@{s.version}; accepted options: {allowed}"
         )
-    opts = {**spec.options, **options}
-    if spec.raw:
-        return spec.fn(logprob, ref_logprob, **opts)
-    arrays = [logprob, ref_logprob, *(opts[k] for k in spec.array_options)]
+    opts = {**accepted, **options}
+    if s.raw:
+        assert s.fn is not None
+        return s.fn(logprob, ref_logprob, **opts)
+    arrays = [logprob, ref_logprob, *(opts[k] for k in s.array_options)]
     ops = get_ops(*arrays)
     try:
         np.broadcast_shapes(np.shape(logprob), np.shape(ref_logprob))
@@ -180,14 +240,12 @@ def kl_penalty(
             f"logprob and ref_logprob do not broadcast: shapes {np.shape(logprob)} and "
             f"{np.shape(ref_logprob)}"
         ) from None
-    for k in spec.array_options:
+    for k in s.array_options:
         if opts[k] is not None:
             opts[k] = ops.asarray(opts[k])
     lp, ref = ops.asarray(logprob), ops.asarray(ref_logprob)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        out = spec.fn(ops, lp, ref, **opts)
-    if spec.detached:
-        out = ops.stop_gradient(out)
+        out = evaluate(s, ops, lp, ref, opts)
     if ops.name == "numpy":
         return np.asarray(out, dtype=np.float64)
     return out.to(_result_dtype(logprob, ref_logprob))
