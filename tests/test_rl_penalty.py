@@ -278,18 +278,24 @@ def test_slime_importance_ratio(kind: str) -> None:
     lp, ref = ordinary_inputs(seed=5)
     old = lp + np.random.default_rng(5).normal(0.0, 0.5, lp.shape)
     want, dlp_want, dref_want = reference("slime", kind, lp, ref, old_logprob=old)
-    out, dlp, dref = torch_grads("slime", kind, lp, ref, old_logprob=old)
+    out, dlp, dref = torch_grads("slime", kind, lp, ref, old_logprob=old, use_unbiased_kl=True)
     assert (np.abs(want) >= 10).any() or kind != "low_var_kl"  # the clamp is exercised
     np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-13)
     np.testing.assert_allclose(dlp, dlp_want, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(dref, dref_want, rtol=1e-12, atol=1e-15)
     ratio = np.exp(np.random.default_rng(6).normal(0.0, 0.5, lp.shape))
     want, dlp_want, _ = reference("slime", kind, lp, ref, importance_ratio=ratio)
-    out, dlp, _ = torch_grads("slime", kind, lp, ref, importance_ratio=torch.tensor(ratio))
+    out, dlp, _ = torch_grads(
+        "slime", kind, lp, ref, importance_ratio=torch.tensor(ratio), use_unbiased_kl=True
+    )
     np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-13)
     np.testing.assert_allclose(dlp, dlp_want, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(
-        rl.kl_penalty(lp, ref, kind, framework="slime", importance_ratio=ratio), want, rtol=1e-13
+        rl.kl_penalty(
+            lp, ref, kind, framework="slime", importance_ratio=ratio, use_unbiased_kl=True
+        ),
+        want,
+        rtol=1e-13,
     )
 
 
@@ -299,7 +305,12 @@ def test_nemo_rl_clamps_and_detached_weights(kind: str, ic, oc) -> None:  # type
     lp, ref = ordinary_inputs(seed=7)
     gen = lp + np.random.default_rng(7).normal(0.0, 0.5, lp.shape)
     gen[0] = -np.inf  # exp(logp - gen) = inf: NeMo-RL's nan_to_num turns the weight into 0
-    opts = {"input_clamp_value": ic, "output_clamp_value": oc, "generation_logprob": gen}
+    opts = {
+        "input_clamp_value": ic,
+        "output_clamp_value": oc,
+        "generation_logprob": gen,
+        "use_on_policy_kl_approximation": True,
+    }
     want, dlp_want, dref_want = reference("nemo_rl@0.6.0", kind, lp, ref, **opts)
     assert want[0] == 0.0
     out, dlp, dref = torch_grads("nemo_rl@0.6.0", kind, lp, ref, **opts)
@@ -366,7 +377,20 @@ def test_unknown_framework_kind_or_option_lists_the_valid_ones() -> None:
 @pytest.mark.parametrize(
     ("framework", "kind", "opts", "match"),
     [
-        ("slime", "k3", {"old_logprob": 0.0, "importance_ratio": 1.0}, "not both"),
+        (
+            "slime",
+            "k3",
+            {"old_logprob": 0.0, "importance_ratio": 1.0, "use_unbiased_kl": True},
+            "not both",
+        ),
+        ("slime", "k3", {"old_logprob": 0.0}, "only with use_unbiased_kl=True"),
+        (
+            "nemo_rl",
+            "k3",
+            {"generation_logprob": 0.0},
+            "only with use_on_policy_kl_approximation=True",
+        ),
+        ("trl", "grpo", {"old_logprob": 0.0}, "only with use_bias_correction_kl=True"),
         ("nemo_rl", "k3", {"input_clamp_value": -1.0}, "input_clamp_value"),
         ("nemo_rl", "k3", {"output_clamp_value": math.inf}, "output_clamp_value"),
         ("nemo_rl", "k3", {"output_clamp_value": True}, "output_clamp_value"),
@@ -459,7 +483,14 @@ SLIME_W = 10.0 / K3_AT_2  # SLIME_W * K3_AT_2 == 10.0 exactly (asserted below)
             2,
         ),
         ("nemo_rl@0.6.0", "k3", [2.0, _up(2.0), 1.0], {"output_clamp_value": K3_AT_2}, K3_AT_2, 1),
-        ("slime", "low_var_kl", [2.0, 2.5], {"importance_ratio": SLIME_W}, 10.0, 1),
+        (
+            "slime",
+            "low_var_kl",
+            [2.0, 2.5],
+            {"importance_ratio": SLIME_W, "use_unbiased_kl": True},
+            10.0,
+            1,
+        ),
     ],
 )
 def test_output_clamps_pass_the_gradient_at_exactly_the_bound(

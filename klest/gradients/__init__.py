@@ -16,6 +16,8 @@ from klest.gradients.monte_carlo import (
     gaussian_monte_carlo_gradient,
     monte_carlo_gradient,
 )
+from klest.gradients.offpolicy import WEIGHTINGS, PenaltyGradient, penalty_gradient
+from klest.gradients.offpolicy_mc import offpolicy_monte_carlo_gradient
 from klest.gradients.softmax import (
     expected_gradient,
     gradient_covariance_trace,
@@ -33,8 +35,10 @@ from klest.gradients.tables import (
 __all__ = [
     "PLACEMENTS",
     "ROUTES",
+    "WEIGHTINGS",
     "FixedPoint",
     "MonteCarloGradient",
+    "PenaltyGradient",
     "coefficient_table",
     "expected_gradient",
     "fixed_point",
@@ -49,6 +53,8 @@ __all__ = [
     "gradient_table",
     "kl_pair",
     "monte_carlo_gradient",
+    "offpolicy_monte_carlo_gradient",
+    "penalty_gradient",
     "per_sample_gradients",
     "placement_info",
     "true_gradient",

@@ -93,7 +93,9 @@ def _torch_surrogate(lp: Any, ref: Any, estimator: str, placement: str) -> Any:
         value = kl_penalty(lp.detach(), ref, kind, framework=framework).detach()
         return value * lp
     if how == "old":
-        return kl_penalty(lp, ref, kind, framework=framework, old_logprob=lp.detach())
+        return kl_penalty(
+            lp, ref, kind, framework=framework, old_logprob=lp.detach(), use_unbiased_kl=True
+        )
     if how == "bias_correction":
         return kl_penalty(lp, ref, kind, framework=framework, use_bias_correction_kl=True)
     ratio = (lp - lp.detach()).exp()

@@ -28,6 +28,7 @@ from klest.rl.full import full_kl
 from klest.rl.penalty import (
     PenaltySpec,
     Release,
+    apply_spec,
     describe,
     frameworks,
     kinds,
@@ -40,6 +41,7 @@ from klest.rl.penalty import (
 __all__ = [
     "PenaltySpec",
     "Release",
+    "apply_spec",
     "describe",
     "frameworks",
     "full_kl",

@@ -33,6 +33,7 @@ from klest.rl.primitives import PenaltySpec, evaluate
 __all__ = [
     "PenaltySpec",
     "Release",
+    "apply_spec",
     "describe",
     "frameworks",
     "kinds",
@@ -217,6 +218,22 @@ def kl_penalty(
     array([0.193147, 0.306853])
     """
     s = spec(framework, kind)
+    if s.unsupported is not None:
+        raise NotImplementedError(f"{s.framework}@{s.version} kind {kind!r}: {s.unsupported}")
+    return apply_spec(s, logprob, ref_logprob, **options)
+
+
+def apply_spec(s: PenaltySpec, logprob: Any, ref_logprob: Any, **options: Any) -> Any:
+    """:func:`kl_penalty` for a given :class:`~klest.rl.primitives.PenaltySpec` (a registered
+    one, or a variant made with ``dataclasses.replace``, e.g. another importance weight).
+
+    >>> import dataclasses, numpy as np
+    >>> from klest import rl
+    >>> unweighted = dataclasses.replace(rl.spec("nemo_rl", "k3"), weight=None)
+    >>> apply_spec(unweighted, np.log([0.5]), np.log([0.25])).round(6)
+    array([0.193147])
+    """
+    kind = s.kind
     if s.unsupported is not None:
         raise NotImplementedError(f"{s.framework}@{s.version} kind {kind!r}: {s.unsupported}")
     accepted = s.options

@@ -88,7 +88,10 @@ class Weight:
     - ``ratio_option``: a keyword taking the weight itself (used as given), exclusive with
       ``option``.
     - ``switch``: a boolean keyword that turns the weight on (off by default unless
-      ``switch_default``).
+      ``switch_default``); the behaviour option without it is an error, not ignored.
+    - ``option_switch``: a boolean keyword (default False) without which the behaviour
+      option is not used: the weight is then what ``missing`` says (NeMo-RL's
+      ``use_on_policy_kl_approximation``).
     - ``level_option``: a keyword choosing ``level`` per call ("token" / "sequence"),
       with a ``mask`` keyword for the sequence mean.
     - ``truncate``: truncated importance sampling (TIS): w -> min(w, truncate).
@@ -106,6 +109,7 @@ class Weight:
     ratio_option: str | None = None
     switch: str | None = None
     switch_default: bool = False
+    option_switch: str | None = None
     level_option: str | None = None
     truncate: float | None = None
     mask_range: tuple[float, float] | None = None
@@ -136,6 +140,8 @@ class Weight:
             out[self.ratio_option] = None
         if self.switch:
             out[self.switch] = self.switch_default
+        if self.option_switch:
+            out[self.option_switch] = False
         if self.level_option:
             out[self.level_option] = "token"
             out["mask"] = None
@@ -162,6 +168,8 @@ class Weight:
             text += f"; or {self.ratio_option}= as given"
         if self.switch:
             text += f"; only if {self.switch}=True (default {self.switch_default})"
+        if self.option_switch:
+            text += f"; {self.option} is used only if {self.option_switch}=True"
         if self.nonfinite_to_zero:
             text += "; non-finite w -> 0"
         if self.detach_where_clamped:
@@ -317,7 +325,12 @@ def _exp_or_zero(ops: Any, x: Any) -> Any:
 
 def _weight(spec: PenaltySpec, ops: Any, lp: Any, l: Any, c: Any, opts: dict[str, Any]) -> Any:
     w = spec.weight
-    if w is None or (w.switch is not None and not _flag(w.switch, opts[w.switch])):
+    if w is None:
+        return None
+    if w.switch is not None and not _flag(w.switch, opts[w.switch]):
+        for name in (w.option, w.ratio_option):
+            if name and opts.get(name) is not None:
+                raise ValueError(f"{spec.framework}: {name}= is used only with {w.switch}=True")
         return None
     level = w.level
     if w.level_option is not None:
@@ -328,6 +341,11 @@ def _weight(spec: PenaltySpec, ops: Any, lp: Any, l: Any, c: Any, opts: dict[str
             )
         level = "token" if chosen == "token" else "sequence_mean"
     behaviour = opts[w.option]
+    if w.option_switch is not None and not _flag(w.option_switch, opts[w.option_switch]):
+        if behaviour is not None:
+            raise ValueError(
+                f"{spec.framework}: {w.option}= is used only with {w.option_switch}=True"
+            )
     given = opts.get(w.ratio_option) if w.ratio_option else None
     if given is not None:
         if behaviour is not None:

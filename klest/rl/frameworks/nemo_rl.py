@@ -9,7 +9,8 @@ either clamp). ``ClippedPGLossFn`` adds ``reference_policy_kl_penalty * kl`` to 
 
 - **v0.6.0**: the loss multiplies the clamped KL by ``kl_importance_weights``: with
   ``use_on_policy_kl_approximation``, ``exp(curr_logprobs - generation_logprobs).detach()``
-  with nan/±inf replaced by 0 (klest: option ``generation_logprob=``), otherwise ones.
+  with nan/±inf replaced by 0 (klest: options ``use_on_policy_kl_approximation=True`` and
+  ``generation_logprob=``), otherwise ones.
   With ``use_kl_in_reward`` v0.6.0 still adds the loss KL (nothing zeroes it).
 - **v0.7.0** (PRs #2506 and #2958): the weights are differentiable,
   ``exp(curr_logprobs - generation_logprobs)`` or, without generation log-probs,
@@ -41,6 +42,7 @@ LOSS = "nemo_rl/algorithms/loss/loss_functions.py"
 ADVANTAGES = "nemo_rl/algorithms/advantage_estimator.py"
 CLAMPS = ("input_clamp_value", "output_clamp_value")
 GENERATION = "generation_logprob"
+SWITCH = "use_on_policy_kl_approximation"
 LOSS_PLACEMENT = "loss (reference_policy_kl_penalty * kl, masked token mean)"
 
 
@@ -95,7 +97,13 @@ register(
     [
         *_loss_kinds(
             Site(UTILS, "calculate_kl", "41-83", f"{LOSS}::ClippedPGLossFn.__call__ (333-379)"),
-            Weight(GENERATION, gradient="detached", order="after_clamp", nonfinite_to_zero=True),
+            Weight(
+                GENERATION,
+                gradient="detached",
+                order="after_clamp",
+                nonfinite_to_zero=True,
+                option_switch=SWITCH,
+            ),
         ),
         *_reward_kinds(
             Site(
@@ -129,6 +137,7 @@ register(
                 order="before_clamp",
                 nonfinite_to_zero=True,
                 detach_where_clamped=True,
+                option_switch=SWITCH,
             ),
         ),
         *_reward_kinds(

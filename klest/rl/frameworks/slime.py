@@ -11,8 +11,9 @@ importance_ratio=None)``, in the KL loss (``use_kl_loss``) and in the advantages
   (PR #1039, restricting it to k3, was closed unmerged);
 - ``low_var_kl`` only: the (weighted) value is then clamped to [-10, 10].
 
-Options: ``old_logprob=`` (klest builds ``importance_ratio = exp(logprob - old_logprob)`` as
-slime's loss does) or ``importance_ratio=`` (used as given); not both. Where k3 overflows
+Options: ``use_unbiased_kl=True`` (slime's flag, default False) with ``old_logprob=`` (klest
+builds ``importance_ratio = exp(logprob - old_logprob)`` as slime's loss does) or
+``importance_ratio=`` (used as given); not both. Where k3 overflows
 (l > 709) the unclamped kinds are +inf, as in slime, and with an importance ratio their
 gradient is nan there (inf - inf in the product rule), also as in slime.
 
@@ -40,7 +41,9 @@ REWARD = (
     "reward (ppo: per-token reward then GAE; reinforce_plus_plus: reward-to-go; "
     "reinforce_plus_plus_baseline: per token; grpo/gspo/cispo: ignored)"
 )
-UNBIASED = Weight("old_logprob", ratio_option="importance_ratio", order="before_clamp")
+UNBIASED = Weight(
+    "old_logprob", ratio_option="importance_ratio", order="before_clamp", switch="use_unbiased_kl"
+)
 KINDS = (("k1", "k1"), ("k2", "k2"), ("k3", "k3"), ("low_var_kl", "k3"))
 DEFAULTS = "defaults: use_kl_loss false, kl_loss_type k1, kl_loss_coef 0.0, kl_coef 0.0"
 
