@@ -13,9 +13,11 @@ importance_ratio=None)``, in the KL loss (``use_kl_loss``) and in the advantages
 
 Options: ``use_unbiased_kl=True`` (slime's flag, default False) with ``old_logprob=`` (klest
 builds ``importance_ratio = exp(logprob - old_logprob)`` as slime's loss does) or
-``importance_ratio=`` (used as given); not both. Where k3 overflows
-(l > 709) the unclamped kinds are +inf, as in slime, and with an importance ratio their
-gradient is nan there (inf - inf in the product rule), also as in slime.
+``importance_ratio=`` (used as given); not both. Without either, slime's loss uses
+``old_log_probs = log_probs.detach()``: the ratio is 1 in value with d/d logprob = 1.
+Where k3 overflows (l > 709) the unclamped kinds are +inf, as in slime, and with an
+importance ratio their gradient is nan there (inf - inf in the product rule), also as in
+slime.
 
 ``reward_<kind>`` (v0.3.1, ``compute_advantages_and_returns``): the same function of the
 rollout log-probs, without weight or gradient, with the loss's ``--kl-loss-type``: a
@@ -42,7 +44,11 @@ REWARD = (
     "reinforce_plus_plus_baseline: per token; grpo/gspo/cispo: ignored)"
 )
 UNBIASED = Weight(
-    "old_logprob", ratio_option="importance_ratio", order="before_clamp", switch="use_unbiased_kl"
+    "old_logprob",
+    missing="self",
+    ratio_option="importance_ratio",
+    order="before_clamp",
+    switch="use_unbiased_kl",
 )
 KINDS = (("k1", "k1"), ("k2", "k2"), ("k3", "k3"), ("low_var_kl", "k3"))
 DEFAULTS = "defaults: use_kl_loss false, kl_loss_type k1, kl_loss_coef 0.0, kl_coef 0.0"

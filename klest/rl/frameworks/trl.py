@@ -133,6 +133,6 @@ register(
     [
         *_ppo(Site(EXPERIMENTAL_PPO, "PPOTrainer.train", "773-779")),
         _rloo(Site(RLOO, "RLOOTrainer._generate_and_score_completions", "1531-1535")),
-        _grpo(Site(GRPO, "GRPOTrainer._compute_loss", "2991-3263"), weighted=True),
+        _grpo(Site(GRPO, "GRPOTrainer._compute_loss", "2991-3260"), weighted=True),
     ],
 )  # fmt: skip
