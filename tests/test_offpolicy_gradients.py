@@ -360,3 +360,67 @@ def test_shapes_sizes_and_kinds_are_checked() -> None:
         penalty_gradient(z, z_ref, framework="verl", kind="full")
     with pytest.raises(ValueError, match="finite"):
         penalty_gradient(np.full((2, 4), np.nan), z_ref, framework="verl", kind="k2")
+
+
+def _variant_grads(framework: str, kind: str, lp, ref, beh, **variant):  # type: ignore[no-untyped-def]
+    spec = weighted_spec(
+        rl.spec(framework, kind),
+        variant.pop("weighting"),
+        variant.pop("level", "token"),
+        variant.pop("truncate", None),
+        variant.pop("mask_range", None),
+        variant.pop("order", "before_clamp"),
+    )
+    lp_t, beh_t = torch.tensor(lp, requires_grad=True), torch.tensor(beh, requires_grad=True)
+    out = rl.apply_spec(spec, lp_t, torch.tensor(ref), **{spec.weight.option: beh_t})
+    out.sum().backward()
+    dbeh = np.zeros_like(beh) if beh_t.grad is None else beh_t.grad.numpy()
+    return out.detach().numpy(), lp_t.grad.numpy(), dbeh
+
+
+def test_weighting_variants_by_hand() -> None:
+    """Golden values and gradients of each weighting primitive, derived by hand for k3 without
+    clamps (torchtune@main) and verl's clamped low_var_kl: ρ = exp(lp - μ), r = exp(l)."""
+    lp = np.log([0.30, 0.05, 0.40, 0.25])
+    ref = np.log([0.20, 0.30, 0.35, 0.15])
+    beh = np.log([0.20, 0.20, 0.10, 0.45])
+    l, rho = ref - lp, np.exp(lp - beh)
+    r, k3 = np.exp(l), np.expm1(l) - l
+    fw = "torchtune@main"
+    v, dlp, dbeh = _variant_grads(fw, "k3", lp, ref, beh, weighting="detached")
+    np.testing.assert_allclose(v, rho * k3, rtol=1e-14)
+    np.testing.assert_allclose(dlp, rho * (1 - r), rtol=1e-13)
+    assert np.all(dbeh == 0.0)
+    v, dlp, dbeh = _variant_grads(fw, "k3", lp, ref, beh, weighting="differentiable")
+    np.testing.assert_allclose(dlp, rho * -l, rtol=1e-13)  # ρ (k3 + 1 - r) = -ρ l
+    np.testing.assert_allclose(dbeh, -rho * k3, rtol=1e-13)
+    v, dlp, _ = _variant_grads(fw, "k3", lp, ref, beh, weighting="differentiable", truncate=1.2)
+    capped = rho > 1.2  # rho = 1.5, 0.25, 4, 0.556
+    assert capped.tolist() == [True, False, True, False]
+    w = np.minimum(rho, 1.2)
+    np.testing.assert_allclose(v, w * k3, rtol=1e-14)
+    np.testing.assert_allclose(dlp, np.where(capped, w * (1 - r), -rho * l), rtol=1e-13)
+    v, dlp, _ = _variant_grads(fw, "k3", lp, ref, beh, weighting="differentiable",
+                               mask_range=(0.5, 2.0))  # fmt: skip
+    inside = (rho >= 0.5) & (rho <= 2.0)
+    assert inside.tolist() == [True, False, False, True]
+    np.testing.assert_allclose(v, np.where(inside, rho * k3, 0.0), rtol=1e-14)
+    np.testing.assert_allclose(dlp, np.where(inside, -rho * l, 0.0), rtol=1e-13)
+    for level, scale in (("sequence_sum", 1.0), ("sequence_mean", 0.25)):
+        v, dlp, _ = _variant_grads(fw, "k3", lp, ref, beh, weighting="differentiable",
+                                   level=level)  # fmt: skip
+        w = np.exp(scale * np.sum(lp - beh))
+        np.testing.assert_allclose(v, w * k3, rtol=1e-13)
+        np.testing.assert_allclose(dlp, w * (scale * k3.sum() + 1 - r), rtol=1e-13)
+    # verl's low_var_kl (clamp(k3, ±10)) at l = 3 (k3 = 16.1): the weight before the clamp
+    # clamps ρ k3 = 13.2 (gradient 0); after it, ρ · 10 keeps d/dlp = 10 ρ
+    lp2, ref2, beh2 = np.array([-4.0, -1.0]), np.array([-1.0, -1.2]), np.array([-3.8, -1.1])
+    rho2, l2 = np.exp(lp2 - beh2), ref2 - lp2
+    k32 = np.expm1(l2) - l2
+    v, dlp, _ = _variant_grads("verl", "low_var_kl", lp2, ref2, beh2, weighting="differentiable")
+    np.testing.assert_allclose(v, np.minimum(rho2 * k32, 10.0), rtol=1e-14)
+    np.testing.assert_allclose(dlp, [0.0, -rho2[1] * l2[1]], rtol=1e-13, atol=0)
+    v, dlp, _ = _variant_grads("verl", "low_var_kl", lp2, ref2, beh2, weighting="differentiable",
+                               order="after_clamp")  # fmt: skip
+    np.testing.assert_allclose(v, rho2 * np.minimum(k32, 10.0), rtol=1e-14)
+    np.testing.assert_allclose(dlp, [10.0 * rho2[0], -rho2[1] * l2[1]], rtol=1e-13)
