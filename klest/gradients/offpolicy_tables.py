@@ -21,7 +21,13 @@ from klest.gradients.offpolicy import penalty_gradient
 from klest.rl.penalty import frameworks, release, versions
 from klest.rl.penalty import spec as lookup_spec
 
-__all__ = ["behaviour_at_kl", "default_releases", "offpolicy_bias_table", "offpolicy_summary"]
+__all__ = [
+    "behaviour_at_kl",
+    "default_releases",
+    "gspo_broadcast_table",
+    "offpolicy_bias_table",
+    "offpolicy_summary",
+]
 
 
 def _mean_kl_mu_pi(z: np.ndarray, z_mu: np.ndarray) -> float:
@@ -136,6 +142,44 @@ def offpolicy_summary(table: pd.DataFrame, kl_target: float) -> pd.DataFrame:
                 "off_policy": off["verdict"].iloc[0],
                 "kl_mu_pi": float(at),
                 "relative_bias": float(off["relative_bias"].iloc[0]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def gspo_broadcast_table(
+    logits: Any, ref_logits: Any, direction: Any, *, kl_targets: Sequence[float]
+) -> pd.DataFrame:
+    """TRL issue #6586: GRPO's KL with ``use_bias_correction_kl`` and
+    ``importance_sampling_level="sequence"`` multiplies every token's k3 by the sequence's
+    ratio exp(mean_t(lp_t - old_t)), so the gradient's Σ_t k3_t ∇log π_t becomes
+    (Σ_t k3_t) ∇ mean_t log π_t. Per target KL(μ‖π), for one sequence (T, V) of independent
+    positions: the relative bias of the token-level and the sequence-level terms (against
+    ∇KL(π‖ref)) and the size of their difference, ‖E_seq − E_token‖ / ‖∇KL(π‖ref)‖.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> z, z_ref, d = rng.normal(size=(3, 3, 4))
+    >>> df = gspo_broadcast_table(z, z_ref, d, kl_targets=[0.0, 0.05])
+    >>> df["token_bias"].round(12).tolist(), bool((df["difference"] > 0.1).all())
+    ([0.0, 0.0], True)
+    """
+    rows = []
+    for target in kl_targets:
+        z_mu = behaviour_at_kl(logits, direction, float(target))
+        common = {"framework": "trl@1.9.0", "kind": "grpo", "use_bias_correction_kl": True}
+        mu = None if target == 0 else z_mu
+        token = penalty_gradient(logits, ref_logits, behaviour_logits=mu, **common)
+        seq = penalty_gradient(logits, ref_logits, behaviour_logits=mu,
+                               importance_sampling_level="sequence", **common)  # fmt: skip
+        scale = float(np.linalg.norm(token.true["KL(pi||ref)"]))
+        rows.append(
+            {
+                "kl_mu_pi": float(np.mean(token.kl["KL(mu||pi)"])),
+                "token_bias": token.relative_bias,
+                "sequence_bias": seq.relative_bias,
+                "difference": float(np.linalg.norm(seq.expected - token.expected)) / scale,
+                "sequence_verdict": seq.verdict,
             }
         )
     return pd.DataFrame(rows)
