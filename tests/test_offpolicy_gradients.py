@@ -21,6 +21,7 @@ from scipy.special import log_softmax
 
 from klest import rl
 from klest.gradients import offpolicy_monte_carlo_gradient, penalty_gradient
+from klest.gradients.dual import evaluate_with_derivative
 from klest.gradients.offpolicy import MAX_SEQUENCES, weighted_spec
 
 torch = pytest.importorskip("torch")
@@ -360,6 +361,39 @@ def test_shapes_sizes_and_kinds_are_checked() -> None:
         penalty_gradient(z, z_ref, framework="verl", kind="full")
     with pytest.raises(ValueError, match="finite"):
         penalty_gradient(np.full((2, 4), np.nan), z_ref, framework="verl", kind="k2")
+    with pytest.raises(NotImplementedError, match=r"before v0\.8\.0"):  # as verl 0.7.1 itself
+        penalty_gradient(z, z_ref, framework="verl@0.7.1", kind="k3+")
+    with pytest.raises(NotImplementedError, match=r"before v0\.8\.0"):
+        offpolicy_monte_carlo_gradient(z, z_ref, framework="verl@0.7.1", kind="k3+", n=10, seed=0)
+
+
+@pytest.mark.parametrize("framework", ["trl", "nemo_rl", "open_instruct"])
+def test_differentiable_ratio_times_k3_has_an_exact_gradient_at_large_log_ratios(framework):  # type: ignore[no-untyped-def]
+    """d/d logprob [w k3(l)] = -w l: the product rule w k3 + w (1 - e^l) cancels all digits
+    once e^l >> 1/eps (it gave -64 for -40 and 0 for -100). torch and the forward-mode route
+    agree with -w l to a few ulp; the ref and behaviour gradients are the product's."""
+    lp = np.array([-45.0, -101.0, -3.0, -1.0, -2.0])
+    ref = np.array([-5.0, -1.0, -1.0, -1.0 + 1e-9, -1.5])
+    old = lp + np.array([0.3, -0.2, 0.1, 0.05, 0.0])
+    kind, opts = {
+        "trl": ("grpo", {"use_bias_correction_kl": True}),
+        "nemo_rl": ("k3", {"use_on_policy_kl_approximation": True,
+                           "input_clamp_value": None, "output_clamp_value": None}),
+        "open_instruct": ("ratio_k1", {}),
+    }[framework]  # fmt: skip
+    option = rl.spec(framework, kind).weight.option
+    if framework == "open_instruct":  # ratio * k1 (no cancellation): the same exact gradient
+        lp, ref = lp[2:], ref[2:]
+        old = old[2:]
+    w, l = np.exp(lp - old), ref - lp
+    want = -w * l if kind != "ratio_k1" else w * (1 - l)
+    lp_t, ref_t, old_t = (torch.tensor(x, requires_grad=True) for x in (lp, ref, old))
+    out = rl.kl_penalty(lp_t, ref_t, kind, framework=framework, **opts, **{option: old_t})
+    out.sum().backward()
+    np.testing.assert_allclose(lp_t.grad.numpy(), want, rtol=4e-16)
+    np.testing.assert_allclose(old_t.grad.numpy(), -out.detach().numpy(), rtol=4e-16)
+    _, d = evaluate_with_derivative(rl.spec(framework, kind), lp, ref, {**opts, option: old})
+    np.testing.assert_allclose(d[:, 0], want, rtol=4e-16)
 
 
 def _variant_grads(framework: str, kind: str, lp, ref, beh, **variant):  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ from klest.gradients.monte_carlo import (
     monte_carlo_gradient,
 )
 from klest.gradients.offpolicy import WEIGHTINGS, PenaltyGradient, penalty_gradient
+from klest.gradients.offpolicy_gaussian import gaussian_penalty_gradient
 from klest.gradients.offpolicy_mc import offpolicy_monte_carlo_gradient
 from klest.gradients.softmax import (
     expected_gradient,
@@ -47,6 +48,7 @@ __all__ = [
     "gaussian_gradient_covariance_trace",
     "gaussian_gradient_table",
     "gaussian_monte_carlo_gradient",
+    "gaussian_penalty_gradient",
     "gaussian_true_gradient",
     "gradient_coefficient",
     "gradient_covariance_trace",

@@ -282,6 +282,8 @@ def penalty_gradient(
     spec = weighted_spec(
         lookup_spec(framework, kind), weighting, level, truncate, mask_range, weight_order
     )
+    if spec.unsupported is not None:
+        raise NotImplementedError(f"{framework} kind {kind!r}: {spec.unsupported}")
     if spec.raw or spec.estimator == "pi_k1_sum":
         raise ValueError(f"{framework} {kind!r} is not a per-token penalty of sampled tokens")
     where = resolve_placement(spec, placement, variant=weighting is not None)

@@ -72,6 +72,8 @@ def offpolicy_monte_carlo_gradient(
     spec = weighted_spec(
         lookup_spec(framework, kind), weighting, level, truncate, mask_range, weight_order
     )
+    if spec.unsupported is not None:
+        raise NotImplementedError(f"{framework} kind {kind!r}: {spec.unsupported}")
     where = resolve_placement(spec, placement, variant=weighting is not None)
     if where == "metric":
         raise ValueError(f"{framework} {kind!r} is a logged metric: it has no gradient")

@@ -324,14 +324,21 @@ def _exp_or_zero(ops: Any, x: Any) -> Any:
 
 
 def _weight(spec: PenaltySpec, ops: Any, lp: Any, l: Any, c: Any, opts: dict[str, Any]) -> Any:
+    return _weight_and_log(spec, ops, lp, l, c, opts)[0]
+
+
+def _weight_and_log(
+    spec: PenaltySpec, ops: Any, lp: Any, l: Any, c: Any, opts: dict[str, Any]
+) -> tuple[Any, Any]:
+    """(w, x) with w = exp(x) a plain differentiable token-level weight, else (w, None)."""
     w = spec.weight
     if w is None:
-        return None
+        return None, None
     if w.switch is not None and not _flag(w.switch, opts[w.switch]):
         for name in (w.option, w.ratio_option):
             if name and opts.get(name) is not None:
                 raise ValueError(f"{spec.framework}: {name}= is used only with {w.switch}=True")
-        return None
+        return None, None
     level = w.level
     if w.level_option is not None:
         chosen = opts[w.level_option]
@@ -350,10 +357,10 @@ def _weight(spec: PenaltySpec, ops: Any, lp: Any, l: Any, c: Any, opts: dict[str
     if given is not None:
         if behaviour is not None:
             raise ValueError(f"{spec.framework}: give {w.option}= or {w.ratio_option}=, not both")
-        return given
+        return given, None
     if behaviour is None:
         if w.missing == "none":
-            return None
+            return None, None
         behaviour = ops.stop_gradient(lp)
     x = lp - behaviour
     if level != "token":
@@ -372,7 +379,41 @@ def _weight(spec: PenaltySpec, ops: Any, lp: Any, l: Any, c: Any, opts: dict[str
         weight = ops.where(outside, 0.0, weight)
     if w.truncate is not None:
         weight = ops.clip(weight, None, w.truncate)
-    return weight
+    plain = level == "token" and w.gradient == "differentiable" and w.mask_range is None
+    return weight, (x if plain and w.truncate is None else None)
+
+
+def _weighted_k3(spec: PenaltySpec, ops: Any, ic: float | None, opts: dict[str, Any]) -> Any:
+    """(lp, ref) -> w · k3(c) for a differentiable w = exp(lp - μ), with d/d logprob free of the
+    product rule's cancellation: w k3 + w (1 - e^c) loses the digits of the exact -w c as
+    e^c grows (all of them once e^c ≫ 1/eps). Where the clamp is inactive, w e^c =
+    exp(ref - μ) does not depend on logprob, so there, for c > 1, d/d logprob is taken from
+    -w (1 + c): -w c with a relative error of a few eps. The value (bit for bit) and d/d ref,
+    d/d μ are the product's own."""
+    option = spec.weight.option if spec.weight is not None else ""
+
+    def parts(lp: Any, ref: Any, o: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+        l = ref - lp
+        c = l if ic is None else ops.clip(l, -ic, ic)
+        w, x = _weight_and_log(spec, ops, lp, l, c, o)
+        return l, c, w, x
+
+    def fn(lp: Any, ref: Any) -> Any:
+        _, c1, w1, _ = parts(ops.stop_gradient(lp), ref, opts)
+        product = w1 * ops.k3(c1)  # value, d/d ref and d/d μ (logprob held fixed)
+        frozen = dict(opts)
+        if frozen.get(option) is not None:
+            frozen[option] = ops.stop_gradient(frozen[option])
+        l2, c2, w2, _ = parts(lp, ops.stop_gradient(ref), frozen)
+        use = (l2 == c2) & (c2 > 1.0) & ~ops.nonfinite(ops.stop_gradient(w2))
+        cs, ws = (ops.where(use, v, 0.0) for v in (c2, w2))  # no 0 * inf in a backward pass
+        # there w e^c = exp(ref - μ) is a constant: -w (1 + c) has the derivative of w k3
+        by_logprob = ops.where(use, -ws * (1.0 + cs), w2 * ops.k3(c2))
+        bad = ops.nonfinite(ops.stop_gradient(by_logprob))  # w k3 overflows: no gradient to add
+        by_logprob = ops.where(bad, 0.0, by_logprob)
+        return product + (by_logprob - ops.stop_gradient(by_logprob))
+
+    return fn
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -393,9 +434,13 @@ def evaluate(spec: PenaltySpec, ops: Any, lp: Any, ref: Any, opts: dict[str, Any
         return ops.stop_gradient(value) if spec.detached else value
     c = l if ic is None else ops.clip(l, -ic, ic)
     k = _estimator(ops, spec.estimator)
-    w = _weight(spec, ops, lp, l, c, opts)
+    w, x = _weight_and_log(spec, ops, lp, l, c, opts)
+    fused = x is not None and spec.estimator == "k3" and ops.name != "numpy"
     if w is None:
         value = k(c) if oc is None else ops.clamp_output(k, (c,), -oc, oc)
+    elif fused and (oc is None or spec.weight.order == "before_clamp"):
+        f = _weighted_k3(spec, ops, ic, opts)
+        value = f(lp, ref) if oc is None else ops.clamp_output(f, (lp, ref), -oc, oc)
     elif spec.weight is not None and spec.weight.order == "before_clamp":
 
         def weighted(x: Any, v: Any) -> Any:
