@@ -165,6 +165,15 @@ def _check_sequence_variance(frame: pd.DataFrame) -> None:
     assert (np.diff(truth) > 0).all()
 
 
+def _check_offpolicy_bias(frame: pd.DataFrame) -> None:
+    assert not frame.duplicated(["release", "kl_mu_pi"]).any()
+    on = frame[frame["kl_mu_pi"] == 0.0].set_index("release")
+    assert on.loc["trl@1.9.0", "verdict"] == on.loc["verl@0.9.0", "verdict"] == "KL(ref||pi)"
+    assert on.loc["nemo_rl@0.7.0", "verdict"] == "KL(pi||ref)"
+    assert (on.loc[on["verdict"] == "KL(pi||ref)", "relative_bias"] < 1e-9).all()
+    assert (frame.loc[frame["kl_mu_pi"] > 0, "verdict"] != "KL(pi||ref)").all()
+
+
 #: figure -> checks of its data against known values
 CHECKS: dict[str, Callable[[pd.DataFrame], None]] = {
     "fig1_rel_std": _check_kl_sweep,
@@ -178,6 +187,7 @@ CHECKS: dict[str, Callable[[pd.DataFrame], None]] = {
     "fig9_bandit_fixed_points": _check_fixed_points,
     "fig10_sequence_variance": _check_sequence_variance,
     "fig11_gaussian_gradient_table": _check_gradient_table,
+    "fig12_offpolicy_bias": _check_offpolicy_bias,
 }
 
 

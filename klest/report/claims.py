@@ -11,6 +11,10 @@ Vague words get a stated threshold: "much lower" / "≪" is a ratio <= 0.1, "str
 biased" is |bias/true| >= 0.5, "(exactly) unbiased" is |bias/true| <= 1e-9 (the exact
 methods' accuracy), "biased" is |bias/true| > 1e-9.
 
+The claims about framework KL terms off-policy (:mod:`klest.report.claims_offpolicy`, on the
+policies of ``experiments/rl_offpolicy.toml``) follow in :func:`claims_frame`, as a section of
+their own (:func:`evaluate_offpolicy_claims`).
+
 >>> from klest.studies.experiment import parse_config
 >>> config = parse_config({"name": "x", "estimators": ["k1"], "n": 1, "cases": [{"label": "A",
 ...     "q": {"family": "normal", "loc": 0.0, "scale": 1.0},
@@ -35,6 +39,13 @@ from klest.divergence.registry import kl
 from klest.estimators import KL_QP, Estimator
 from klest.estimators import get as get_estimator
 from klest.exact.moments import ExactMoments, exact_moments
+from klest.report.claims_offpolicy import (
+    OFFPOLICY_CLAIMS,
+    OFFPOLICY_TITLE,
+    OffPolicyClaim,
+    offpolicy_facts,
+    offpolicy_preamble,
+)
 from klest.report.figure_data import dense_path
 from klest.studies.experiment import default_experiments_dir, load_config
 
@@ -45,6 +56,7 @@ __all__ = [
     "Facts",
     "claims_frame",
     "evaluate_claims",
+    "evaluate_offpolicy_claims",
     "facts",
 ]
 
@@ -434,26 +446,44 @@ def evaluate_claims(cases: Sequence[Any], claims: Sequence[Claim] = CLAIMS) -> p
             units = [(name, members) for name, members in groups.items() if len(members) > 1]
         else:
             units = [(f.where(), f) for f in all_facts]
-        results = [(where, *claim.test(unit)) for where, unit in units]
-        holds = [f"{where}: {shown}" for where, ok, _, shown in results if ok]
-        fails = [f"{where}: {shown}" for where, ok, _, shown in results if not ok]
-        rows.append(
-            {
-                "key": claim.key,
-                "claim": claim.text,
-                "source": claim.source,
-                "verdict": _verdict(len(holds), len(results)),
-                "evidence": f"{claim.why} {_extremes(results)}".strip(),
-                "holds_for": holds,
-                "fails_for": fails,
-                "n_holds": len(holds),
-                "n_tested": len(results),
-            }
-        )
+        rows.append(_claim_row(claim, [(where, *claim.test(unit)) for where, unit in units]))
     return pd.DataFrame(rows)
 
 
+def evaluate_offpolicy_claims(
+    frame: pd.DataFrame, claims: Sequence[OffPolicyClaim] = OFFPOLICY_CLAIMS
+) -> pd.DataFrame:
+    """Each off-policy claim on a frame of :func:`~klest.report.claims_offpolicy.offpolicy_facts`
+    (its units: releases or KL terms), with the columns of :func:`evaluate_claims`."""
+    return pd.DataFrame([_claim_row(claim, claim.test(frame)) for claim in claims])
+
+
+def _claim_row(
+    claim: Claim | OffPolicyClaim, results: list[tuple[str, bool, float, str]]
+) -> dict[str, Any]:
+    holds = [f"{where}: {shown}" for where, ok, _, shown in results if ok]
+    fails = [f"{where}: {shown}" for where, ok, _, shown in results if not ok]
+    return {
+        "key": claim.key,
+        "claim": claim.text,
+        "source": claim.source,
+        "verdict": _verdict(len(holds), len(results)),
+        "evidence": f"{claim.why} {_extremes(results)}".strip(),
+        "holds_for": holds,
+        "fails_for": fails,
+        "n_holds": len(holds),
+        "n_tested": len(results),
+    }
+
+
 def claims_frame(experiments_dir: str | Path | None = None) -> pd.DataFrame:
-    """The verdicts on the cases of ``experiments/claims.toml`` (exact; nothing sampled)."""
+    """The verdicts on the cases of ``experiments/claims.toml`` (exact; nothing sampled), then
+    those of :data:`klest.report.claims_offpolicy.OFFPOLICY_CLAIMS` on the policies of
+    ``experiments/rl_offpolicy.toml`` (``attrs["sections"]``: where that section starts)."""
     directory = Path(experiments_dir) if experiments_dir else default_experiments_dir()
-    return evaluate_claims(load_config(directory / "claims.toml").cases)
+    first = evaluate_claims(load_config(directory / "claims.toml").cases)
+    facts_frame = offpolicy_facts(directory)
+    second = evaluate_offpolicy_claims(facts_frame)
+    frame = pd.concat([first, second], ignore_index=True)
+    frame.attrs["sections"] = {len(first): (OFFPOLICY_TITLE, offpolicy_preamble(facts_frame))}
+    return frame

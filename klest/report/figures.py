@@ -258,6 +258,16 @@ FIGURES: dict[str, FigureSpec] = {
             "rl_gaussian_gradient_table",
             "Expected gradient of each estimator x placement (Gaussian policy, exact)",
         ),
+        _study_spec(
+            "fig12_offpolicy_bias",
+            "relative bias of each framework@version's default KL-term gradient against "
+            "grad KL(pi||ref) when tokens come from a behaviour policy mu, against KL(mu||pi) "
+            "(exact expectations, softmax policy); releases with identical curves share a "
+            "line (a range lists the mirrored releases between its ends); the table and the "
+            "verdicts are in claims.md, section Off-policy KL terms",
+            "rl_offpolicy",
+            "Gradient bias of each framework's default KL term against KL(mu||pi)",
+        ),
     )
 }
 

@@ -8,6 +8,9 @@
   against β (``fixed_point_table``).
 * :func:`plot_sequence_variance` — exact variance of sequence-level estimators against the
   length (:func:`klest.sequence.variance_vs_length`).
+* :func:`plot_offpolicy_bias` — relative gradient bias of each framework's default KL term
+  against KL(μ‖π), identical curves drawn once (:func:`offpolicy_curves`;
+  :func:`klest.gradients.offpolicy_tables.offpolicy_bias_table`).
 * :func:`plot_study` / :func:`plot_for` — the figure of an RL study
   (:mod:`klest.studies.rl_studies`), by :data:`STUDY_PLOTS`.
 
@@ -22,6 +25,7 @@ Styles (colours, markers, the paper rc) are those of :mod:`klest.report.plots`.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 
 import numpy as np
@@ -32,14 +36,19 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from klest.report.plots import estimator_style, paper_style
+from klest.report.style import series_style
+from klest.rl.penalty import spec as rl_spec
+from klest.rl.penalty import versions as rl_versions
 from klest.studies.rl_studies import Study
 
 __all__ = [
     "STUDY_PLOTS",
+    "offpolicy_curves",
     "plot_fixed_points",
     "plot_for",
     "plot_gradient_coefficients",
     "plot_gradient_table",
+    "plot_offpolicy_bias",
     "plot_sequence_variance",
     "plot_study",
 ]
@@ -265,6 +274,129 @@ _WEIGHTING_COLOURS = {
 _KIND_MARKERS = {"k1": "v", "k2": "s", "k3": "^"}
 
 
+#: curves of the off-policy figure closer than this everywhere are drawn as one line
+CURVE_ATOL = 1e-12
+
+
+def _version_runs(framework: str, present: list[str]) -> str:
+    """The versions of one framework, in mirrored order; 3+ consecutive ones as "a–b"."""
+    order = list(rl_versions(framework))
+    idx = sorted(order.index(v) for v in present)
+    runs: list[list[int]] = []
+    for i in idx:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    parts = [f"{order[r[0]]}–{order[r[-1]]}" if len(r) >= 3 else ", ".join(order[i] for i in r)
+             for r in runs]  # fmt: skip
+    return ", ".join(parts)
+
+
+def _curve_label(rows: pd.DataFrame) -> str:
+    """ "k3 in the loss: verl 0.5.0–0.9.0, trl 0.25.1–1.9.0" for one group's first rows."""
+    terms, anchored, frameworks = [], False, {}
+    for row in rows.itertuples():
+        spec = rl_spec(row.release, row.kind)
+        terms.append(f"{spec.estimator} in the {row.placement}")
+        anchored |= not spec.anchor.startswith("ref_logprob")
+        frameworks.setdefault(row.framework, []).append(row.version)
+    text = " / ".join(dict.fromkeys(terms)) + ": "
+    text += ", ".join(f"{fw} {_version_runs(fw, vs)}" for fw, vs in frameworks.items())
+    if anchored:  # prime-rl's penalty pulls toward the behaviour policy
+        text += " (pulls toward μ: bias against ∇KL(π‖μ), which is 0 on-policy: ∞)"
+    return text
+
+
+def offpolicy_curves(frame: pd.DataFrame, atol: float = CURVE_ATOL) -> list[tuple[str, list[str]]]:
+    """Releases whose relative-bias curves agree to ``atol`` at every KL(μ‖π) (±inf equal),
+    grouped in order of first appearance: (legend label, releases) per line.
+
+    >>> from klest.gradients.offpolicy_tables import offpolicy_bias_table
+    >>> rng = np.random.default_rng(0)
+    >>> z, z_ref, d = rng.normal(size=(3, 4, 5))
+    >>> df = offpolicy_bias_table(z, z_ref, d, kl_targets=[0.0, 0.1],
+    ...                           releases=["trl@1.9.0", "nemo_rl@0.7.0", "verl@0.9.0"])
+    >>> [members for _, members in offpolicy_curves(df)]
+    [['trl@1.9.0', 'verl@0.9.0'], ['nemo_rl@0.7.0']]
+    """
+    curves = {name: rows.sort_values("kl_mu_pi")
+              for name, rows in frame.groupby("release", sort=False)}  # fmt: skip
+    groups: list[list[str]] = []
+    for name, rows in curves.items():
+        for members in groups:
+            first = curves[members[0]]
+            same_x = np.array_equal(first["kl_mu_pi"].to_numpy(), rows["kl_mu_pi"].to_numpy())
+            if same_x and np.allclose(first["relative_bias"], rows["relative_bias"], rtol=0.0,
+                                      atol=atol, equal_nan=True):  # fmt: skip
+                members.append(name)
+                break
+        else:
+            groups.append([name])
+    return [(_curve_label(frame.drop_duplicates("release").set_index("release").loc[m]
+                          .reset_index()), m) for m in groups]  # fmt: skip
+
+
+def plot_offpolicy_bias(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Relative bias ‖E[∇] − ∇KL(π‖π_ref)‖ / ‖∇KL(π‖π_ref)‖ of each framework's default KL term
+    against KL(μ‖π) (log axis, right), the on-policy value μ = π in its own panel (left), one
+    line per group of identical curves (:func:`offpolicy_curves`; on-policy markers side by
+    side); an infinite bias is an arrow at the top. Reads ``release framework version kind
+    placement kl_mu_pi relative_bias`` (``attrs["summary_kl"]``, if set, is marked).
+
+    >>> from klest.gradients.offpolicy_tables import offpolicy_bias_table
+    >>> rng = np.random.default_rng(0)
+    >>> z, z_ref, d = rng.normal(size=(3, 4, 5))
+    >>> df = offpolicy_bias_table(z, z_ref, d, kl_targets=[0.0, 0.01, 0.1],
+    ...                           releases=["trl@1.9.0", "nemo_rl@0.7.0"])
+    >>> fig = plot_offpolicy_bias(df)
+    >>> [ax.get_xscale() for ax in fig.axes]
+    ['linear', 'log']
+    """
+    groups = offpolicy_curves(frame)
+    finite = frame["relative_bias"].to_numpy(dtype=float)
+    top = 1.12 * float(np.max(finite[np.isfinite(finite)], initial=1.0))
+    with paper_style():
+        fig = Figure(figsize=(_WIDE, 2.9 + 0.32 * len(groups)), layout="constrained")
+        on, off = fig.subplots(1, 2, sharey=True, width_ratios=[1, 7])
+        handles = []
+        for i, (label, members) in enumerate(groups):
+            style = series_style(i)
+            rows = frame[frame["release"] == members[0]].sort_values("kl_mu_pi")
+            x, y = rows["kl_mu_pi"].to_numpy(dtype=float), rows["relative_bias"].to_numpy(float)
+            off.plot(x[x > 0], y[x > 0], color=style["color"], marker=style["marker"], ms=3.5,
+                     lw=1.2)  # fmt: skip
+            at = 0.6 * (i - (len(groups) - 1) / 2) / max(len(groups) - 1, 1)  # side by side
+            for value in y[x == 0]:
+                shown = value if np.isfinite(value) else top
+                marker = style["marker"] if np.isfinite(value) else "^"
+                on.plot([at], [shown], marker, color=style["color"], ms=5)
+                if not np.isfinite(value):
+                    on.annotate("∞", (at, shown), xytext=(4, -3), textcoords="offset points",
+                                color=style["color"], fontsize=8)  # fmt: skip
+            wrapped = "\n".join(textwrap.wrap(label, 110))
+            handles.append(Line2D([], [], color=style["color"], marker=style["marker"],
+                                  label=wrapped))  # fmt: skip
+        summary = frame.attrs.get("summary_kl")
+        if summary:
+            off.axvline(summary, color="0.4", ls=":", lw=1.0)
+            off.annotate(f"table: KL(μ‖π) = {summary:g}", (summary, 0.02), xytext=(3, 0),
+                         textcoords="offset points", xycoords=("data", "axes fraction"),
+                         fontsize=7, color="0.3")  # fmt: skip
+        on.set_xlim(-1.0, 1.0)
+        on.set_xticks([0.0], ["μ = π"])
+        on.set_ylim(-0.03 * top, top * 1.06)  # a zero bias stays visible above the axis
+        on.set_ylabel("‖E[∇] − ∇KL(π‖π_ref)‖ / ‖∇KL(π‖π_ref)‖")
+        on.set_title("on-policy")
+        off.set_xscale("log")
+        off.set_xlabel("KL(μ‖π), tokens a ~ μ (mean over positions)")
+        off.set_title("off-policy, no correction unless the framework's default applies one")
+        fig.legend(handles=handles, loc="outside lower center", ncols=1, fontsize=7)
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
 # ---- the RL studies' figures (klest.studies.rl_studies computes their frames) ------------
 
 #: study kind -> the function drawing its frame (the other studies are tables)
@@ -274,6 +406,7 @@ STUDY_PLOTS: dict[str, Callable[..., Figure]] = {
     "gradient_coefficients": plot_gradient_coefficients,
     "bandit_fixed_points": plot_fixed_points,
     "sequence_variance": plot_sequence_variance,
+    "offpolicy_bias": plot_offpolicy_bias,
 }
 
 

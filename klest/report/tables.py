@@ -9,6 +9,7 @@ live in :mod:`klest.studies.table_text` and are re-exported here.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "estimate_cell",
     "experiment_table",
     "monte_carlo_table",
+    "offpolicy_table_markdown",
     "schulman_table",
 ]
 
@@ -156,20 +158,37 @@ def claims_markdown(frame: pd.DataFrame, *, title: str = "Claims", preamble: str
     - N: bias 0
     <BLANKLINE>
     Fails for: none
+
+    A frame may carry ``attrs["sections"]`` = {row index: (heading, text)}: from that row on the
+    claims form a new part, under ``# heading`` and its text, with its own sources line and
+    summary table (claim numbers and source letters continue).
     """
     sources = {src: chr(ord("A") + i) for i, src in enumerate(dict.fromkeys(frame["source"]))}
+    starts = {0: (title, preamble), **dict(frame.attrs.get("sections", {}))}
+    bounds = [*sorted(starts), len(frame)]
+    parts = []
+    for begin, end in itertools.pairwise(bounds):
+        heading, text = starts[begin]
+        parts += _claims_part(frame.iloc[begin:end], begin, heading, text, sources)
+    return "\n\n".join(parts) + "\n"
+
+
+def _claims_part(
+    frame: pd.DataFrame, offset: int, title: str, preamble: str, sources: dict[str, str]
+) -> list[str]:
     parts = [f"# {title}"]
     if preamble:
         parts.append(preamble)
-    parts.append("Sources: " + "; ".join(f"[{key}] {src}" for src, key in sources.items()))
+    here = dict.fromkeys(frame["source"])
+    parts.append("Sources: " + "; ".join(f"[{sources[src]}] {src}" for src in here))
     lines = ["| # | claim | source | verdict | holds for |", "|---|---|---|---|---|"]
-    for i, row in enumerate(frame.itertuples(index=False), start=1):
+    for i, row in enumerate(frame.itertuples(index=False), start=offset + 1):
         total = len(row.holds_for) + len(row.fails_for)
         claim = str(row.claim).replace("|", "\\|")  # a literal | would split the cell
         lines.append(f"| {i} | {claim} | [{sources[row.source]}] | **{row.verdict}** | "
                      f"{len(row.holds_for)} of {total} |")  # fmt: skip
     parts.append("\n".join(lines))
-    for i, row in enumerate(frame.itertuples(index=False), start=1):
+    for i, row in enumerate(frame.itertuples(index=False), start=offset + 1):
         section = [f"## {i}. {row.claim}: {row.verdict}",
                    f"Source: [{sources[row.source]}] {row.source}", str(row.evidence)]  # fmt: skip
         for heading, items in (("Holds for", row.holds_for), ("Fails for", row.fails_for)):
@@ -178,4 +197,35 @@ def claims_markdown(frame: pd.DataFrame, *, title: str = "Claims", preamble: str
             else:
                 section.append(f"{heading}: none")
         parts.append("\n\n".join(section))
-    return "\n\n".join(parts) + "\n"
+    return parts
+
+
+def offpolicy_table_markdown(summary: pd.DataFrame, anchors: dict[str, str] | None = None) -> str:
+    """The off-policy table as Markdown: per framework@version default, its kind, placement,
+    source commit, the KL its gradient follows on- and off-policy, and the relative bias at
+    the stated KL(μ‖π) (``summary`` from
+    :func:`klest.gradients.offpolicy_tables.offpolicy_summary`); ``anchors`` adds a note per
+    release (e.g. a penalty whose reference is not π_ref).
+
+    >>> df = pd.DataFrame({"release": ["trl@1.9.0"], "commit": ["35def3ee000a"],
+    ...     "kind": ["grpo"], "placement": ["loss"], "on_policy": ["KL(ref||pi)"],
+    ...     "off_policy": ["neither"], "kl_mu_pi": [0.1], "relative_bias": [0.463]})
+    >>> print(offpolicy_table_markdown(df))
+    | framework@version | kind | placement | commit | on-policy | KL(μ‖π) = 0.1 | bias at 0.1 |
+    |---|---|---|---|---|---|---|
+    | trl@1.9.0 | grpo | loss | 35def3ee000a | KL(ref\\|\\|pi) | neither | 0.463 |
+    """
+    kl = float(summary["kl_mu_pi"].iloc[0]) if len(summary) else float("nan")
+    header = ["framework@version", "kind", "placement", "commit", "on-policy",
+              f"KL(μ‖π) = {kl:g}", f"bias at {kl:g}"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes = []
+    for row in summary.itertuples(index=False):
+        name = str(row.release)
+        if anchors and name in anchors:
+            notes.append(f"{len(notes) + 1}. {name}: {anchors[name]}.")
+            name += f" ({len(notes)})"
+        cells = [name, str(row.kind), str(row.placement), str(row.commit), str(row.on_policy),
+                 str(row.off_policy), f"{float(row.relative_bias):.3g}"]  # fmt: skip
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines + (["", *notes] if notes else []))

@@ -13,6 +13,7 @@ gradient_coefficients      gradients.tables.coefficient_table    plot_gradient_c
 bandit_fixed_points        gradients.tables.fixed_point_table    plot_fixed_points
 sequence_variance          sequence.variance_vs_length           plot_sequence_variance
 sequence_estimators        sequence.compare_sequence_estimators  (a table)
+offpolicy_bias             gradients.offpolicy_tables.offpolicy…  plot_offpolicy_bias
 =========================  ====================================  =============================
 
 Keys shared by all: ``study``, ``name`` (default: the file's stem), ``title``; ``estimators``
@@ -28,7 +29,7 @@ and ``placements`` for the gradient studies. Errors raise
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,25 +40,33 @@ import pandas as pd
 from klest import estimators as _estimators
 from klest.distributions import Normal
 from klest.gradients.coefficients import DIFFERENTIABLE, PLACEMENTS
+from klest.gradients.offpolicy import penalty_gradient
+from klest.gradients.offpolicy_tables import (
+    behaviour_at_kl,
+    default_releases,
+    offpolicy_bias_table,
+)
 from klest.gradients.tables import (
     coefficient_table,
     fixed_point_table,
     gaussian_gradient_table,
     gradient_table,
 )
+from klest.rl.penalty import release as _release
 from klest.sequence import (
     compare_sequence_estimators,
     default_estimators,
     random_models,
     variance_vs_length,
 )
-from klest.studies.checks import ConfigError, _Checker
+from klest.studies.checks import ConfigError, _Checker, _suggest
 
 __all__ = [
     "STUDIES",
     "Study",
     "is_study_file",
     "load_study",
+    "offpolicy_variant_table",
     "parse_study",
     "run_study",
 ]
@@ -141,6 +150,66 @@ def _sequence_models(k: _Checker, lengths: bool) -> dict[str, Any]:
     return out
 
 
+def _kl_targets(k: _Checker, logits: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    targets = k.get_numbers("kl_targets")
+    if targets.ndim != 1 or np.any(targets < 0) or not np.all(np.diff(targets) > 0):
+        raise k.error("kl_targets", f"expected increasing numbers >= 0, got {targets.tolist()}")
+    if targets[0] != 0.0:
+        raise k.error("kl_targets", "must start with 0 (the on-policy point, mu = pi)")
+    try:  # the largest must be reachable along the direction (KL(mu||pi) is bounded there)
+        behaviour_at_kl(logits, direction, float(targets[-1]))
+    except ValueError as err:
+        raise k.error("kl_targets", str(err)) from None
+    return targets
+
+
+def _releases(k: _Checker) -> list[str]:
+    valid = default_releases()
+    value = k.get("releases", valid)
+    if not isinstance(value, list) or not value:
+        raise k.error("releases", f"expected a non-empty array of releases, got {value!r}")
+    names = []
+    for i, item in enumerate(value):
+        try:  # "trl" is the newest mirrored release: name it as "trl@1.9.0"
+            rel = _release(item)
+        except ValueError as err:
+            raise k.error(f"releases[{i}]", str(err)) from None
+        name = f"{rel.framework}@{rel.version}"
+        if name not in valid:
+            raise k.error(
+                f"releases[{i}]",
+                f"{name}'s default kind is not a per-token penalty" + _suggest(name, valid),
+            )
+        if name in names:
+            raise k.error(f"releases[{i}]", f"{name} is listed twice")
+        names.append(name)
+    return names
+
+
+def _offpolicy(k: _Checker) -> dict[str, Any]:
+    """Policy logits z ~ scale * N(0, 1) (positions x vocab), reference z + ref_scale * N(0, 1),
+    behaviour direction d ~ N(0, 1): drawn in this order from one PCG64(seed) stream."""
+    rng = np.random.Generator(np.random.PCG64(k.get_integer("seed", 0, minimum=0)))
+    shape = (k.get_integer("positions", 16), k.get_integer("vocab", 32, minimum=2))
+    scale = k.get_number("scale", 1.0, positive=True)
+    ref_scale = k.get_number("ref_scale", 0.5, positive=True)
+    logits = scale * rng.standard_normal(shape)
+    ref_logits = logits + ref_scale * rng.standard_normal(shape)
+    direction = rng.standard_normal(shape)
+    targets = _kl_targets(k, logits, direction)
+    summary = k.get_number("summary_kl", 0.1, positive=True)
+    if not np.any(targets == summary):
+        raise k.error("summary_kl", f"must be one of kl_targets, got {summary!r}")
+    return {
+        "logits": logits,
+        "ref_logits": ref_logits,
+        "direction": direction,
+        "kl_targets": targets.tolist(),
+        "releases": _releases(k),
+        "summary_kl": summary,
+    }
+
+
 _PARSERS: dict[str, Callable[[_Checker], dict[str, Any]]] = {
     "gradient_table": _gradient_table,
     "gaussian_gradient_table": lambda k: {
@@ -155,6 +224,7 @@ _PARSERS: dict[str, Callable[[_Checker], dict[str, Any]]] = {
     "bandit_fixed_points": _fixed_points,
     "sequence_variance": lambda k: _sequence_models(k, lengths=True),
     "sequence_estimators": lambda k: _sequence_models(k, lengths=False),
+    "offpolicy_bias": _offpolicy,
 }
 STUDIES: tuple[str, ...] = tuple(_PARSERS)
 
@@ -214,10 +284,56 @@ def _models(s: dict[str, Any], length: int) -> tuple[Any, Any, Any]:
 
 def run_study(study: Study) -> pd.DataFrame:
     """The study's tidy DataFrame (exact computations; Monte Carlo for sequence_estimators);
-    ``frame.attrs["study"]`` records the study kind."""
+    ``frame.attrs["study"]`` records the study kind (and ``"summary_kl"`` for offpolicy_bias)."""
     frame = _run_study(study)
     frame.attrs["study"] = study.study
+    if study.study == "offpolicy_bias":
+        frame.attrs["summary_kl"] = study.settings["summary_kl"]
     return frame
+
+
+def offpolicy_variant_table(
+    study: Study, variants: Sequence[tuple[str, str, Mapping[str, Any]]]
+) -> pd.DataFrame:
+    """The off-policy study's rows for KL terms other than the defaults: each (release, kind,
+    arguments of :func:`~klest.gradients.penalty_gradient`, e.g. ``{"weighting":
+    "detached"}`` or a framework option) at every KL(μ‖π) target of ``study``, with a
+    ``variant`` column naming the arguments ("default" when there are none).
+
+    >>> study = parse_study({"study": "offpolicy_bias", "positions": 2, "vocab": 4,
+    ...     "kl_targets": [0.0, 0.05], "summary_kl": 0.05, "releases": ["trl"]})
+    >>> df = offpolicy_variant_table(study, [("trl", "grpo", {"use_bias_correction_kl": True})])
+    >>> df["release"].iloc[0], df["variant"].iloc[0], df["verdict"].tolist()
+    ('trl@1.9.0', 'use_bias_correction_kl=True', ['KL(pi||ref)', 'KL(pi||ref)'])
+    """
+    s = study.settings
+    if study.study != "offpolicy_bias":
+        raise ValueError(f"an offpolicy_bias study is needed, got {study.study!r}")
+    z, z_ref = s["logits"], s["ref_logits"]
+    behaviours = [behaviour_at_kl(z, s["direction"], t) for t in s["kl_targets"]]
+    rows = []
+    for framework, kind, arguments in variants:
+        rel = _release(framework)
+        variant = ", ".join(f"{key}={value}" for key, value in arguments.items()) or "default"
+        for target, z_mu in zip(s["kl_targets"], behaviours, strict=True):
+            z_mu_or_none = None if target == 0 else z_mu
+            g = penalty_gradient(z, z_ref, framework=framework, kind=kind,
+                                 behaviour_logits=z_mu_or_none, **arguments)  # fmt: skip
+            rows.append(
+                {
+                    "release": f"{rel.framework}@{rel.version}",
+                    "framework": rel.framework,
+                    "version": rel.version,
+                    "commit": rel.commit,
+                    "kind": kind,
+                    "variant": variant,
+                    "placement": g.placement,
+                    "kl_mu_pi": float(np.mean(g.kl["KL(mu||pi)"])),
+                    "relative_bias": g.relative_bias,
+                    "verdict": g.verdict,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _run_study(study: Study) -> pd.DataFrame:
@@ -232,6 +348,9 @@ def _run_study(study: Study) -> pd.DataFrame:
         return coefficient_table(s["log_ratio"], **grad)
     if kind == "bandit_fixed_points":
         return fixed_point_table(s["reward"], s["ref_logits"], s["betas"], **grad)
+    if kind == "offpolicy_bias":
+        return offpolicy_bias_table(s["logits"], s["ref_logits"], s["direction"],
+                                    kl_targets=s["kl_targets"], releases=s["releases"])  # fmt: skip
     estimators = default_estimators(
         s["bases"], off_policy=s["off_policy"], truncation=s["truncation"]
     )
