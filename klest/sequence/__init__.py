@@ -23,11 +23,13 @@ from klest.sequence.compare import (
     variance_vs_length,
 )
 from klest.sequence.dp import linear_moments
+from klest.sequence.gradient import SequenceGradient, sequence_gradient, sequence_true_gradients
 from klest.sequence.model import TabularAR, conditional_kl, sequence_kl
 
 __all__ = [
     "WEIGHTINGS",
     "SequenceEstimator",
+    "SequenceGradient",
     "TabularAR",
     "compare_sequence_estimators",
     "conditional_kl",
@@ -36,6 +38,8 @@ __all__ = [
     "exact_estimator_moments",
     "linear_moments",
     "random_models",
+    "sequence_gradient",
     "sequence_kl",
+    "sequence_true_gradients",
     "variance_vs_length",
 ]

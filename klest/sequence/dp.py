@@ -9,6 +9,8 @@ with transition kernel K(x|c) then follow from the linear recursions, carried pe
     Y_{t+1}(c') = Σ_{(c,x) -> c'} K(x|c) M(c,x) Y_t(c) M(c,x)^T,
 
 in O(T S V d^3) for S contexts and a d-vector (d = 2 for sums and importance weights).
+With an ``eos`` token, the responses that emit it stop there: their y leaves the recursion
+and is added to the result.
 """
 
 from __future__ import annotations
@@ -53,17 +55,25 @@ def linear_moments(
     if second:
         Y = np.zeros((states, d, d))
         Y[model.initial_state] = np.outer(y0, y0)
+    eos = model.eos
+    done_m, done_y = np.zeros(d), np.zeros((d, d))
     for _ in range(model.length):
         with np.errstate(over="ignore", invalid="ignore"):
             contrib = kernel[..., None] * np.einsum("svij,sj->svi", matrices, m)
+        if eos is not None:
+            done_m += contrib[:, eos].sum(axis=0)
+            contrib[:, eos] = 0.0
         new_m = np.zeros((states, d))
         np.add.at(new_m, nxt, contrib.reshape(-1, d))
         if second:
             with np.errstate(over="ignore", invalid="ignore"):
                 my = np.einsum("svij,sjk->svik", matrices, Y)
                 c2 = kernel[..., None, None] * np.einsum("svik,svlk->svil", my, matrices)
+            if eos is not None:
+                done_y += c2[:, eos].sum(axis=0)
+                c2[:, eos] = 0.0
             new_y = np.zeros((states, d, d))
             np.add.at(new_y, nxt, c2.reshape(-1, d, d))
             Y = new_y
         m = new_m
-    return m.sum(axis=0), (Y.sum(axis=0) if second else None)
+    return m.sum(axis=0) + done_m, (Y.sum(axis=0) + done_y if second else None)

@@ -6,8 +6,13 @@ a beginning-of-sequence symbol BOS = V. ``logits`` has shape (V+1,)*m + (V,) (ro
 contexts that cannot occur, such as (x, BOS), are never used). Contexts are numbered
 c = sum_i c_i (V+1)^(m-1-i); the next context after token x is (c_2, ..., c_m, x).
 
+With ``eos`` set, that token ends the response: a response is the tokens up to and
+including the first ``eos`` (at most ``length`` of them), and sampled arrays carry -1 after it
+(padding, log-probability 0). Its length T_x is then random, as in a language model.
+
 Because the context is a Markov state, expectations over the V^T sequences reduce to a
-forward pass over the (V+1)^m contexts: with d_t(c) = P(c_t = c) under π,
+forward pass over the (V+1)^m contexts: with d_t(c) = P(c_t = c, the response not yet
+ended) under π,
 
     KL(π‖π_ref) over sequences = Σ_t Σ_c d_t(c) KL(π(·|c) ‖ π_ref(·|c)),
 
@@ -41,10 +46,11 @@ class TabularAR:
 
     logits: np.ndarray
     length: int
+    eos: int | None = None
     log_probs: np.ndarray = field(init=False, repr=False)
     _next: np.ndarray = field(init=False, repr=False)
 
-    def __init__(self, *, logits: Any, length: int) -> None:
+    def __init__(self, *, logits: Any, length: int, eos: int | None = None) -> None:
         table = np.array(logits, dtype=np.float64)
         if table.ndim < 2:
             raise ValueError(f"logits must have shape (V+1,)*order + (V,); got {table.shape}")
@@ -59,9 +65,16 @@ class TabularAR:
             check_integer("length", length, minimum=1)
         except ValueError:  # the wording tests pin
             raise ValueError(f"length must be a positive integer; got {length!r}") from None
+        if eos is not None:
+            if isinstance(eos, bool) or not isinstance(eos, int | np.integer):
+                raise ValueError(f"eos must be a token index or None; got {eos!r}")
+            if not 0 <= eos < vocab:
+                raise ValueError(f"eos must lie in [0, {vocab}); got {eos}")
+            eos = int(eos)
         table.setflags(write=False)
         object.__setattr__(self, "logits", table)
         object.__setattr__(self, "length", int(length))
+        object.__setattr__(self, "eos", eos)
         flat = log_softmax(table.reshape(-1, vocab), axis=-1)
         flat.setflags(write=False)
         object.__setattr__(self, "log_probs", flat)
@@ -73,7 +86,14 @@ class TabularAR:
 
     @classmethod
     def random(
-        cls, *, vocab: int, order: int, length: int, rng: np.random.Generator, scale: float = 1.0
+        cls,
+        *,
+        vocab: int,
+        order: int,
+        length: int,
+        rng: np.random.Generator,
+        scale: float = 1.0,
+        eos: int | None = None,
     ) -> TabularAR:
         """Logits drawn i.i.d. N(0, scale²) from ``rng``.
 
@@ -86,7 +106,7 @@ class TabularAR:
         if not (scale >= 0 and np.isfinite(scale)):
             raise ValueError(f"scale must be finite and >= 0; got {scale!r}")
         shape = (vocab + 1,) * order + (vocab,)
-        return cls(logits=scale * rng.standard_normal(shape), length=length)
+        return cls(logits=scale * rng.standard_normal(shape), length=length, eos=eos)
 
     def perturbed(self, rng: np.random.Generator, scale: float) -> TabularAR:
         """The same model with N(0, scale²) noise added to every logit (a nearby policy).
@@ -99,7 +119,7 @@ class TabularAR:
         if not (scale >= 0 and np.isfinite(scale)):
             raise ValueError(f"scale must be finite and >= 0; got {scale!r}")
         noise = scale * rng.standard_normal(self.logits.shape)
-        return TabularAR(logits=self.logits + noise, length=self.length)
+        return TabularAR(logits=self.logits + noise, length=self.length, eos=self.eos)
 
     def with_length(self, length: int) -> TabularAR:
         """The same conditional tables generating ``length`` tokens.
@@ -109,7 +129,7 @@ class TabularAR:
         >>> m.with_length(9)
         TabularAR(vocab=2, order=1, length=9)
         """
-        return TabularAR(logits=self.logits, length=length)
+        return TabularAR(logits=self.logits, length=length, eos=self.eos)
 
     @property
     def vocab(self) -> int:
@@ -135,7 +155,8 @@ class TabularAR:
         return self._next
 
     def __repr__(self) -> str:
-        return f"TabularAR(vocab={self.vocab}, order={self.order}, length={self.length})"
+        eos = "" if self.eos is None else f", eos={self.eos}"
+        return f"TabularAR(vocab={self.vocab}, order={self.order}, length={self.length}{eos})"
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """n sequences of ``length`` tokens, shape (n, T), by inverse-CDF sampling.
@@ -148,14 +169,27 @@ class TabularAR:
         n = check_integer("n", n, minimum=1)
         cdf = np.cumsum(np.exp(self.log_probs), axis=-1)
         cdf[:, -1] = 1.0
-        tokens = np.empty((n, self.length), dtype=np.int64)
+        tokens = np.full((n, self.length), -1, dtype=np.int64)
         state = np.full(n, self.initial_state)
+        alive = np.ones(n, dtype=bool)
         for t in range(self.length):
-            u = rng.random(n)
+            u = rng.random(n)  # one draw per response and position, ended or not
             x = (u[:, None] > cdf[state]).sum(axis=1)
-            tokens[:, t] = x
-            state = self._next[state, x]
+            tokens[alive, t] = x[alive]
+            state = np.where(alive, self._next[state, x], state)
+            if self.eos is not None:
+                alive &= x != self.eos
         return tokens
+
+    def lengths(self, tokens: Any) -> np.ndarray:
+        """T_x: the number of tokens of each response, its eos included, shape (n,).
+
+        >>> import numpy as np
+        >>> m = TabularAR.random(vocab=3, order=1, length=4, rng=np.random.default_rng(0), eos=2)
+        >>> m.lengths(np.array([[0, 2, -1, -1], [1, 1, 0, 0]]))
+        array([2, 4])
+        """
+        return (self._check_tokens(tokens) >= 0).sum(axis=1)
 
     def contexts(self, tokens: Any) -> np.ndarray:
         """The context index c_t before each token, shape (n, T).
@@ -170,11 +204,11 @@ class TabularAR:
         state = np.full(tok.shape[0], self.initial_state)
         for t in range(tok.shape[1]):
             out[:, t] = state
-            state = self._next[state, tok[:, t]]
+            state = np.where(tok[:, t] >= 0, self._next[state, np.maximum(tok[:, t], 0)], state)
         return out
 
     def token_log_probs(self, tokens: Any) -> np.ndarray:
-        """log π(x_t | c_t) for each token, shape (n, T).
+        """log π(x_t | c_t) for each token, shape (n, T) (0 at padding after an eos).
 
         >>> import numpy as np
         >>> m = TabularAR.random(vocab=2, order=1, length=3, rng=np.random.default_rng(0))
@@ -182,7 +216,7 @@ class TabularAR:
         (1, 3)
         """
         tok = self._check_tokens(tokens)
-        return self.log_probs[self.contexts(tok), tok]
+        return np.where(tok >= 0, self.log_probs[self.contexts(tok), np.maximum(tok, 0)], 0.0)
 
     def _check_tokens(self, tokens: Any) -> np.ndarray:
         tok = np.asarray(tokens)
@@ -191,12 +225,20 @@ class TabularAR:
             raise ValueError(
                 f"tokens must be integers of shape (n, {self.length}); got {tok.shape}"
             )
-        if tok.size and (tok.min() < 0 or tok.max() >= self.vocab):
+        if tok.size and (tok.min() < -1 or tok.max() >= self.vocab):
             raise ValueError(f"tokens must lie in [0, {self.vocab}); got {tok.min()}..{tok.max()}")
+        pad = tok < 0
+        if pad.any():
+            if self.eos is None:
+                raise ValueError(f"tokens must lie in [0, {self.vocab}); got {tok.min()}")
+            ended = np.cumsum(tok == self.eos, axis=1) - (tok == self.eos) > 0
+            if not np.array_equal(pad, ended):
+                raise ValueError("-1 (padding) must follow an eos, and only an eos")
         return tok
 
     def state_distributions(self) -> np.ndarray:
-        """d_t(c) = P(c_t = c) under this model, shape (T, S), by the forward recursion.
+        """d_t(c) = P(c_t = c, not yet ended) under this model, shape (T, S), by the forward
+        recursion (rows sum to P(T_x > t): 1 without an eos).
 
         >>> import numpy as np
         >>> m = TabularAR.random(vocab=2, order=2, length=4, rng=np.random.default_rng(0))
@@ -204,7 +246,7 @@ class TabularAR:
         >>> d.shape, bool(np.allclose(d.sum(axis=1), 1.0))
         ((4, 9), True)
         """
-        probs = np.exp(self.log_probs)
+        probs = self.continuing_probs()
         d = np.zeros(self.n_states)
         d[self.initial_state] = 1.0
         out = np.empty((self.length, self.n_states))
@@ -215,12 +257,26 @@ class TabularAR:
             )
         return out
 
+    def continuing_probs(self) -> np.ndarray:
+        """π(x|c) with the eos column set to 0 (the transitions that continue the response).
+
+        >>> import numpy as np
+        >>> m = TabularAR.random(vocab=2, order=1, length=2, rng=np.random.default_rng(0), eos=1)
+        >>> bool((m.continuing_probs()[:, 1] == 0).all())
+        True
+        """
+        probs = np.exp(self.log_probs)
+        if self.eos is not None:
+            probs[:, self.eos] = 0.0
+        return probs
+
 
 def check_pair(policy: TabularAR, other: TabularAR, name: str) -> None:
     """Raise ValueError unless ``other`` has the policy's vocabulary, order and length."""
     if not isinstance(other, TabularAR):
         raise ValueError(f"{name} must be a TabularAR; got {other!r}")
-    same = (other.vocab, other.order, other.length) == (policy.vocab, policy.order, policy.length)
+    shape = (other.vocab, other.order, other.length, other.eos)
+    same = shape == (policy.vocab, policy.order, policy.length, policy.eos)
     if not same:
         raise ValueError(f"{name} {other!r} does not match the policy {policy!r}")
 

@@ -1,0 +1,250 @@
+"""klest.sequence.sequence_gradient against brute force: every response enumerated, torch
+autograd of each configuration's per-response surrogate (written here from the definitions,
+independently of the forward/backward passes), to 1e-10 relative; and Monte Carlo."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from klest import sequence
+from klest.sequence import TabularAR, sequence_gradient
+from klest.sequence.gradient import AGGREGATIONS, PLACEMENTS
+
+torch = pytest.importorskip("torch")
+
+
+def models() -> dict[str, tuple[TabularAR, TabularAR, TabularAR]]:
+    rng = np.random.default_rng(14)
+    out = {}
+    for name, kw in {
+        "order1": {"vocab": 3, "order": 1, "length": 4},
+        "eos": {"vocab": 3, "order": 1, "length": 5, "eos": 2},
+        "order2_eos": {"vocab": 3, "order": 2, "length": 4, "eos": 0},
+    }.items():
+        pi = TabularAR.random(rng=rng, **kw)
+        out[name] = (pi, pi.perturbed(rng, 0.8), pi.perturbed(rng, 0.4))
+    return out
+
+
+MODELS = models()
+
+
+def responses(model: TabularAR) -> np.ndarray:
+    T, V = model.length, model.vocab
+    every = np.array(list(itertools.product(range(V), repeat=T)))
+    if model.eos is None:
+        return every
+    out = set()
+    for row in every:
+        hits = np.flatnonzero(row == model.eos)
+        n = hits[0] + 1 if hits.size else T
+        out.add(tuple(row[:n]) + (-1,) * (T - n))
+    return np.array(sorted(out))
+
+
+def brute_force(pi, ref, estimator, placement, aggregation, behaviour=None, weighting="none"):  # type: ignore[no-untyped-def]
+    """Σ_x P_sampler(x) ∇_θ S(x) with S the configuration's surrogate, by torch autograd."""
+    x = responses(pi)
+    ctx = torch.as_tensor(pi.contexts(x))
+    valid = torch.as_tensor(x >= 0)
+    tok = torch.as_tensor(np.maximum(x, 0))
+    theta = torch.tensor(pi.logits, requires_grad=True)
+    table = torch.log_softmax(theta.reshape(-1, pi.vocab), dim=-1)
+    ref_table = torch.log_softmax(torch.tensor(ref.logits).reshape(-1, pi.vocab), dim=-1)
+    sampler = behaviour if behaviour is not None else pi
+    mu_table = torch.log_softmax(torch.tensor(sampler.logits).reshape(-1, pi.vocab), dim=-1)
+    zero = torch.zeros((), dtype=torch.float64)
+    lp = torch.where(valid, table[ctx, tok], zero)
+    lr = torch.where(valid, ref_table[ctx, tok], zero)
+    lm = torch.where(valid, mu_table[ctx, tok], zero)
+    prob = lm.sum(1).exp().detach()
+    length = valid.sum(1).to(torch.float64)
+    a = {
+        "seq_mean_token_sum": torch.ones_like(length),
+        "seq_mean_token_mean": 1.0 / length,
+        "seq_mean_token_sum_norm": torch.full_like(length, 1.0 / pi.length),
+        "token_mean": torch.full_like(length, 1.0 / float((prob * length).sum())),
+    }[aggregation][:, None] * valid
+    l = lr - lp
+    k = {"k1": -l, "k2": 0.5 * l * l, "k3": torch.expm1(l) - l}[estimator]
+    k = torch.where(valid, k, zero)
+    rho = torch.exp(lp - lm)
+    omega = {
+        "none": torch.ones_like(lp),
+        "token_detached": rho.detach(),
+        "token_differentiable": rho,
+    }.get(weighting, torch.ones_like(lp))
+    if placement == "loss":
+        s = (a * omega * k).sum(1)
+        if weighting.startswith("sequence"):
+            w = rho.prod(1) if weighting == "sequence_differentiable" else rho.prod(1).detach()
+            s = w * s
+    elif placement == "rao_blackwell":
+        kl_rows = (table.exp() * (table - ref_table)).sum(-1)
+        kl_t = torch.where(valid, kl_rows[ctx], zero)
+        after = kl_t.flip(1).cumsum(1).flip(1) - kl_t
+        s = kl_t.sum(1) + (after.detach() * lp).sum(1)
+    else:
+        total = k.sum(1, keepdim=True).expand_as(k)
+        coef = {
+            "reward_token": k,
+            "reward_to_go": k.flip(1).cumsum(1).flip(1),
+            "reward_sum": total,
+            "reward_scalar": total,
+        }[placement]
+        s = ((a * omega * coef).detach() * lp).sum(1)
+        if weighting == "sequence_detached":
+            s = rho.prod(1).detach() * s
+    (prob * s).sum().backward()
+    return theta.grad.numpy()
+
+
+CASES = [
+    (name, placement, aggregation)
+    for name in MODELS
+    for placement in PLACEMENTS
+    for aggregation in (AGGREGATIONS if placement != "rao_blackwell" else ("seq_mean_token_sum",))
+]
+
+
+@pytest.mark.parametrize(("model", "placement", "aggregation"), CASES)
+def test_matches_brute_force_enumeration(model: str, placement: str, aggregation: str) -> None:
+    pi, ref, _ = MODELS[model]
+    estimators = ("k1",) if placement in ("reward_scalar", "rao_blackwell") else ("k1", "k2", "k3")
+    for est in estimators:
+        g = sequence_gradient(pi, ref, estimator=est, placement=placement, aggregation=aggregation)
+        want = brute_force(pi, ref, est, placement, aggregation)
+        scale = max(np.linalg.norm(want), np.linalg.norm(g.true["KL(pi||ref)"]))
+        assert np.linalg.norm(g.expected - want) <= 1e-10 * scale
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize(
+    "weighting",
+    ["none", "token_detached", "token_differentiable", "sequence_detached",
+     "sequence_differentiable"],
+)  # fmt: skip
+def test_off_policy_weightings_match_brute_force(model: str, weighting: str) -> None:
+    pi, ref, old = MODELS[model]
+    placements = ("loss",) if weighting.endswith("differentiable") else ("loss", "reward_to_go")
+    for placement in placements:
+        for aggregation in ("seq_mean_token_mean", "seq_mean_token_sum"):
+            options = {"behaviour": old, "weighting": weighting, "aggregation": aggregation}
+            g = sequence_gradient(pi, ref, estimator="k3", placement=placement, **options)
+            want = brute_force(pi, ref, "k3", placement, aggregation, old, weighting)
+            scale = max(np.linalg.norm(want), np.linalg.norm(g.true["KL(pi||ref)"]))
+            assert np.linalg.norm(g.expected - want) <= 1e-10 * scale
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_true_gradients_match_autograd_of_the_enumerated_kls(model: str) -> None:
+    pi, ref, _ = MODELS[model]
+    x = responses(pi)
+    ctx = torch.as_tensor(pi.contexts(x))
+    valid = torch.as_tensor(x >= 0)
+    tok = torch.as_tensor(np.maximum(x, 0))
+    theta = torch.tensor(pi.logits, requires_grad=True)
+    table = torch.log_softmax(theta.reshape(-1, pi.vocab), dim=-1)
+    ref_table = torch.log_softmax(torch.tensor(ref.logits).reshape(-1, pi.vocab), dim=-1)
+    zero = torch.zeros((), dtype=torch.float64)
+    log_p = torch.where(valid, table[ctx, tok], zero).sum(1)
+    log_r = torch.where(valid, ref_table[ctx, tok], zero).sum(1)
+    forward = (log_p.exp() * (log_p - log_r)).sum()
+    reverse = (log_r.exp() * (log_r - log_p)).sum()
+    assert float(forward.detach()) == pytest.approx(sequence.sequence_kl(pi, ref), rel=1e-12)
+    (g_forward,) = torch.autograd.grad(forward, theta, retain_graph=True)
+    (g_reverse,) = torch.autograd.grad(reverse, theta)
+    true = sequence.sequence_gradient(pi, ref).true
+    np.testing.assert_allclose(true["KL(pi||ref)"], g_forward.numpy(), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(true["KL(ref||pi)"], g_reverse.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_known_verdicts() -> None:
+    """k1 reward-to-go (REINFORCE) and the RB gradient are ∇KL(π‖ref); k2 (or any estimator
+    with the k1 per-token gradient) in the loss is only its token-level part (Tang & Munos's
+    pitfall 2); k1 in the loss has zero expectation."""
+    pi, ref, _ = MODELS["eos"]
+    assert sequence_gradient(pi, ref, estimator="k1", placement="reward_to_go").verdict == (
+        "KL(pi||ref)"
+    )
+    assert sequence_gradient(pi, ref, placement="rao_blackwell").verdict == "KL(pi||ref)"
+    assert sequence_gradient(pi, ref, estimator="k2", placement="loss").verdict == "partial"
+    assert sequence_gradient(pi, ref, estimator="k1", placement="loss").verdict == "zero"
+    assert sequence_gradient(pi, ref, estimator="k3", placement="loss").verdict == "neither"
+    # the prefix sum Σ_{s<t} k_s has zero expectation against ∇log π_t: the same mean as the
+    # reward-to-go, a larger variance
+    full = sequence_gradient(pi, ref, estimator="k1", placement="reward_sum")
+    to_go = sequence_gradient(pi, ref, estimator="k1", placement="reward_to_go")
+    assert full.verdict == "KL(pi||ref)" and full.cov_trace > to_go.cov_trace
+
+
+def test_monte_carlo_agrees_within_five_standard_errors() -> None:
+    """Sampled responses, per-response gradients from the enumeration's own surrogate
+    definitions (torch), against the exact DP expectations."""
+    for name in ("eos", "order2_eos"):
+        pi, ref, old = MODELS[name]
+        for placement, est, kwargs in (
+            ("loss", "k3", {}),
+            ("reward_to_go", "k1", {}),
+            ("loss", "k3", {"behaviour": old, "weighting": "token_differentiable"}),
+        ):
+            g = sequence_gradient(pi, ref, estimator=est, placement=placement,
+                                  aggregation="seq_mean_token_mean", **kwargs)  # fmt: skip
+            sampler = kwargs.get("behaviour", pi)
+            x = sampler.sample(np.random.default_rng(3), 4000)
+            per = per_response_gradients(pi, ref, x, est, placement, kwargs)
+            mean, se = per.mean(0), per.std(0, ddof=1) / np.sqrt(len(per))
+            z = np.where(se > 0, (mean - g.expected.ravel()) / np.where(se > 0, se, 1), 0.0)
+            assert np.abs(z).max() <= 5.0
+
+
+def per_response_gradients(pi, ref, x, est, placement, kwargs) -> np.ndarray:  # type: ignore[no-untyped-def]
+    n = len(x)
+    ctx = torch.as_tensor(pi.contexts(x))
+    valid = torch.as_tensor(x >= 0)
+    tok = torch.as_tensor(np.maximum(x, 0))
+    theta = torch.tensor(np.broadcast_to(pi.logits, (n, *pi.logits.shape)).copy(),
+                         requires_grad=True)  # fmt: skip
+    table = torch.log_softmax(theta.reshape(n, -1, pi.vocab), dim=-1)
+    ref_table = torch.log_softmax(torch.tensor(ref.logits).reshape(-1, pi.vocab), dim=-1)
+    rows = torch.arange(n)[:, None]
+    zero = torch.zeros((), dtype=torch.float64)
+    lp = torch.where(valid, table[rows, ctx, tok], zero)
+    lr = torch.where(valid, ref_table[ctx, tok], zero)
+    a = valid / valid.sum(1, keepdim=True)
+    l = lr - lp
+    k = torch.where(valid, {"k1": -l, "k3": torch.expm1(l) - l}[est], zero)
+    if kwargs:
+        old = kwargs["behaviour"]
+        mu_table = torch.log_softmax(torch.tensor(old.logits).reshape(-1, pi.vocab), dim=-1)
+        k = torch.exp(lp - torch.where(valid, mu_table[ctx, tok], zero)) * k
+    if placement == "loss":
+        s = (a * k).sum()
+    else:
+        s = ((a * k.flip(1).cumsum(1).flip(1)).detach() * lp).sum()
+    s.backward()
+    return theta.grad.numpy().reshape(n, -1)
+
+
+def test_bad_arguments_raise_one_line_errors() -> None:
+    pi, ref, old = MODELS["eos"]
+    for kwargs, match in (
+        ({"placement": "reward"}, "placement must be"),
+        ({"aggregation": "mean"}, "aggregation must be"),
+        ({"estimator": "low_var_kl"}, "estimator must be one of"),
+        ({"placement": "reward_scalar", "estimator": "k3"}, "RLOO"),
+        ({"weighting": "token_detached"}, "needs behaviour"),
+        ({"behaviour": old, "weighting": "token_differentiable", "placement": "reward_sum"},
+         "in the loss"),
+        ({"behaviour": old, "placement": "rao_blackwell"}, "on-policy"),
+        ({"aggregation": "seq_mean_token_sum_norm", "norm_constant": 0.0}, "norm_constant"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=match) as info:
+            sequence_gradient(pi, ref, **kwargs)
+        assert "\n" not in str(info.value)
+    other = TabularAR.random(vocab=3, order=1, length=5, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="does not match"):
+        sequence_gradient(pi, other)  # eos differs
