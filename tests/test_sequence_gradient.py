@@ -131,7 +131,7 @@ def test_off_policy_weightings_match_brute_force(model: str, weighting: str) -> 
     pi, ref, old = MODELS[model]
     placements = ("loss",) if weighting.endswith("differentiable") else ("loss", "reward_to_go")
     for placement in placements:
-        for aggregation in ("seq_mean_token_mean", "seq_mean_token_sum"):
+        for aggregation in ("seq_mean_token_mean", "seq_mean_token_sum", "token_mean"):
             options = {"behaviour": old, "weighting": weighting, "aggregation": aggregation}
             g = sequence_gradient(pi, ref, estimator="k3", placement=placement, **options)
             want = brute_force(pi, ref, "k3", placement, aggregation, old, weighting)
@@ -248,3 +248,33 @@ def test_bad_arguments_raise_one_line_errors() -> None:
     other = TabularAR.random(vocab=3, order=1, length=5, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="does not match"):
         sequence_gradient(pi, other)  # eos differs
+
+
+def test_the_covariance_is_that_of_the_estimator_a_batch_of_one_uses() -> None:
+    """cov_trace comes from per-response gradients (responses drawn from the behaviour policy
+    with the weighting's ratios): their mean is the DP expectation for every configuration,
+    and a sequence-level ratio, which leaves the mean on-policy, changes the variance."""
+    from klest.sequence import gradient as module
+
+    pi, ref, old = MODELS["eos"]
+    for placement in PLACEMENTS:
+        for weighting in module.WEIGHTINGS:
+            if (placement == "rao_blackwell" and weighting != "none") or (
+                weighting.endswith("differentiable") and placement != "loss"
+            ):
+                continue
+            est = "k1" if placement in ("reward_scalar", "rao_blackwell") else "k3"
+            behaviour = None if weighting == "none" else old
+            g = sequence_gradient(pi, ref, estimator=est, placement=placement,
+                                  behaviour=behaviour, weighting=weighting)  # fmt: skip
+            prob, grads = module._per_response(pi, ref, behaviour or pi, est, placement,
+                                               "seq_mean_token_sum", None, weighting)  # fmt: skip
+            mean = (prob @ grads).reshape(g.expected.shape)
+            assert np.linalg.norm(mean - g.expected) <= 1e-12 * np.linalg.norm(
+                g.true["KL(pi||ref)"]
+            )
+    on = sequence_gradient(pi, ref, estimator="k3")
+    weighted = sequence_gradient(pi, ref, estimator="k3", behaviour=old,
+                                 weighting="sequence_detached")  # fmt: skip
+    np.testing.assert_allclose(weighted.expected, on.expected, rtol=1e-12, atol=1e-15)
+    assert abs(weighted.cov_trace - on.cov_trace) > 1e-3 * on.cov_trace

@@ -114,7 +114,8 @@ def _estimator(name: str, placement: str) -> tuple[Any, Any]:
 
 
 def _aggregation(name: str, model: TabularAR, norm_constant: float | None) -> Any:
-    """a(T) for T = 1..length, as an array indexed by T."""
+    """a(T) for T = 1..length, as an array indexed by T; ``model`` is the policy the batch
+    is drawn from (its E[T_x] normalises ``token_mean``)."""
     lengths = np.arange(model.length + 1, dtype=np.float64)
     if name == "seq_mean_token_sum":
         return np.ones_like(lengths)
@@ -243,8 +244,9 @@ def _count_responses(model: TabularAR) -> int:
     return sum((V - 1) ** (n - 1) for n in range(1, T)) + V * (V - 1) ** (T - 1)
 
 
-def _per_response(policy, ref, sampler, estimator, placement, aggregation, norm, weighting):  # type: ignore[no-untyped-def]
-    """(probabilities, per-response gradients (N, S*V)) by enumeration."""
+def _per_response(policy, ref, drawn, estimator, placement, aggregation, norm, weighting):  # type: ignore[no-untyped-def]
+    """(probabilities, per-response gradients (N, S*V)) by enumeration, the responses drawn
+    from ``drawn`` with the weighting's ratios (the estimator a batch of one really uses)."""
     x = _responses(policy)
     n, T = x.shape
     ctx = policy.contexts(x)
@@ -252,13 +254,16 @@ def _per_response(policy, ref, sampler, estimator, placement, aggregation, norm,
     tok = np.maximum(x, 0)
     lp = np.where(valid, policy.log_probs[ctx, tok], 0.0)
     lr = np.where(valid, ref.log_probs[ctx, tok], 0.0)
-    lm = np.where(valid, sampler.log_probs[ctx, tok], 0.0)
+    lm = np.where(valid, drawn.log_probs[ctx, tok], 0.0)
     prob = np.exp(lm.sum(axis=1))
     length = valid.sum(axis=1)
-    agg = _aggregation(aggregation, policy, norm)[length][:, None] * valid
+    agg = _aggregation(aggregation, drawn, norm)[length][:, None] * valid
     l = lr - lp
     omega = np.exp(lp - lm) if weighting.startswith("token") else np.ones_like(l)
+    if weighting.startswith("sequence"):
+        omega = np.broadcast_to(np.exp((lp - lm).sum(axis=1, keepdims=True)), l.shape)
     pi = np.exp(policy.log_probs)
+    path = None
     if placement == "rao_blackwell":
         kl_rows = conditional_kl(policy, ref)
         kl_t = np.where(valid, kl_rows[ctx], 0.0)
@@ -283,8 +288,8 @@ def _per_response(policy, ref, sampler, estimator, placement, aggregation, norm,
             * agg
             * omega
         )
-        if weighting == "sequence_differentiable" and placement == "loss":
-            coef = coef + np.broadcast_to((agg * k).sum(axis=1, keepdims=True), k.shape) * valid
+        if weighting == "sequence_differentiable":  # ∇(W P) = W ∇P + W P Σ_u ∇log π_u
+            coef = coef + omega * (agg * k).sum(axis=1, keepdims=True) * valid
     S, V = policy.n_states, policy.vocab
     grads = np.zeros((n, S, V))
     rows = np.arange(n)
@@ -294,7 +299,7 @@ def _per_response(policy, ref, sampler, estimator, placement, aggregation, norm,
         g = -coef[live, t][:, None] * pi[c]
         g[np.arange(live.sum()), v] += coef[live, t]
         np.add.at(grads, (rows[live], c), g)
-        if placement == "rao_blackwell":
+        if path is not None:
             np.add.at(grads, (rows[live], c), path[c])
     return prob, grads.reshape(n, -1)
 
@@ -358,7 +363,8 @@ def sequence_gradient(
         raise ValueError("rao_blackwell is the on-policy Rao-Blackwellised gradient")
     if weighting.endswith("differentiable") and placement != "loss":
         raise ValueError(f"weighting={weighting!r} changes a KL term in the loss")
-    agg = _aggregation(aggregation, pi, norm_constant)
+    drawn = pi if behaviour is None else behaviour  # the batch's responses come from it
+    agg = _aggregation(aggregation, drawn, norm_constant)
     _estimator(estimator, placement)  # validates the name
     on_policy = behaviour is None or weighting.startswith("sequence")
     sampler = pi if on_policy else behaviour
@@ -383,7 +389,7 @@ def sequence_gradient(
     verdict, error, cosine = _verdict(expected, true, partial.reshape(shape))
     trace = np.nan
     if _count_responses(pi) <= MAX_RESPONSES:
-        prob, grads = _per_response(pi, ref, sampler, estimator, placement, aggregation,
+        prob, grads = _per_response(pi, ref, drawn, estimator, placement, aggregation,
                                     norm_constant, weighting)  # fmt: skip
         mean = prob @ grads
         trace = max(float(prob @ np.sum(grads * grads, axis=1) - mean @ mean), 0.0)
