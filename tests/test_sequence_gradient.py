@@ -278,3 +278,19 @@ def test_the_covariance_is_that_of_the_estimator_a_batch_of_one_uses() -> None:
                                  weighting="sequence_detached")  # fmt: skip
     np.testing.assert_allclose(weighted.expected, on.expected, rtol=1e-12, atol=1e-15)
     assert abs(weighted.cov_trace - on.cov_trace) > 1e-3 * on.cov_trace
+
+
+def test_constant_aggregation_factors_do_not_change_the_verdict_and_one_over_length_does() -> None:
+    """token_mean (1/E[T_x]) and Dr. GRPO's 1/L rescale the objective: the verdicts are those
+    of the plain sum. seq_mean_token_mean weights each response by 1/T_x: with an eos the
+    lengths vary and the objective changes (Dr. GRPO's length bias); without one it is 1/T."""
+    pi, ref, _ = MODELS["eos"]
+    plain, _, _ = MODELS["order1"]
+    for model, varies in ((pi, True), (plain, False)):
+        r = ref if model is pi else MODELS["order1"][1]
+        for aggregation in AGGREGATIONS:
+            g = sequence_gradient(model, r, estimator="k1", placement="reward_to_go",
+                                  aggregation=aggregation)  # fmt: skip
+            biased = varies and aggregation == "seq_mean_token_mean"
+            assert g.verdict == ("neither" if biased else "KL(pi||ref)")
+            assert (g.cosine < 1 - 1e-6) if biased else g.cosine == pytest.approx(1, abs=1e-12)

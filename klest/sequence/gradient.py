@@ -90,8 +90,11 @@ class SequenceGradient:
     "KL(pi||ref)" / "KL(ref||pi)" when ``expected`` equals that true gradient (1e-9
     relative), "zero", "partial" when it is the token-level part of ∇KL(π‖π_ref) (the
     on-policy loss of an estimator whose per-token gradient follows KL(π‖ref): it misses the
-    gradient through the later contexts), else "neither". ``cov_trace`` is tr Cov[G] for a
-    batch of one response (by enumeration; NaN beyond MAX_RESPONSES responses).
+    gradient through the later contexts), else "neither". An aggregation factor that is the
+    same for every response length (1/E[T_x], Dr. GRPO's 1/L, or 1/T without an eos) is
+    divided out first (``relative_error`` and ``cosine`` too, against ∇KL(π‖π_ref)): it
+    rescales the objective without changing it. ``cov_trace`` is tr Cov[G] for a batch of
+    one response (by enumeration; NaN beyond MAX_RESPONSES responses).
     """
 
     expected: np.ndarray
@@ -386,7 +389,14 @@ def sequence_gradient(
     shape = pi.logits.shape
     expected = rows.reshape(shape)
     true = sequence_true_gradients(pi, ref)
-    verdict, error, cosine = _verdict(expected, true, partial.reshape(shape))
+    # a constant aggregation factor (1/E[T_x], 1/L) rescales the objective without changing
+    # it: the verdict compares expected / a; a factor that varies with T_x (1/T_x with an eos)
+    # changes the objective and is compared as it is
+    possible = agg[[pi.length]] if pi.eos is None else agg[1:]
+    factor = float(possible[0]) if np.all(possible == possible[0]) else 1.0
+    if placement == "rao_blackwell":
+        factor = 1.0
+    verdict, error, cosine = _verdict(expected / factor, true, partial.reshape(shape))
     trace = np.nan
     if _count_responses(pi) <= MAX_RESPONSES:
         prob, grads = _per_response(pi, ref, drawn, estimator, placement, aggregation,
