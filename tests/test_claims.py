@@ -18,6 +18,7 @@ from scipy.stats import norm
 
 from klest.report.claims import CLAIMS, EXACT, MUCH, STRONG, claims_frame, evaluate_claims, facts
 from klest.report.claims_offpolicy import OFFPOLICY_CLAIMS
+from klest.report.claims_sequence import SEQUENCE_CLAIMS
 from klest.report.tables import claims_markdown
 from klest.studies.experiment import parse_config
 
@@ -168,7 +169,7 @@ def test_bounded_log_ratio_keeps_k1_finite_and_low_var_kl_unbiased() -> None:
 
 def test_committed_panel_every_claim_gets_a_verdict() -> None:
     frame = claims_frame()
-    assert list(frame["key"]) == [c.key for c in (*CLAIMS, *OFFPOLICY_CLAIMS)]
+    assert list(frame["key"]) == [c.key for c in (*CLAIMS, *OFFPOLICY_CLAIMS, *SEQUENCE_CLAIMS)]
     assert set(frame["verdict"]) <= VERDICTS
     assert (frame["n_holds"] == frame["holds_for"].map(len)).all()
     assert (frame["n_tested"] == frame["n_holds"] + frame["fails_for"].map(len)).all()

@@ -174,6 +174,25 @@ def _check_offpolicy_bias(frame: pd.DataFrame) -> None:
     assert (frame.loc[frame["kl_mu_pi"] > 0, "verdict"] != "KL(pi||ref)").all()
 
 
+def _check_sequence_gradients(frame: pd.DataFrame) -> None:
+    grad = frame[frame["table"] == "gradient"]
+    assert not grad.duplicated(["length", "placement", "aggregation", "estimator"]).any()
+    sums = grad[grad["aggregation"] == "seq_mean_token_sum"].set_index(
+        ["length", "placement", "estimator"]
+    )["verdict"]
+    for t in sorted(set(grad["length"])):
+        assert sums[(t, "reward_to_go", "k1")] == sums[(t, "rao_blackwell", "rb")] == "KL(pi||ref)"
+        assert sums[(t, "loss", "k1")] == "zero"
+        assert sums[(t, "loss", "k2")] == ("KL(pi||ref)" if t == 1 else "partial")
+    assert (grad.loc[grad["verdict"] == "KL(pi||ref)", "relative_error"] < 1e-9).all()
+    product = grad["relative_error"] * grad["true_norm"]
+    assert np.allclose(grad["missing_norm"], product, rtol=CSV_RTOL, atol=1e-15)
+    fp = frame[frame["table"] == "fixed_point"]
+    unbiased = fp[fp["verdict"] == "KL(pi||ref)"]
+    assert len(unbiased) > 0 and (unbiased["status"] == "converged").all()
+    assert (unbiased["kl_to_optimum"].abs() < 1e-12).all()
+
+
 #: figure -> checks of its data against known values
 CHECKS: dict[str, Callable[[pd.DataFrame], None]] = {
     "fig1_rel_std": _check_kl_sweep,
@@ -188,6 +207,7 @@ CHECKS: dict[str, Callable[[pd.DataFrame], None]] = {
     "fig10_sequence_variance": _check_sequence_variance,
     "fig11_gaussian_gradient_table": _check_gradient_table,
     "fig12_offpolicy_bias": _check_offpolicy_bias,
+    "fig13_sequence_gradients": _check_sequence_gradients,
 }
 
 

@@ -22,6 +22,7 @@ NOTEBOOKS = [
     "02_estimator_zoo.ipynb",
     "03_language_model_tokens.ipynb",
     "04_gradients.ipynb",
+    "05_sequence_gradients.ipynb",
 ]
 CELL_TIMEOUT = 120  # seconds per cell with the fast sizes (each notebook takes a few seconds)
 
@@ -40,7 +41,7 @@ def _outputs(nb: nbformat.NotebookNode) -> list[dict]:
     return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
 
 
-def test_runner_finds_exactly_the_four_notebooks() -> None:
+def test_runner_finds_exactly_the_five_notebooks() -> None:
     assert [path.name for path in _runner().notebooks()] == NOTEBOOKS
 
 

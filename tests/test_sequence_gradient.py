@@ -294,3 +294,11 @@ def test_constant_aggregation_factors_do_not_change_the_verdict_and_one_over_len
             biased = varies and aggregation == "seq_mean_token_mean"
             assert g.verdict == ("neither" if biased else "KL(pi||ref)")
             assert (g.cosine < 1 - 1e-6) if biased else g.cosine == pytest.approx(1, abs=1e-12)
+
+
+def test_a_zero_expected_gradient_has_no_cosine() -> None:
+    """k1 in the loss has expectation 0: its cosine would be computed on rounding noise."""
+    rng = np.random.default_rng(0)
+    pi = TabularAR.random(vocab=3, order=1, length=10, rng=rng, eos=2)
+    g = sequence_gradient(pi, pi.perturbed(rng, 0.5), estimator="k1", placement="loss")
+    assert g.verdict == "zero" and np.isnan(g.cosine)

@@ -46,6 +46,13 @@ from klest.report.claims_offpolicy import (
     offpolicy_facts,
     offpolicy_preamble,
 )
+from klest.report.claims_sequence import (
+    SEQUENCE_CLAIMS,
+    SEQUENCE_TITLE,
+    SequenceClaim,
+    sequence_facts,
+    sequence_preamble,
+)
 from klest.report.figure_data import dense_path
 from klest.studies.experiment import default_experiments_dir, load_config
 
@@ -57,6 +64,7 @@ __all__ = [
     "claims_frame",
     "evaluate_claims",
     "evaluate_offpolicy_claims",
+    "evaluate_sequence_claims",
     "facts",
 ]
 
@@ -458,8 +466,16 @@ def evaluate_offpolicy_claims(
     return pd.DataFrame([_claim_row(claim, claim.test(frame)) for claim in claims])
 
 
+def evaluate_sequence_claims(
+    frame: pd.DataFrame, claims: Sequence[SequenceClaim] = SEQUENCE_CLAIMS
+) -> pd.DataFrame:
+    """Each sequence-level claim on a frame of :func:`~klest.report.claims_sequence.
+    sequence_facts`, with the columns of :func:`evaluate_claims`."""
+    return pd.DataFrame([_claim_row(claim, claim.test(frame)) for claim in claims])
+
+
 def _claim_row(
-    claim: Claim | OffPolicyClaim, results: list[tuple[str, bool, float, str]]
+    claim: Claim | OffPolicyClaim | SequenceClaim, results: list[tuple[str, bool, float, str]]
 ) -> dict[str, Any]:
     holds = [f"{where}: {shown}" for where, ok, _, shown in results if ok]
     fails = [f"{where}: {shown}" for where, ok, _, shown in results if not ok]
@@ -479,11 +495,17 @@ def _claim_row(
 def claims_frame(experiments_dir: str | Path | None = None) -> pd.DataFrame:
     """The verdicts on the cases of ``experiments/claims.toml`` (exact; nothing sampled), then
     those of :data:`klest.report.claims_offpolicy.OFFPOLICY_CLAIMS` on the policies of
-    ``experiments/rl_offpolicy.toml`` (``attrs["sections"]``: where that section starts)."""
+    ``experiments/rl_offpolicy.toml``, then those of :mod:`klest.report.claims_sequence` on
+    ``experiments/rl_sequence_gradients.toml`` (``attrs["sections"]``: where each starts)."""
     directory = Path(experiments_dir) if experiments_dir else default_experiments_dir()
     first = evaluate_claims(load_config(directory / "claims.toml").cases)
     facts_frame = offpolicy_facts(directory)
     second = evaluate_offpolicy_claims(facts_frame)
-    frame = pd.concat([first, second], ignore_index=True)
-    frame.attrs["sections"] = {len(first): (OFFPOLICY_TITLE, offpolicy_preamble(facts_frame))}
+    seq = sequence_facts(directory)
+    third = evaluate_sequence_claims(seq)
+    frame = pd.concat([first, second, third], ignore_index=True)
+    frame.attrs["sections"] = {
+        len(first): (OFFPOLICY_TITLE, offpolicy_preamble(facts_frame)),
+        len(first) + len(second): (SEQUENCE_TITLE, sequence_preamble(seq)),
+    }
     return frame

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from klest.divergence.registry import kl
 from klest.engine.runner import simulate
 from klest.report import figure_data, plots
+from klest.report.claims_sequence import sequence_facts
 from klest.report.plots_rl import plot_for
 from klest.studies.experiment import default_experiments_dir, load_config, run_experiment
 from klest.studies.rl_studies import load_study, run_study
@@ -171,6 +172,11 @@ def _study_spec(name: str, caption: str, config: str, title: str) -> FigureSpec:
     return FigureSpec(name, caption, (), data, plot_for, title=title)
 
 
+def _sequence_gradients(runs: Runs) -> pd.DataFrame:
+    """The sequence_gradients study's frame, shared with the claims (computed once)."""
+    return sequence_facts(runs.directory)
+
+
 FIGURES: dict[str, FigureSpec] = {
     spec.name: spec
     for spec in (
@@ -267,6 +273,22 @@ FIGURES: dict[str, FigureSpec] = {
             "verdicts are in claims.md, section Off-policy KL terms",
             "rl_offpolicy",
             "Gradient bias of each framework's default KL term against KL(mu||pi)",
+        ),
+        FigureSpec(
+            "fig13_sequence_gradients",
+            "sequence-level KL gradients on a TabularAR pair with an eos: cosine and relative "
+            "norm error of each configuration's exact expected gradient (placement x "
+            "aggregation x per-token estimator) to grad KL(pi||ref) of the whole response, and "
+            "its tr Cov for one response, against the maximum length T; curves equal within a "
+            "panel share a line, labelled with their members; the CSV (column table) also "
+            "holds the aggregation comparison and the sequential-bandit fixed points; the "
+            "partial-vs-full table, the fixed points and the verdicts are in claims.md, section "
+            "Sequence-level KL gradients",
+            (),
+            _sequence_gradients,
+            plot_for,
+            title="Sequence-level KL gradients: bias and variance of each configuration "
+            "against length",
         ),
     )
 }

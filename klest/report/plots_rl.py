@@ -11,6 +11,8 @@
 * :func:`plot_offpolicy_bias` — relative gradient bias of each framework's default KL term
   against KL(μ‖π), identical curves drawn once (:func:`offpolicy_curves`;
   :func:`klest.gradients.offpolicy_tables.offpolicy_bias_table`).
+* :func:`plot_sequence_gradients` — sequence-level KL configurations: cos and relative error to
+  ∇KL(π‖π_ref), tr Cov, against the length (:func:`sequence_curves`: equal curves drawn once).
 * :func:`plot_study` / :func:`plot_for` — the figure of an RL study
   (:mod:`klest.studies.rl_studies`), by :data:`STUDY_PLOTS`.
 
@@ -39,6 +41,7 @@ from klest.report.plots import estimator_style, paper_style
 from klest.report.style import series_style
 from klest.rl.penalty import spec as rl_spec
 from klest.rl.penalty import versions as rl_versions
+from klest.sequence.tables import ESTIMATORS
 from klest.studies.rl_studies import Study
 
 __all__ = [
@@ -49,27 +52,19 @@ __all__ = [
     "plot_gradient_coefficients",
     "plot_gradient_table",
     "plot_offpolicy_bias",
+    "plot_sequence_gradients",
     "plot_sequence_variance",
     "plot_study",
+    "sequence_curves",
 ]
 
 _WIDE, _ROW = 7.0, 2.6
-_VERDICT_COLOURS = {
-    "KL(pi||ref)": "#0072B2",
-    "KL(ref||pi)": "#E69F00",
-    "zero": "#999999",
-    "neither": "#D55E00",
-}
-_VERDICT_LABELS = {
-    "KL(pi||ref)": "∇ KL(π‖π_ref)",
-    "KL(ref||pi)": "∇ KL(π_ref‖π)",
-    "zero": "zero (no regularisation)",
-    "neither": "neither KL",
-}
-_REFERENCE_STYLES = {
-    "KL(pi||ref)": {"color": "0.15", "ls": "--"},
-    "KL(ref||pi)": {"color": "0.15", "ls": ":"},
-}
+_VERDICT_COLOURS = {"KL(pi||ref)": "#0072B2", "KL(ref||pi)": "#E69F00", "zero": "#999999",
+                    "neither": "#D55E00"}  # fmt: skip
+_VERDICT_LABELS = {"KL(pi||ref)": "∇ KL(π‖π_ref)", "KL(ref||pi)": "∇ KL(π_ref‖π)",
+                   "zero": "zero (no regularisation)", "neither": "neither KL"}  # fmt: skip
+_REFERENCE_STYLES = {"KL(pi||ref)": {"color": "0.15", "ls": "--"},
+                     "KL(ref||pi)": {"color": "0.15", "ls": ":"}}  # fmt: skip
 
 
 def _ordered(values: pd.Series) -> list:
@@ -264,13 +259,8 @@ def plot_sequence_variance(frame: pd.DataFrame, *, title: str | None = None) -> 
     return fig
 
 
-_WEIGHTING_COLOURS = {
-    "none": "#999999",
-    "sequence": "#D55E00",
-    "prefix": "#009E73",
-    "token": "#0072B2",
-    "token_truncated": "#CC79A7",
-}
+_WEIGHTING_COLOURS = {"none": "#999999", "sequence": "#D55E00", "prefix": "#009E73",
+                      "token": "#0072B2", "token_truncated": "#CC79A7"}  # fmt: skip
 _KIND_MARKERS = {"k1": "v", "k2": "s", "k3": "^"}
 
 
@@ -397,6 +387,103 @@ def plot_offpolicy_bias(frame: pd.DataFrame, *, title: str | None = None) -> Fig
     return fig
 
 
+#: short names of the loss aggregations (fig13's labels) and their line styles
+AGGREGATION_NAMES = {"token_mean": "tm", "seq_mean_token_mean": "smtm",
+                     "seq_mean_token_sum": "smts", "seq_mean_token_sum_norm": "Dr"}  # fmt: skip
+_AGGREGATION_LS = dict(zip(AGGREGATION_NAMES, (":", "--", "-", "-."), strict=True))
+_METRICS = (("cosine", "cos to ∇KL(π‖π_ref)", (-1.1, 1.1)),
+            ("relative_error", "‖E[G] − ∇KL‖ / ‖∇KL‖", (-0.05, None)),
+            ("cov_trace", "tr Cov[G] (one response)", None))  # fmt: skip
+
+
+def sequence_curves(rows: pd.DataFrame, metric: str, rtol: float = 1e-9) -> list[list[tuple]]:
+    """(estimator, aggregation) pairs of one placement whose ``metric`` curves against
+    ``length`` agree to ``rtol`` (relative to the larger; NaN equal), in order of appearance.
+
+    >>> df = pd.DataFrame({"length": [1, 1, 1], "estimator": ["k1", "k1", "k2"],
+    ...     "aggregation": ["tm", "smts", "tm"], "cosine": [1.0, 1.0, 0.5]})
+    >>> sequence_curves(df, "cosine")
+    [[('k1', 'tm'), ('k1', 'smts')], [('k2', 'tm')]]
+    """
+    curves = {key: part.sort_values("length")[metric].to_numpy(dtype=float)
+              for key, part in rows.groupby(["estimator", "aggregation"], sort=False)}  # fmt: skip
+    groups: list[list[tuple]] = []
+    for key, y in curves.items():
+        for members in groups:
+            other = curves[members[0]]
+            with np.errstate(invalid="ignore"):
+                close = np.abs(y - other) <= rtol * np.maximum(np.abs(y), np.abs(other))
+            if other.shape == y.shape and bool(np.all(close | (np.isnan(y) & np.isnan(other)))):
+                members.append(key)
+                break
+        else:
+            groups.append([key])
+    return groups
+
+
+def _members(group: list[tuple]) -> str:
+    """ "k1, k2 · tm, smts" for a group of (estimator, aggregation) pairs."""
+    ests = list(dict.fromkeys(e for e, _ in group))
+    aggs = list(dict.fromkeys(AGGREGATION_NAMES.get(a, a) for _, a in group))
+    if len(group) == len(ests) * len(aggs):  # a product: say it once
+        return f"{', '.join(ests)} · {', '.join(aggs)}"
+    return "; ".join(f"{e} {AGGREGATION_NAMES.get(a, a)}" for e, a in group)
+
+
+def plot_sequence_gradients(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Cosine and relative norm error of each configuration's exact expected gradient to the
+    sequence-level ∇KL(π‖π_ref), and tr Cov[G], against the maximum response length T: one
+    row per placement, colour = per-token estimator, line style = aggregation; curves equal
+    within a panel (:func:`sequence_curves`) are drawn once and labelled with their members at
+    the right end; errors <= 1e-9 are drawn at 0, a zero variance is left off the log axis.
+    Reads the ``table == "gradient"`` rows (all rows if there is no ``table``).
+
+    >>> from klest.sequence import TabularAR
+    >>> from klest.sequence.tables import sequence_gradient_table
+    >>> pi = TabularAR.random(vocab=3, order=1, length=1, rng=np.random.default_rng(0), eos=2)
+    >>> df = sequence_gradient_table(pi, pi.perturbed(np.random.default_rng(1), 0.5), [1, 2, 3],
+    ...                              placements=["loss", "reward_to_go"])
+    >>> len(plot_sequence_gradients(df).axes)
+    6
+    """
+    data = frame[frame["table"] == "gradient"] if "table" in frame else frame
+    placements, lengths = _ordered(data["placement"]), sorted(set(data["length"].astype(int)))
+    with paper_style():
+        fig, axes = _figure(len(placements), len(_METRICS), 1.45 * len(placements) + 1.2)
+        for i, placement in enumerate(placements):
+            rows = data[data["placement"] == placement]
+            for ax, (metric, label, limits) in zip(axes[i], _METRICS, strict=True):
+                for group in sequence_curves(rows, metric):
+                    est, agg = group[0]
+                    part = rows[(rows["estimator"] == est) & (rows["aggregation"] == agg)
+                                ].sort_values("length")  # fmt: skip
+                    colour = "0.2" if est == "rb" else estimator_style(est)["color"]
+                    x, y = part["length"].to_numpy(float), part[metric].to_numpy(float)
+                    if metric == "relative_error":
+                        y = np.where(y <= 1e-9, 0.0, y)
+                    elif metric == "cov_trace":
+                        y = np.where(y > 1e-12 * np.nanmax(rows[metric]), y, np.nan)
+                    ax.plot(x, y, color=colour, ls=_AGGREGATION_LS.get(agg, "-"), lw=1.1)
+                    if len(group) > 1 and np.isfinite(y[-1]):
+                        ax.annotate(_members(group), (x[-1], y[-1]), xytext=(2, 0),
+                                    textcoords="offset points", va="center", fontsize=4.5,
+                                    color=colour)  # fmt: skip
+                ax.set(yscale="log" if metric == "cov_trace" else "linear", xticks=lengths,
+                       xlim=(lengths[0] - 0.3, 1.25 * lengths[-1] + 0.05), ylim=limits,
+                       xlabel="maximum length T" if i == len(placements) - 1 else "")  # fmt: skip
+                ax.set_title(label if i == 0 else "", fontsize=8)
+            axes[i, 0].set_ylabel(placement, fontsize=8)
+        present = set(data["estimator"]), set(data["aggregation"])
+        handles = [Line2D([], [], color=estimator_style(e)["color"], label=e) for e in ESTIMATORS
+                   if e in present[0]]  # fmt: skip
+        handles += [Line2D([], [], color="0.2", label="rb (Rao–Blackwell)")] * ("rb" in present[0])
+        handles += [Line2D([], [], color="0.4", ls=_AGGREGATION_LS[a], label=f"{n} = {a}")
+                    for a, n in AGGREGATION_NAMES.items() if a in present[1]]  # fmt: skip
+        fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=7)
+        fig.suptitle(title or "")
+    return fig
+
+
 # ---- the RL studies' figures (klest.studies.rl_studies computes their frames) ------------
 
 #: study kind -> the function drawing its frame (the other studies are tables)
@@ -407,6 +494,7 @@ STUDY_PLOTS: dict[str, Callable[..., Figure]] = {
     "bandit_fixed_points": plot_fixed_points,
     "sequence_variance": plot_sequence_variance,
     "offpolicy_bias": plot_offpolicy_bias,
+    "sequence_gradients": plot_sequence_gradients,
 }
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "claims_markdown",
     "estimate_cell",
     "experiment_table",
+    "frame_markdown",
     "monte_carlo_table",
     "offpolicy_table_markdown",
     "schulman_table",
@@ -229,3 +230,25 @@ def offpolicy_table_markdown(summary: pd.DataFrame, anchors: dict[str, str] | No
                  str(row.off_policy), f"{float(row.relative_bias):.3g}"]  # fmt: skip
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def frame_markdown(frame: pd.DataFrame, headers: dict[str, str], digits: int = 3) -> str:
+    """``frame``'s columns ``headers`` (column -> header) as a Markdown table: numbers to
+    ``digits`` significant digits (NaN as "—"), text with ``|`` escaped.
+
+    >>> df = pd.DataFrame({"T": [2], "verdict": ["KL(pi||ref)"], "err": [0.123456]})
+    >>> print(frame_markdown(df, {"T": "length", "verdict": "verdict", "err": "error"}))
+    | length | verdict | error |
+    |---|---|---|
+    | 2 | KL(pi\\|\\|ref) | 0.123 |
+    """
+
+    def cell(value: object) -> str:
+        if isinstance(value, float | np.floating):
+            return "—" if math.isnan(value) else f"{value:.{digits}g}"
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers.values()) + " |", "|" + "---|" * len(headers)]
+    for row in frame[list(headers)].itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines)

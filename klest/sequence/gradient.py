@@ -325,7 +325,8 @@ def _verdict(g: np.ndarray, true: dict[str, np.ndarray], partial: np.ndarray) ->
     else:
         verdict = "neither"
     gn, fn = float(np.linalg.norm(g)), float(np.linalg.norm(forward))
-    cosine = float(np.vdot(g, forward)) / (gn * fn) if gn * fn > 0 else np.nan
+    meaningful = gn * fn > 0 and verdict != "zero"  # a zero gradient's direction is noise
+    cosine = float(np.vdot(g, forward)) / (gn * fn) if meaningful else np.nan
     return verdict, err(forward), cosine
 
 

@@ -14,6 +14,7 @@ bandit_fixed_points        gradients.tables.fixed_point_table    plot_fixed_poin
 sequence_variance          sequence.variance_vs_length           plot_sequence_variance
 sequence_estimators        sequence.compare_sequence_estimators  (a table)
 offpolicy_bias             gradients.offpolicy_tables.offpolicy…  plot_offpolicy_bias
+sequence_gradients         sequence.tables (three tables)        plot_sequence_gradients
 =========================  ====================================  =============================
 
 Keys shared by all: ``study``, ``name`` (default: the file's stem), ``title``; ``estimators``
@@ -54,11 +55,23 @@ from klest.gradients.tables import (
 )
 from klest.rl.penalty import release as _release
 from klest.sequence import (
+    TabularAR,
     compare_sequence_estimators,
     default_estimators,
     random_models,
     variance_vs_length,
 )
+from klest.sequence.gradient import AGGREGATIONS as SEQ_AGGREGATIONS
+from klest.sequence.gradient import MAX_RESPONSES
+from klest.sequence.gradient import PLACEMENTS as SEQ_PLACEMENTS
+from klest.sequence.tables import (
+    aggregation_table,
+    configurations,
+    count_responses,
+    responses,
+    sequence_gradient_table,
+)
+from klest.sequence.tables import fixed_point_table as sequence_fixed_point_table
 from klest.studies.checks import ConfigError, _Checker, _suggest
 
 __all__ = [
@@ -210,6 +223,90 @@ def _offpolicy(k: _Checker) -> dict[str, Any]:
     }
 
 
+def _eos(k: _Checker, key: str, vocab: int) -> int | None:
+    value = k.get(key, vocab - 1)
+    if value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab:
+        raise k.error(key, f"expected a token in [0, {vocab}) or false (no eos), got {value!r}")
+    return int(value)
+
+
+def _seq_fixed_points(k: _Checker, estimators: list[str]) -> dict[str, Any]:
+    """The [fixed_points] table: a tree reference (order = length - 1) with logits
+    ref_scale * N(0, 1), then R(x) = reward_scale * N(0, 1) per response (sorted order), from
+    one PCG64(seed) stream."""
+    raw = k.get("fixed_points", {})
+    if not isinstance(raw, dict):
+        raise k.error("fixed_points", f"expected a table, got {raw!r}")
+    sub = _Checker(k.source, raw)
+    sub.used = set()
+    try:
+        vocab = sub.get_integer("vocab", 3, minimum=2)
+        length = sub.get_integer("length", 3, minimum=2)
+        eos = _eos(sub, "eos", vocab)
+        rng = np.random.Generator(np.random.PCG64(sub.get_integer("seed", 1, minimum=0)))
+        ref = TabularAR.random(vocab=vocab, order=length - 1, length=length, rng=rng, eos=eos,
+                               scale=sub.get_number("ref_scale", 1.0, positive=True))  # fmt: skip
+        if count_responses(ref) > 4096:
+            raise sub.error("length", f"{count_responses(ref)} responses; at most 4096")
+        n = len(responses(ref))
+        reward = sub.get_number("reward_scale", 1.0, positive=True) * rng.standard_normal(n)
+        betas = sub.get_numbers("betas", [0.5, 2.0])
+        if betas.ndim != 1 or np.any(betas <= 0):
+            raise sub.error("betas", f"expected numbers > 0, got {betas.tolist()}")
+        aggregations = sub.get_names("aggregations", ("seq_mean_token_sum",), SEQ_AGGREGATIONS)
+        out = {
+            "ref": ref, "reward": reward, "betas": betas.tolist(),
+            "configs": configurations(SEQ_PLACEMENTS, aggregations, estimators),
+            "step": sub.get_number("step", 1.0, positive=True),
+            "descent_steps": sub.get_integer("descent_steps", 10, minimum=0),
+            "tol": sub.get_number("tol", 1e-10, positive=True),
+        }  # fmt: skip
+        unknown = sorted(set(raw) - sub.used)
+        if unknown:
+            raise sub.error(unknown[0], "unknown key of [fixed_points]")
+    except ConfigError as err:
+        raise ConfigError(err.source, f"fixed_points.{err.key}", err.problem) from None
+    return out
+
+
+def _sequence_gradients(k: _Checker) -> dict[str, Any]:
+    """Policy logits scale * N(0, 1) with eos_logit added to the eos column, reference = policy
+    + ref_scale * N(0, 1): one PCG64(seed) stream, in this order."""
+    vocab = k.get_integer("vocab", 3, minimum=2)
+    order = k.get_integer("order", 1)
+    eos = _eos(k, "eos", vocab)
+    rng = np.random.Generator(np.random.PCG64(k.get_integer("seed", 0, minimum=0)))
+    pi = TabularAR.random(vocab=vocab, order=order, length=1, rng=rng, eos=eos,
+                          scale=k.get_number("scale", 1.0, positive=True))  # fmt: skip
+    logits = np.array(pi.logits)
+    shift = k.get_number("eos_logit", 0.0)
+    if eos is not None:
+        logits[..., eos] += shift
+    pi = TabularAR(logits=logits, length=1, eos=eos)
+    ref = pi.perturbed(rng, k.get_number("ref_scale", 0.5, positive=True))
+    values = k.get("lengths", required=True)
+    ok = (
+        isinstance(values, list)
+        and values
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+    )
+    if not ok or values != sorted(set(values)):
+        raise k.error("lengths", f"expected increasing positive integers, got {values!r}")
+    largest = count_responses(pi.with_length(values[-1]))
+    if largest > MAX_RESPONSES:
+        raise k.error("lengths", f"{values[-1]} gives {largest} responses; the covariance "
+                                 f"trace enumerates at most {MAX_RESPONSES}")  # fmt: skip
+    estimators = k.get_names("estimators", ("k1", "k2", "k3"), ("k1", "k2", "k3"))
+    return {
+        "pi": pi, "ref": ref, "lengths": values, "estimators": estimators,
+        "placements": k.get_names("placements", SEQ_PLACEMENTS, SEQ_PLACEMENTS),
+        "aggregations": k.get_names("aggregations", SEQ_AGGREGATIONS, SEQ_AGGREGATIONS),
+        "fixed_points": _seq_fixed_points(k, estimators),
+    }  # fmt: skip
+
+
 _PARSERS: dict[str, Callable[[_Checker], dict[str, Any]]] = {
     "gradient_table": _gradient_table,
     "gaussian_gradient_table": lambda k: {
@@ -225,6 +322,7 @@ _PARSERS: dict[str, Callable[[_Checker], dict[str, Any]]] = {
     "sequence_variance": lambda k: _sequence_models(k, lengths=True),
     "sequence_estimators": lambda k: _sequence_models(k, lengths=False),
     "offpolicy_bias": _offpolicy,
+    "sequence_gradients": _sequence_gradients,
 }
 STUDIES: tuple[str, ...] = tuple(_PARSERS)
 
@@ -289,6 +387,9 @@ def run_study(study: Study) -> pd.DataFrame:
     frame.attrs["study"] = study.study
     if study.study == "offpolicy_bias":
         frame.attrs["summary_kl"] = study.settings["summary_kl"]
+    if study.study == "sequence_gradients":
+        frame.attrs["pi"] = repr(study.settings["pi"]).replace(", length=1", "")
+        frame.attrs["bandit"] = repr(study.settings["fixed_points"]["ref"])
     return frame
 
 
@@ -348,6 +449,8 @@ def _run_study(study: Study) -> pd.DataFrame:
         return coefficient_table(s["log_ratio"], **grad)
     if kind == "bandit_fixed_points":
         return fixed_point_table(s["reward"], s["ref_logits"], s["betas"], **grad)
+    if kind == "sequence_gradients":
+        return _sequence_frame(s)
     if kind == "offpolicy_bias":
         return offpolicy_bias_table(s["logits"], s["ref_logits"], s["direction"],
                                     kl_targets=s["kl_targets"], releases=s["releases"])  # fmt: skip
@@ -365,3 +468,28 @@ def _run_study(study: Study) -> pd.DataFrame:
     return compare_sequence_estimators(
         policy, ref, old if s["off_policy"] else None, estimators=estimators, n=s["n"], rng=rng
     )
+
+
+#: the aggregation table's lengths: those whose eos-free model has at most this many responses
+AGGREGATION_RESPONSES = 4096
+
+
+def _sequence_frame(s: dict[str, Any]) -> pd.DataFrame:
+    """The three tables of a sequence_gradients study, one frame with a ``table`` column:
+    "gradient" (:func:`~klest.sequence.tables.sequence_gradient_table`), "aggregation"
+    (:func:`~klest.sequence.tables.aggregation_table`), "fixed_point"
+    (:func:`~klest.sequence.tables.fixed_point_table`)."""
+    pi, ref, lengths = s["pi"], s["ref"], s["lengths"]
+    fp = s["fixed_points"]
+    parts = [
+        sequence_gradient_table(pi, ref, lengths, placements=s["placements"],
+                                aggregations=s["aggregations"],
+                                estimators=s["estimators"]).assign(table="gradient"),
+        aggregation_table(pi, ref, [t for t in lengths if pi.vocab**t <= AGGREGATION_RESPONSES]
+                          ).assign(table="aggregation"),
+        sequence_fixed_point_table(fp["ref"], fp["reward"], fp["betas"], fp["configs"],
+                                   step=fp["step"], descent_steps=fp["descent_steps"],
+                                   tol=fp["tol"]).assign(table="fixed_point"),
+    ]  # fmt: skip
+    frame = pd.concat(parts, ignore_index=True)
+    return frame[["table", *[c for c in frame.columns if c != "table"]]]
