@@ -24,20 +24,31 @@ from klest.sequence.compare import (
 )
 from klest.sequence.dp import linear_moments
 from klest.sequence.gradient import SequenceGradient, sequence_gradient, sequence_true_gradients
-from klest.sequence.model import TabularAR, conditional_kl, sequence_kl
+from klest.sequence.model import (
+    TabularAR,
+    conditional_kl,
+    count_responses,
+    responses,
+    sequence_kl,
+)
+from klest.sequence.monte_carlo import SequenceMonteCarlo, monte_carlo_sequence_gradient
 
 __all__ = [
     "WEIGHTINGS",
     "SequenceEstimator",
     "SequenceGradient",
+    "SequenceMonteCarlo",
     "TabularAR",
     "compare_sequence_estimators",
     "conditional_kl",
+    "count_responses",
     "default_estimators",
     "estimator_values",
     "exact_estimator_moments",
     "linear_moments",
+    "monte_carlo_sequence_gradient",
     "random_models",
+    "responses",
     "sequence_gradient",
     "sequence_kl",
     "sequence_true_gradients",

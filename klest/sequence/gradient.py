@@ -37,14 +37,19 @@ E_π[(Σ_t a k_t) Σ_u ∇log π_u]).
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from klest import estimators as _estimators
-from klest.sequence.model import TabularAR, check_pair, conditional_kl
+from klest.sequence.model import (
+    TabularAR,
+    check_pair,
+    conditional_kl,
+    count_responses,
+    responses,
+)
 
 __all__ = ["AGGREGATIONS", "PLACEMENTS", "SequenceGradient", "sequence_gradient"]
 
@@ -226,31 +231,10 @@ def sequence_true_gradients(policy: TabularAR, ref: TabularAR) -> dict[str, np.n
     return {"KL(pi||ref)": forward.reshape(shape), "KL(ref||pi)": reverse.reshape(shape)}
 
 
-def _responses(model: TabularAR) -> np.ndarray:
-    """Every response of the model, -1-padded after an eos, shape (N, length)."""
-    T, V = model.length, model.vocab
-    if model.eos is None:
-        return np.array(list(itertools.product(range(V), repeat=T)), dtype=np.int64)
-    body = [v for v in range(V) if v != model.eos]
-    out = []
-    for n in range(1, T + 1):
-        for prefix in itertools.product(body, repeat=n - 1):
-            last = [model.eos] if n < T else [*body, model.eos]
-            out += [[*prefix, x] + [-1] * (T - n) for x in last]
-    return np.array(out, dtype=np.int64)
-
-
-def _count_responses(model: TabularAR) -> int:
-    V, T = model.vocab, model.length
-    if model.eos is None:
-        return V**T
-    return sum((V - 1) ** (n - 1) for n in range(1, T)) + V * (V - 1) ** (T - 1)
-
-
 def _per_response(policy, ref, drawn, estimator, placement, aggregation, norm, weighting):  # type: ignore[no-untyped-def]
     """(probabilities, per-response gradients (N, S*V)) by enumeration, the responses drawn
     from ``drawn`` with the weighting's ratios (the estimator a batch of one really uses)."""
-    x = _responses(policy)
+    x = responses(policy)
     n, T = x.shape
     ctx = policy.contexts(x)
     valid = x >= 0
@@ -399,7 +383,7 @@ def sequence_gradient(
         factor = 1.0
     verdict, error, cosine = _verdict(expected / factor, true, partial.reshape(shape))
     trace = np.nan
-    if _count_responses(pi) <= MAX_RESPONSES:
+    if count_responses(pi) <= MAX_RESPONSES:
         prob, grads = _per_response(pi, ref, drawn, estimator, placement, aggregation,
                                     norm_constant, weighting)  # fmt: skip
         mean = prob @ grads

@@ -21,6 +21,7 @@ the chain rule of KL, in O(T (V+1)^m V) operations.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ from scipy.special import log_softmax
 
 from klest.errors import check_integer
 
-__all__ = ["TabularAR", "conditional_kl", "sequence_kl"]
+__all__ = ["TabularAR", "conditional_kl", "count_responses", "responses", "sequence_kl"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -309,3 +310,36 @@ def sequence_kl(policy: TabularAR, ref: TabularAR, *, per_position: bool = False
     """
     per = policy.state_distributions() @ conditional_kl(policy, ref)
     return per if per_position else float(per.sum())
+
+
+def responses(model: TabularAR) -> np.ndarray:
+    """Every response, -1-padded after an eos, in sorted order, shape (N, length).
+
+    >>> import numpy as np
+    >>> m = TabularAR.random(vocab=2, order=1, length=2, rng=np.random.default_rng(0), eos=1)
+    >>> responses(m).tolist()
+    [[0, 0], [0, 1], [1, -1]]
+    """
+    T = model.length
+    every = itertools.product(range(model.vocab), repeat=T)
+    if model.eos is None:
+        return np.array(list(every), dtype=np.int64)
+    out = set()
+    for row in every:
+        n = row.index(model.eos) + 1 if model.eos in row else T
+        out.add(row[:n] + (-1,) * (T - n))
+    return np.array(sorted(out), dtype=np.int64)
+
+
+def count_responses(model: TabularAR) -> int:
+    """How many responses the model has: V^T, or with an eos Σ_{n<T} (V−1)^{n−1} + V (V−1)^{T−1}.
+
+    >>> import numpy as np
+    >>> m = TabularAR.random(vocab=3, order=1, length=3, rng=np.random.default_rng(0), eos=2)
+    >>> count_responses(m) == len(responses(m))
+    True
+    """
+    V, T = model.vocab, model.length
+    if model.eos is None:
+        return V**T
+    return sum((V - 1) ** (n - 1) for n in range(1, T)) + V * (V - 1) ** (T - 1)

@@ -38,7 +38,6 @@ set by Σ_x π(x) = 1 (its stationarity condition on the simplex).
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from scipy.optimize import brentq, root
 from scipy.special import logsumexp
 
 from klest.sequence.gradient import AGGREGATIONS, PLACEMENTS, sequence_gradient
-from klest.sequence.model import TabularAR, sequence_kl
+from klest.sequence.model import TabularAR, count_responses, responses, sequence_kl
 
 __all__ = [
     "ESTIMATORS",
@@ -216,39 +215,6 @@ def aggregation_table(
 
 
 # ---- the sequential bandit ---------------------------------------------------------------
-
-
-def responses(model: TabularAR) -> np.ndarray:
-    """Every response, -1-padded after an eos, in sorted order, shape (N, length).
-
-    >>> import numpy as np
-    >>> m = TabularAR.random(vocab=2, order=1, length=2, rng=np.random.default_rng(0), eos=1)
-    >>> responses(m).tolist()
-    [[0, 0], [0, 1], [1, -1]]
-    """
-    T = model.length
-    every = itertools.product(range(model.vocab), repeat=T)
-    if model.eos is None:
-        return np.array(list(every), dtype=np.int64)
-    out = set()
-    for row in every:
-        n = row.index(model.eos) + 1 if model.eos in row else T
-        out.add(row[:n] + (-1,) * (T - n))
-    return np.array(sorted(out), dtype=np.int64)
-
-
-def count_responses(model: TabularAR) -> int:
-    """How many responses the model has: V^T, or with an eos Σ_{n<T} (V−1)^{n−1} + V (V−1)^{T−1}.
-
-    >>> import numpy as np
-    >>> m = TabularAR.random(vocab=3, order=1, length=3, rng=np.random.default_rng(0), eos=2)
-    >>> count_responses(m) == len(responses(m))
-    True
-    """
-    V, T = model.vocab, model.length
-    if model.eos is None:
-        return V**T
-    return sum((V - 1) ** (n - 1) for n in range(1, T)) + V * (V - 1) ** (T - 1)
 
 
 def response_probs(model: TabularAR, x: np.ndarray) -> np.ndarray:
