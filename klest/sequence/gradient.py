@@ -314,6 +314,25 @@ def _verdict(g: np.ndarray, true: dict[str, np.ndarray], partial: np.ndarray) ->
     return verdict, err(forward), cosine
 
 
+def check_configuration(
+    pi: TabularAR, ref: TabularAR, placement: str, behaviour: TabularAR | None, weighting: str
+) -> None:
+    """Raise a one-line ValueError for an invalid configuration (shared with Monte Carlo)."""
+    check_pair(pi, ref, "ref")
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}; got {placement!r}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
+    if behaviour is not None:
+        check_pair(pi, behaviour, "behaviour")
+    elif weighting != "none":
+        raise ValueError(f"weighting={weighting!r} needs behaviour= (the sampling policy)")
+    if placement == "rao_blackwell" and behaviour is not None:
+        raise ValueError("rao_blackwell is the on-policy Rao-Blackwellised gradient")
+    if weighting.endswith("differentiable") and placement != "loss":
+        raise ValueError(f"weighting={weighting!r} changes a KL term in the loss")
+
+
 def sequence_gradient(
     pi: TabularAR,
     ref: TabularAR,
@@ -338,19 +357,7 @@ def sequence_gradient(
     >>> sequence_gradient(pi, ref, estimator="k3", placement="loss").verdict
     'neither'
     """
-    check_pair(pi, ref, "ref")
-    if placement not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {PLACEMENTS}; got {placement!r}")
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
-    if behaviour is not None:
-        check_pair(pi, behaviour, "behaviour")
-    elif weighting != "none":
-        raise ValueError(f"weighting={weighting!r} needs behaviour= (the sampling policy)")
-    if placement == "rao_blackwell" and behaviour is not None:
-        raise ValueError("rao_blackwell is the on-policy Rao-Blackwellised gradient")
-    if weighting.endswith("differentiable") and placement != "loss":
-        raise ValueError(f"weighting={weighting!r} changes a KL term in the loss")
+    check_configuration(pi, ref, placement, behaviour, weighting)
     drawn = pi if behaviour is None else behaviour  # the batch's responses come from it
     agg = _aggregation(aggregation, drawn, norm_constant)
     _estimator(estimator, placement)  # validates the name

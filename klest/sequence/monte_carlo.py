@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from klest.errors import check_integer
-from klest.sequence.gradient import PLACEMENTS, WEIGHTINGS, _aggregation, _estimator
-from klest.sequence.model import TabularAR, check_pair
+from klest.sequence.gradient import _aggregation, _estimator, check_configuration
+from klest.sequence.model import TabularAR
 
 __all__ = ["SequenceMonteCarlo", "monte_carlo_sequence_gradient"]
 
@@ -68,20 +68,9 @@ def monte_carlo_sequence_gradient(
     """
     import torch  # deferred: torch is optional
 
-    check_pair(pi, ref, "ref")
+    check_configuration(pi, ref, placement, behaviour, weighting)
     n = check_integer("n", n, minimum=2)
-    if placement not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {PLACEMENTS}; got {placement!r}")
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
-    if behaviour is None and weighting != "none":
-        raise ValueError(f"weighting={weighting!r} needs behaviour= (the sampling policy)")
-    if placement == "rao_blackwell" and behaviour is not None:
-        raise ValueError("rao_blackwell is the on-policy Rao-Blackwellised gradient")
-    if weighting.endswith("differentiable") and placement != "loss":
-        raise ValueError(f"weighting={weighting!r} changes a KL term in the loss")
     drawn = pi if behaviour is None else behaviour
-    check_pair(pi, drawn, "behaviour")
     x = drawn.sample(np.random.default_rng(seed), n)
     agg_table = _aggregation(aggregation, drawn, norm_constant)
     est, _ = _estimator(estimator, placement)
