@@ -343,8 +343,11 @@ def sequence_gradient(
     behaviour: TabularAR | None = None,
     weighting: str = "none",
     norm_constant: float | None = None,
+    covariance: bool = True,
 ) -> SequenceGradient:
     """Exact expected gradient of one KL configuration over whole responses (module notes).
+
+    ``covariance=False`` skips ``cov_trace`` (NaN), the one part computed by enumeration.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -390,7 +393,7 @@ def sequence_gradient(
         factor = 1.0
     verdict, error, cosine = _verdict(expected / factor, true, partial.reshape(shape))
     trace = np.nan
-    if count_responses(pi) <= MAX_RESPONSES:
+    if covariance and count_responses(pi) <= MAX_RESPONSES:
         prob, grads = _per_response(pi, ref, drawn, estimator, placement, aggregation,
                                     norm_constant, weighting)  # fmt: skip
         mean = prob @ grads

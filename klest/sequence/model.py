@@ -21,6 +21,7 @@ the chain rule of KL, in O(T (V+1)^m V) operations.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -320,15 +321,22 @@ def responses(model: TabularAR) -> np.ndarray:
     >>> responses(m).tolist()
     [[0, 0], [0, 1], [1, -1]]
     """
-    T = model.length
-    every = itertools.product(range(model.vocab), repeat=T)
-    if model.eos is None:
-        return np.array(list(every), dtype=np.int64)
-    out = set()
-    for row in every:
-        n = row.index(model.eos) + 1 if model.eos in row else T
-        out.add(row[:n] + (-1,) * (T - n))
-    return np.array(sorted(out), dtype=np.int64)
+    return _responses(model.vocab, model.length, model.eos)
+
+
+@functools.lru_cache(maxsize=64)
+def _responses(vocab: int, length: int, eos: int | None) -> np.ndarray:
+    every = itertools.product(range(vocab), repeat=length)
+    if eos is None:
+        out = np.array(list(every), dtype=np.int64)
+    else:
+        ends = set()
+        for row in every:
+            n = row.index(eos) + 1 if eos in row else length
+            ends.add(row[:n] + (-1,) * (length - n))
+        out = np.array(sorted(ends), dtype=np.int64)
+    out.setflags(write=False)  # shared by every caller with these sizes
+    return out
 
 
 def count_responses(model: TabularAR) -> int:

@@ -117,9 +117,12 @@ def length_moments(model: TabularAR) -> tuple[float, float]:
     return mean, max(float(((2 * t + 1) * survive).sum()) - mean * mean, 0.0)
 
 
-def _gradient(pi: TabularAR, ref: TabularAR, placement: str, aggregation: str, est: str) -> Any:
+def _gradient(
+    pi: TabularAR, ref: TabularAR, placement: str, aggregation: str, est: str,
+    covariance: bool = True,
+) -> Any:  # fmt: skip
     options = {} if placement == "rao_blackwell" else {"estimator": est, "aggregation": aggregation}
-    return sequence_gradient(pi, ref, placement=placement, **options)
+    return sequence_gradient(pi, ref, placement=placement, covariance=covariance, **options)
 
 
 def sequence_gradient_table(
@@ -376,7 +379,7 @@ def fixed_point(
             return np.full(free.shape, 1e6)
         pi = model(free)
         with np.errstate(all="ignore"):
-            g = _gradient(pi, ref, placement, aggregation, estimator).expected
+            g = _gradient(pi, ref, placement, aggregation, estimator, covariance=False).expected
             F = (beta * g - reward_gradient(pi, reward)).reshape(ref.n_states, -1)
             visits = pi.state_distributions().sum(axis=0)
         return F[rows, cols] / visits[rows]
@@ -442,6 +445,6 @@ def fixed_point_table(
                 "kl_to_forward": sequence_kl(fp.policy, fwd),
                 "tv_to_forward": 0.5 * float(np.abs(p - p_fwd).sum()),
                 "expected_reward": float(p @ R),
-                "verdict": _gradient(fp.policy, ref, placement, aggregation, est).verdict,
+                "verdict": _gradient(fp.policy, ref, placement, aggregation, est, False).verdict,
             })  # fmt: skip
     return pd.DataFrame(rows)
