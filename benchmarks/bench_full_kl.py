@@ -1,7 +1,7 @@
 """Time and memory of ``klest.rl.full_kl`` at LLM scale: V = 152,064 (Qwen2) vocabulary.
 
     .venv/bin/python benchmarks/bench_full_kl.py          # 8192 positions (~8 GB RAM, minutes)
-    .venv/bin/python benchmarks/bench_full_kl.py --quick  # 256 positions, a smoke test
+    .venv/bin/python benchmarks/bench_full_kl.py --quick  # 32 positions, a smoke test
 
 Each case runs in a fresh process: it allocates the two logit arrays, resets the kernel's
 peak-RSS counter (``/proc/self/clear_refs``), runs ``full_kl`` (and, for torch, the backward
@@ -118,7 +118,7 @@ def run_case(backend: str, dtype: str, positions: int, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="256 positions, not 8192")
+    parser.add_argument("--quick", action="store_true", help="32 positions, not 8192")
     parser.add_argument(
         "--torch-threads",
         type=int,
@@ -132,7 +132,7 @@ def main() -> None:
         backend, dtype, positions = args.case.split(":")
         print(json.dumps(run_case(backend, dtype, int(positions), args.torch_threads)))
         return
-    n = 256 if args.quick else 8192
+    n = 32 if args.quick else 8192
     # float32 at a quarter of the positions: 8192 x V float32 logits alone take 10 GB
     cases = [("numpy", "float16", n), ("numpy", "float32", n // 4), ("torch", "bfloat16", n)]
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
