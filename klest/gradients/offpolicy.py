@@ -40,6 +40,7 @@ __all__ = [
     "WEIGHTINGS",
     "PenaltyGradient",
     "behaviour_options",
+    "configured_spec",
     "penalty_gradient",
     "resolve_placement",
     "weighted_spec",
@@ -170,6 +171,32 @@ def _placement_of(spec: PenaltySpec, placement: str | None) -> str:
     return placement
 
 
+def configured_spec(
+    framework: str,
+    kind: str,
+    *,
+    placement: str | None,
+    weighting: str | None,
+    level: str,
+    truncate: float | None,
+    mask_range: tuple[float, float] | None,
+    weight_order: str,
+) -> tuple[PenaltySpec, str]:
+    """(spec, placement) of one configuration, shared by the exact, Gaussian and Monte Carlo
+    routes: the registered spec with its weighting variant, checked to be a supported
+    per-token penalty of the sampled tokens."""
+    spec = weighted_spec(
+        lookup_spec(framework, kind), weighting, level, truncate, mask_range, weight_order
+    )
+    if spec.unsupported is not None:
+        raise NotImplementedError(
+            f"{spec.framework}@{spec.version} kind {kind!r}: {spec.unsupported}"
+        )
+    if spec.raw or spec.estimator == "pi_k1_sum":
+        raise ValueError(f"{framework} {kind!r} is not a per-token penalty of sampled tokens")
+    return spec, resolve_placement(spec, placement, variant=weighting is not None)
+
+
 def behaviour_options(
     spec: PenaltySpec, log_mu: np.ndarray, given: bool, options: dict[str, Any]
 ) -> dict[str, Any]:
@@ -279,14 +306,10 @@ def penalty_gradient(
     ...                  use_bias_correction_kl=True).verdict
     'KL(pi||ref)'
     """
-    spec = weighted_spec(
-        lookup_spec(framework, kind), weighting, level, truncate, mask_range, weight_order
-    )
-    if spec.unsupported is not None:
-        raise NotImplementedError(f"{framework} kind {kind!r}: {spec.unsupported}")
-    if spec.raw or spec.estimator == "pi_k1_sum":
-        raise ValueError(f"{framework} {kind!r} is not a per-token penalty of sampled tokens")
-    where = resolve_placement(spec, placement, variant=weighting is not None)
+    spec, where = configured_spec(
+        framework, kind, placement=placement, weighting=weighting, level=level,
+        truncate=truncate, mask_range=mask_range, weight_order=weight_order,
+    )  # fmt: skip
     z = _check_logits("logits", logits)
     z_ref = _check_logits("ref_logits", ref_logits)
     given = behaviour_logits is not None

@@ -56,11 +56,9 @@ from klest.gradients.offpolicy import (
     PenaltyGradient,
     _verdict,
     behaviour_options,
-    resolve_placement,
-    weighted_spec,
+    configured_spec,
 )
 from klest.integrate.quadrature import expect_continuous, level_crossings
-from klest.rl.penalty import spec as lookup_spec
 from klest.rl.primitives import PenaltySpec
 
 __all__ = ["gaussian_penalty_gradient"]
@@ -350,16 +348,11 @@ def gaussian_penalty_gradient(
             f"level={level!r}: a Gaussian policy has one token per sample, so only "
             "token-level weights are supported (use penalty_gradient for sequences)"
         )
-    spec = weighted_spec(
-        lookup_spec(framework, kind), weighting, level, truncate, mask_range, weight_order
-    )
-    if spec.unsupported is not None:
-        raise NotImplementedError(f"{spec.framework}@{spec.version} kind {kind!r}: "
-                                  f"{spec.unsupported}")  # fmt: skip
-    if spec.raw or spec.estimator == "pi_k1_sum":
-        raise ValueError(f"{framework} {kind!r} is not a per-token penalty of sampled tokens")
+    spec, where = configured_spec(
+        framework, kind, placement=placement, weighting=weighting, level=level,
+        truncate=truncate, mask_range=mask_range, weight_order=weight_order,
+    )  # fmt: skip
     _check_token_level(spec, options)
-    where = resolve_placement(spec, placement)
     opts = behaviour_options(spec, _FILL, given, options)  # type: ignore[arg-type]
     anchored = not spec.anchor.startswith("ref_logprob")
     anchor = mu if anchored else ref  # prime-rl's penalty pulls toward μ

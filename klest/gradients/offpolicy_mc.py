@@ -22,10 +22,9 @@ from scipy.special import log_softmax
 
 from klest.errors import check_integer
 from klest.gradients.monte_carlo import MonteCarloGradient
-from klest.gradients.offpolicy import behaviour_options, resolve_placement, weighted_spec
+from klest.gradients.offpolicy import behaviour_options, configured_spec
 from klest.gradients.softmax import _check_logits
 from klest.rl.penalty import apply_spec
-from klest.rl.penalty import spec as lookup_spec
 
 __all__ = ["offpolicy_monte_carlo_gradient"]
 
@@ -69,12 +68,10 @@ def offpolicy_monte_carlo_gradient(
     import torch  # deferred: torch is optional
 
     check_integer("n", n, minimum=2)
-    spec = weighted_spec(
-        lookup_spec(framework, kind), weighting, level, truncate, mask_range, weight_order
-    )
-    if spec.unsupported is not None:
-        raise NotImplementedError(f"{framework} kind {kind!r}: {spec.unsupported}")
-    where = resolve_placement(spec, placement, variant=weighting is not None)
+    spec, where = configured_spec(
+        framework, kind, placement=placement, weighting=weighting, level=level,
+        truncate=truncate, mask_range=mask_range, weight_order=weight_order,
+    )  # fmt: skip
     if where == "metric":
         raise ValueError(f"{framework} {kind!r} is a logged metric: it has no gradient")
     z = _check_logits("logits", logits)
