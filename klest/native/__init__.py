@@ -1,5 +1,7 @@
 """The one seam to the compiled kernels (``csrc/``, ctypes): sampler, moment accumulator, k3,
-expm1, inverse CDF -- or to their pure-NumPy fallback, which gives the same draws and bits.
+expm1, inverse CDF -- or to their pure-NumPy fallback, which gives the same draws and bits;
+and the full-vocabulary KL rows of ``klest.rl.full_kl`` (compiled only: ``full_kl_rows`` is
+None in the fallback, where full_kl evaluates the same formula with NumPy).
 
 ``KLEST_NATIVE=0`` selects the fallback (:mod:`klest.native.fallback`, ``fallback_sampler``,
 ``fallback_kernels``); ``KLEST_NATIVE=1`` requires the compiled library (an ImportError says
@@ -46,6 +48,7 @@ if _fallback.COMPILED is None:
     accumulate, merge = _fallback_kernels.accumulate, _fallback_kernels.merge
     block_stats = _fallback_kernels.block_stats
     fill_normal = _fallback_sampler.fill_normal
+    full_kl_rows = None  # klest.rl.full_kl evaluates its NumPy / torch formula instead
     if _fallback.WARN:
         warnings.warn(
             f"klest: the compiled kernels are not available ({_fallback.REASON}); using the "
@@ -61,6 +64,7 @@ else:
         block_stats,
         expm1,
         fill_normal,
+        full_kl_rows,
         inverse_cdf,
         k3_from_expm1,
         log,
@@ -83,6 +87,7 @@ __all__ = [
     "checked_int",
     "expm1",
     "fill_normal",
+    "full_kl_rows",
     "inverse_cdf",
     "k3_from_expm1",
     "log",

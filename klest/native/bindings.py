@@ -48,6 +48,7 @@ __all__ = [
     "block_stats",
     "expm1",
     "fill_normal",
+    "full_kl_rows",
     "inverse_cdf",
     "k3_from_expm1",
     "log",
@@ -91,6 +92,8 @@ _LIB.klest_expm1.restype = None
 for _name in ("klest_log", "klest_log1p"):
     getattr(_LIB, _name).argtypes = [_P, _P, _I64]
     getattr(_LIB, _name).restype = None
+_LIB.klest_full_kl.argtypes = [_P, _P, _I64, _I64, _I64, _P, _I64, _P, _P, _P, _P]
+_LIB.klest_full_kl.restype = _I64
 _LIB.klest_tile_size.argtypes = []
 _LIB.klest_tile_size.restype = _I64
 _LIB.klest_best_simd_level.argtypes = []
@@ -333,3 +336,52 @@ def block_stats(
         raise MemoryError("klest_block_stats could not allocate its scratch memory")
     if status != 0:
         raise ValueError("klest_block_stats: unknown series kind")
+
+
+#: klest_full_kl's element types: float64 and float32 arrays, bfloat16 as its uint16 bits
+FULL_KL_DTYPES = {"float64": np.float64, "float32": np.float32, "bfloat16": np.uint16}
+#: klest_full_kl's row status codes
+ROW_STATUS = ("ok", "nonfinite", "a_empty", "b_empty", "skipped")
+
+
+def full_kl_rows(
+    a: np.ndarray,
+    b: np.ndarray,
+    dtype: str,
+    keep: np.ndarray | None = None,
+    row_keep: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """KL(softmax a_i || softmax b_i) in float64 for every row i of the (rows, V) matrices
+    ``a`` and ``b`` (klest/native/csrc/full_kl.c), and each row's status (an index of
+    :data:`ROW_STATUS`; the value is NaN unless "ok", 0 if "skipped"). ``dtype`` names the
+    element type (a key of :data:`FULL_KL_DTYPES`; "bfloat16" rows are uint16 bit patterns).
+    ``keep`` (uint8, shape (1, V) or (rows, V)): entries with 0 count as -inf in both rows;
+    ``row_keep`` (uint8, shape (rows,)): rows with 0 are skipped."""
+    if dtype not in FULL_KL_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(FULL_KL_DTYPES)}, got {dtype!r}")
+    element = FULL_KL_DTYPES[dtype]
+    require("a", a, element, (None, None))
+    rows, vocab = a.shape
+    require("b", b, element, (rows, vocab))
+    if vocab == 0:
+        raise ValueError("a and b need at least one column (vocabulary entry)")
+    keep_rows = 0
+    if keep is not None:
+        require("keep", keep, np.uint8, (None, vocab))
+        keep_rows = keep.shape[0]
+        if keep_rows not in (1, rows):
+            raise ValueError(f"keep must have 1 or {rows} rows, got {keep_rows}")
+    if row_keep is not None:
+        require("row_keep", row_keep, np.uint8, (rows,))
+    out = np.empty(rows, dtype=np.float64)
+    status = np.empty(rows, dtype=np.int8)
+    work = np.empty(vocab, dtype=np.float64)
+    flagged = _LIB.klest_full_kl(
+        _address(a), _address(b), tuple(FULL_KL_DTYPES).index(dtype), rows, vocab,
+        None if keep is None else _address(keep), keep_rows,
+        None if row_keep is None else _address(row_keep), _address(work), _address(out),
+        _address(status),
+    )  # fmt: skip
+    if flagged < 0:
+        raise ValueError(f"klest_full_kl rejected dtype {dtype!r}")
+    return out, status

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from klest.rl._backend import get_ops, is_tensor
+from klest.rl.emulate import emulated_penalty
 from klest.rl.primitives import PenaltySpec, evaluate
 
 __all__ = [
@@ -197,7 +198,13 @@ def _result_dtype(logprob: Any, ref_logprob: Any) -> Any:
 
 
 def kl_penalty(
-    logprob: Any, ref_logprob: Any, kind: str, *, framework: str = "verl", **options: Any
+    logprob: Any,
+    ref_logprob: Any,
+    kind: str,
+    *,
+    framework: str = "verl",
+    emulate: bool = False,
+    **options: Any,
 ) -> Any:
     """Per-token KL penalty of ``framework``'s estimator ``kind``: value and gradient.
 
@@ -209,6 +216,11 @@ def kl_penalty(
     the reward). Options (the behaviour policy's log-probabilities among them) are listed by
     ``describe(framework, kind)["options"]``; ``kinds(framework)`` lists the kinds.
 
+    ``emulate=True`` (needs torch) evaluates what the framework's code computes instead: its
+    formula as written (e.g. ``exp(l) - 1 - l``, not klest's stable k3), in its dtype and
+    order of operations, with its casts (OpenRLHF's and slime's ``.float()``); the result
+    is a torch tensor in the framework's dtype (see :mod:`klest.rl.emulate`).
+
     >>> import numpy as np
     >>> from klest import rl
     >>> lp, ref = np.log([0.5, 0.2]), np.log([0.25, 0.4])
@@ -216,14 +228,20 @@ def kl_penalty(
     array([0.193147, 0.306853])
     >>> rl.kl_penalty(lp, ref, "k3", framework="openrlhf@0.11.0").round(6)
     array([0.193147, 0.306853])
+    >>> import torch
+    >>> l = torch.tensor([2.0**-8], dtype=torch.bfloat16)  # bf16: (exp(l) - l) - 1 is exactly 0
+    >>> rl.kl_penalty(torch.zeros_like(l), l, "k3", framework="verl", emulate=True)
+    tensor([0.], dtype=torch.bfloat16)
     """
     s = spec(framework, kind)
     if s.unsupported is not None:
         raise NotImplementedError(f"{s.framework}@{s.version} kind {kind!r}: {s.unsupported}")
-    return apply_spec(s, logprob, ref_logprob, **options)
+    return apply_spec(s, logprob, ref_logprob, emulate=emulate, **options)
 
 
-def apply_spec(s: PenaltySpec, logprob: Any, ref_logprob: Any, **options: Any) -> Any:
+def apply_spec(
+    s: PenaltySpec, logprob: Any, ref_logprob: Any, *, emulate: bool = False, **options: Any
+) -> Any:
     """:func:`kl_penalty` for a given :class:`~klest.rl.primitives.PenaltySpec` (a registered
     one, or a variant made with ``dataclasses.replace``, e.g. another importance weight).
 
@@ -245,11 +263,13 @@ def apply_spec(s: PenaltySpec, logprob: Any, ref_logprob: Any, **options: Any) -
             f"framework {s.framework}@{s.version}; accepted options: {allowed}"
         )
     opts = {**accepted, **options}
+    if not isinstance(emulate, bool):
+        raise TypeError(f"emulate must be True or False, got {emulate!r}")
     if s.raw:
+        if emulate:
+            return emulated_penalty(s, logprob, ref_logprob, opts)
         assert s.fn is not None
         return s.fn(logprob, ref_logprob, **opts)
-    arrays = [logprob, ref_logprob, *(opts[k] for k in s.array_options)]
-    ops = get_ops(*arrays)
     try:
         np.broadcast_shapes(np.shape(logprob), np.shape(ref_logprob))
     except ValueError:
@@ -257,6 +277,10 @@ def apply_spec(s: PenaltySpec, logprob: Any, ref_logprob: Any, **options: Any) -
             f"logprob and ref_logprob do not broadcast: shapes {np.shape(logprob)} and "
             f"{np.shape(ref_logprob)}"
         ) from None
+    if emulate:
+        return emulated_penalty(s, logprob, ref_logprob, opts)
+    arrays = [logprob, ref_logprob, *(opts[k] for k in s.array_options)]
+    ops = get_ops(*arrays)
     for k in s.array_options:
         if opts[k] is not None:
             opts[k] = ops.asarray(opts[k])
