@@ -236,3 +236,16 @@ def test_torch_masks_and_their_gradients(route: str) -> None:
 def test_invalid_masks(mask: np.ndarray, match: str) -> None:
     with pytest.raises((TypeError, ValueError), match=match):
         rl.full_kl(np.zeros((2, 3, 5)), np.zeros((2, 3, 5)), mask=mask)
+
+
+def test_every_row_is_computed_whatever_the_chunks(route: str) -> None:
+    """One call over all rows, or chunk by chunk (a conversion or a vocabulary mask): each
+    row's value is its own, computed alone."""
+    a, b = special_rows("float64")
+    alone = np.array([rl.full_kl(a[i], b[i]) for i in range(a.shape[0])])
+    for kwargs in ({}, {"chunk_size": 1}, {"chunk_size": 3}):
+        np.testing.assert_array_equal(rl.full_kl(a, b, **kwargs), alone)
+        half = rl.full_kl(a.astype(np.float16), b.astype(np.float16), **kwargs)
+        np.testing.assert_array_equal(half, [rl.full_kl(x, y) for x, y in zip(
+            a.astype(np.float16).astype(np.float32), b.astype(np.float16).astype(np.float32),
+            strict=True)])  # fmt: skip
