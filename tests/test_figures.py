@@ -193,9 +193,31 @@ def _check_sequence_gradients(frame: pd.DataFrame) -> None:
     assert (unbiased["kl_to_optimum"].abs() < 1e-12).all()
 
 
+def _check_truncation_bias(frame: pd.DataFrame) -> None:
+    """fig14: exact identities of truncated sampling (klest.rl.truncation's closed forms)."""
+    whole = ((frame["rule"] == "top_p") & (frame["value"] == 1.0)) | (
+        (frame["rule"] == "top_k") & (frame["value"] >= 32000)
+    )
+    assert whole.any() and np.allclose(frame.loc[whole, "surviving_mass"], 1.0, rtol=CSV_RTOL)
+    assert np.allclose(frame.loc[whole, "bias_vs_kl_pi_ref"], 0.0, atol=1e-12)
+    top_p = frame[frame["rule"] == "top_p"]  # top-p keeps a mass >= top_p
+    assert (top_p["surviving_mass"] >= top_p["value"] * (1 - CSV_RTOL)).all()
+    assert np.allclose(frame["kl_mu_pi"], -frame["log_surviving_mass"], rtol=CSV_RTOL)
+    kept = frame[frame["mode"] == "kept_mask"]  # k1, k3 unbiased for KL(pi_K||ref_K)
+    assert (kept["target"] == "KL(pi_K||ref_K)").all()
+    assert np.allclose(kept["bias"], 0.0, atol=1e-12)
+    raw = frame[frame["mode"] == "raw"].set_index(["pair", "rule", "value", "estimator"])
+    k1, k3 = raw.xs("k1", level="estimator"), raw.xs("k3", level="estimator")
+    ratio = k1["ref_kept_mass"] / k1["surviving_mass"] - 1.0  # E[k3] - E[k1] = R/S - 1
+    assert np.allclose(k3["mean"] - k1["mean"], ratio, rtol=1e-8, atol=1e-12)
+    flatter = k1.xs("zipf: pi flatter", level="pair")  # the logged k1 goes negative
+    assert (flatter.loc[flatter["surviving_mass"] <= 0.9, "mean"] < 0).all()
+
+
 #: figure -> checks of its data against known values
 CHECKS: dict[str, Callable[[pd.DataFrame], None]] = {
     "fig1_rel_std": _check_kl_sweep,
+    "fig14_truncation_bias": _check_truncation_bias,
     "fig2_rel_bias": _check_kl_sweep,
     "fig3_estimator_curves": _check_curves,
     "fig4_histograms": _check_histograms,

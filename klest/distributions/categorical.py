@@ -11,6 +11,7 @@ from scipy import special
 
 from klest import native as _native
 from klest._special import as_float_or_array
+from klest.distributions import truncation as _truncation
 from klest.distributions.base import (
     REAL,
     UNIT_INTERVAL,
@@ -203,6 +204,41 @@ class Categorical(Distribution):
     @property
     def support(self) -> Support:
         return Support(0.0, float(self.num_categories - 1), discrete=True)
+
+    def truncated(
+        self,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        temperature: float = 1.0,
+        *,
+        convention: str = _truncation.DEFAULT_CONVENTION,
+        ties: str = "keep",
+        min_tokens_to_keep: int = 1,
+    ) -> Categorical:
+        """The distribution an inference engine samples from with these settings: each row
+        tempered (softmax(log p / T)), truncated by min-p / top-k / top-p in the engine's
+        order, renormalised; zeros outside the kept set, same batch shape.
+        ``convention="vllm"`` (default) or ``"hf"`` (Hugging Face ``generate``), ``ties``
+        and ``min_tokens_to_keep`` (HF only) as in :mod:`klest.distributions.truncation`,
+        which documents each rule, its boundary and where the engines differ.
+
+        >>> q = Categorical(probs=[0.5, 0.25, 0.125, 0.125])
+        >>> q.truncated(top_p=0.75).probs.tolist()  # the mass before the 3rd entry is 0.75
+        [0.6666666666666666, 0.3333333333333333, 0.0, 0.0]
+        >>> q.truncated(top_k=3).probs.tolist()  # the tie at the 3rd value is kept
+        [0.5, 0.25, 0.125, 0.125]
+        >>> q.truncated(min_p=0.5, top_p=0.6).probs.tolist()  # vLLM: min-p first
+        [1.0, 0.0, 0.0, 0.0]
+        >>> q.truncated(min_p=0.5, top_p=0.6, convention="hf").probs.round(4).tolist()
+        [0.6667, 0.3333, 0.0, 0.0]
+        """
+        out = _truncation.truncate(
+            self._log_probs, top_k=top_k, top_p=top_p, min_p=min_p, temperature=temperature,
+            convention=convention, ties=ties, min_tokens_to_keep=min_tokens_to_keep,
+            probs=self.probs,
+        )  # fmt: skip
+        return Categorical(logits=out.log_probs)
 
     # ---- log mass, sampling, moments -------------------------------------------------
 

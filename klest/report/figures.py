@@ -31,6 +31,7 @@ from klest.engine.runner import simulate
 from klest.report import figure_data, plots
 from klest.report.claims_sequence import sequence_facts
 from klest.report.plots_rl import plot_for
+from klest.report.plots_truncation import plot_truncation_bias
 from klest.studies.experiment import default_experiments_dir, load_config, run_experiment
 from klest.studies.rl_studies import load_study, run_study
 
@@ -172,6 +173,11 @@ def _study_spec(name: str, caption: str, config: str, title: str) -> FigureSpec:
     return FigureSpec(name, caption, (), data, plot_for, title=title)
 
 
+def _truncation(runs: Runs) -> pd.DataFrame:
+    """The truncation_bias study's frame (exact, about 0.6 s)."""
+    return run_study(load_study(runs.directory / "rl_truncation.toml"))
+
+
 def _sequence_gradients(runs: Runs) -> pd.DataFrame:
     """The sequence_gradients study's frame, shared with the claims (computed once)."""
     return sequence_facts(runs.directory)
@@ -289,6 +295,23 @@ FIGURES: dict[str, FigureSpec] = {
             plot_for,
             title="Sequence-level KL gradients: bias and variance of each configuration "
             "against length",
+        ),
+        FigureSpec(
+            "fig14_truncation_bias",
+            "exact bias E_mu[k] - KL(pi||ref) of the logged KL (k1) and of the k3 penalty when "
+            "the tokens come from vLLM's truncated distribution mu (top_p left, top_k right, "
+            "each alone, T = 1), with the trainer's full-vocabulary log-probs (solid) and "
+            "replayed on the kept set (dashed; both then unbiased for KL(pi_K||ref_K), so k1 "
+            "and k3 coincide), and log S, the bias of the importance log-ratio from the "
+            "engine's renormalised log-probs (grey); one position, V = 32,000, logits "
+            "-s log i (+ h on token 1): 'zipf: pi sharper' pi s = 1.1, ref s = 1.0; 'zipf: pi "
+            "flatter' the reverse; 'peaked' pi s = 1.1, h = 3 (pi(1) = 0.77), ref s = 1.0, "
+            "h = 2.5 (ref(1) = 0.55); symlog axis, linear within +-0.01; config "
+            "experiments/rl_truncation.toml",
+            (),
+            _truncation,
+            plot_truncation_bias,
+            title="Bias of the logged KL (k1) and of the k3 penalty under truncated sampling",
         ),
     )
 }

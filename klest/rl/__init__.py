@@ -6,7 +6,10 @@ Imports ``klest.engine`` and the layers below it (today only ``klest.estimators`
 TRL, slime and NeMo-RL compute per token (clamps, straight-through gradients, importance
 ratios, detached rewards), on numpy arrays or torch tensors with autograd intact.
 ``full_kl(logits, ref_logits)`` is the exact per-position KL(π‖π_ref) from full logits,
-chunked so that a 152k vocabulary over thousands of positions fits in bounded memory.
+chunked so that a 152k vocabulary over thousands of positions fits in bounded memory
+(``mask=`` for padding and masked entries; ``emulate=`` for a framework's own rounding).
+``truncated_pair(logits, ref_logits, top_k=..., top_p=...)`` gives what an inference
+engine's truncated sampling does to the logged KL and to each estimator, exactly.
 torch is optional and never imported by klest: tensors are handled when you pass them.
 
 Conventions: ``logprob`` = log π_θ (the policy, klest's q), ``ref_logprob`` = log π_ref
@@ -37,10 +40,12 @@ from klest.rl.penalty import (
     spec,
     versions,
 )
+from klest.rl.truncation import TruncatedPair, truncated_pair, truncation_sweep
 
 __all__ = [
     "PenaltySpec",
     "Release",
+    "TruncatedPair",
     "apply_spec",
     "describe",
     "frameworks",
@@ -49,5 +54,7 @@ __all__ = [
     "kl_penalty",
     "release",
     "spec",
+    "truncated_pair",
+    "truncation_sweep",
     "versions",
 ]

@@ -15,6 +15,7 @@ sequence_variance          sequence.variance_vs_length           plot_sequence_v
 sequence_estimators        sequence.compare_sequence_estimators  (a table)
 offpolicy_bias             gradients.offpolicy_tables.offpolicy…  plot_offpolicy_bias
 sequence_gradients         sequence.tables (three tables)        plot_sequence_gradients
+truncation_bias            studies.truncation_study              plots_truncation (fig14)
 =========================  ====================================  =============================
 
 Keys shared by all: ``study``, ``name`` (default: the file's stem), ``title``; ``estimators``
@@ -73,6 +74,7 @@ from klest.sequence.tables import (
 )
 from klest.sequence.tables import fixed_point_table as sequence_fixed_point_table
 from klest.studies.checks import ConfigError, _Checker, _suggest
+from klest.studies.truncation_study import parse_truncation, truncation_frame
 
 __all__ = [
     "STUDIES",
@@ -323,6 +325,7 @@ _PARSERS: dict[str, Callable[[_Checker], dict[str, Any]]] = {
     "sequence_estimators": lambda k: _sequence_models(k, lengths=False),
     "offpolicy_bias": _offpolicy,
     "sequence_gradients": _sequence_gradients,
+    "truncation_bias": parse_truncation,
 }
 STUDIES: tuple[str, ...] = tuple(_PARSERS)
 
@@ -451,6 +454,8 @@ def _run_study(study: Study) -> pd.DataFrame:
         return fixed_point_table(s["reward"], s["ref_logits"], s["betas"], **grad)
     if kind == "sequence_gradients":
         return _sequence_frame(s)
+    if kind == "truncation_bias":
+        return truncation_frame(s)
     if kind == "offpolicy_bias":
         return offpolicy_bias_table(s["logits"], s["ref_logits"], s["direction"],
                                     kl_targets=s["kl_targets"], releases=s["releases"])  # fmt: skip
