@@ -249,3 +249,12 @@ def test_every_row_is_computed_whatever_the_chunks(route: str) -> None:
         np.testing.assert_array_equal(half, [rl.full_kl(x, y) for x, y in zip(
             a.astype(np.float16).astype(np.float32), b.astype(np.float16).astype(np.float32),
             strict=True)])  # fmt: skip
+
+
+def test_never_negative_where_rounding_overshoots(route: str) -> None:
+    """Identical uniform rows with logits 1 against 1.6e-151: c rounds to -1 and the second
+    word of b - a leaves t = 1.6e-151, S and the correction are both ~1e-302, and their
+    difference rounded to -2.59e-318 (found by hypothesis in tests/test_rl_topk.py)."""
+    a, b = np.ones((1, 7)), np.full((1, 7), 1.61534745e-151)
+    assert rl.full_kl(a, b).tolist() == [0.0]
+    assert rl.full_kl(torch.tensor(a), torch.tensor(b)).tolist() == [0.0]

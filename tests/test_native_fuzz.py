@@ -393,6 +393,30 @@ def fuzz_native_block_stats() -> None:
 
 # ---- the tests (run in pytest) ------------------------------------------------------------
 
+
+def fuzz_native_full_kl() -> None:
+    from klest import native as _native
+
+    if _native.full_kl_rows is None:  # KLEST_NATIVE=0: no compiled full_kl to reach
+        return
+    names = st.sampled_from(["float64", "float32", "bfloat16", "float16", 3, "x"])
+
+    @fuzz
+    @given(st.data())
+    def body(data: st.DataObject) -> None:
+        a = data.draw(array_likes())
+        b = data.draw(st.one_of(st.just(a), array_likes()))
+        dtype = data.draw(names)
+        keep = data.draw(st.none() | array_likes())
+        row_keep = data.draw(st.none() | array_likes())
+        ok, got = clean(lambda: _native.full_kl_rows(a, b, dtype, keep, row_keep))
+        if ok:
+            out, status = got
+            assert out.shape == status.shape == (np.shape(a)[0],)
+
+    body()
+
+
 BODIES = [
     "fuzz_categorical_inverse_cdf",
     "fuzz_native_inverse_cdf",
@@ -402,6 +426,7 @@ BODIES = [
     "fuzz_accumulator",
     "fuzz_native_accumulate",
     "fuzz_native_block_stats",
+    "fuzz_native_full_kl",
 ]
 
 #: runs the named bodies one after another, a JSON line each on stdout ("start" first, so

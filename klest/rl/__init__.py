@@ -10,6 +10,9 @@ chunked so that a 152k vocabulary over thousands of positions fits in bounded me
 (``mask=`` for padding and masked entries; ``emulate=`` for a framework's own rounding).
 ``truncated_pair(logits, ref_logits, top_k=..., top_p=...)`` gives what an inference
 engine's truncated sampling does to the logged KL and to each estimator, exactly.
+``topk_kl(logits, ref_logits, k, form=..., direction=...)``: verl's and NeMo-RL's top-k
+distillation KLs and a top-k-plus-tail-bucket form; ``topk_kl_bias``: their exact bias
+against ``full_kl`` with proven bounds.
 torch is optional and never imported by klest: tensors are handled when you pass them.
 
 Conventions: ``logprob`` = log π_θ (the policy, klest's q), ``ref_logprob`` = log π_ref
@@ -40,11 +43,13 @@ from klest.rl.penalty import (
     spec,
     versions,
 )
+from klest.rl.topk import TopKBias, topk_kl, topk_kl_bias
 from klest.rl.truncation import TruncatedPair, truncated_pair, truncation_sweep
 
 __all__ = [
     "PenaltySpec",
     "Release",
+    "TopKBias",
     "TruncatedPair",
     "apply_spec",
     "describe",
@@ -54,6 +59,8 @@ __all__ = [
     "kl_penalty",
     "release",
     "spec",
+    "topk_kl",
+    "topk_kl_bias",
     "truncated_pair",
     "truncation_sweep",
     "versions",

@@ -71,6 +71,7 @@ def kl_rows(ops: Any, a: Any, b: Any, two_word: bool, keep: Any = None) -> tuple
     gap = ops.where(usual, p * em, r - p)
     total, g = ops.sum_last(terms)[..., 0], ops.sum_last(gap)[..., 0]
     kl = ops.where(total < math.inf, total - _log1p_gap(ops, g), total)
+    kl = ops.where(kl < 0, 0.0, kl)  # S >= KL >= 0: a rounding below 0 is 0 (NaN stays)
     return kl, t, p, r
 
 

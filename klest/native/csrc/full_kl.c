@@ -15,7 +15,8 @@
  * sum S(c) = sum_v p_v k3(d_v - c) only at second order: S is convex in c with its minimum
  * at the exact c, where it equals KL, and S(c) - KL = k3(c* - c) with c* - c = log1p(G),
  * G = sum_v p_v expm1(t_v) (zero at the exact c), accumulated in the same pass; the kernel
- * returns S - k3(log1p(G)) (G - log1p(G), by series for |G| < 1e-3).
+ * returns S - k3(log1p(G)) (G - log1p(G), by series for |G| < 1e-3), or 0 where rounding
+ * takes that below 0 (S >= KL >= 0).
  *
  * Pass 1: the row maxima (and the test for NaN or +inf: such a row's KL is NaN, ROW_NONFINITE).
  * Pass 2: e_v = exp(a_v - max a) (kept in `work`), sum e_v, sum exp(b_v - max b).
@@ -222,7 +223,8 @@ KLEST_INLINE void tail_terms(const void *a, const void *b, const uint8_t *keep, 
         double total = 0.0, gap = 0.0;                                                      \
         for (int u = 0; u < W; u++) total += s[u], gap += g[u];                             \
         tail_terms(a, b, keep, i, n, DT, work, inv_a, c, max_b, inv_b, &total, &gap);       \
-        *out = total < INFINITY ? total - log1p_gap(gap) : total;                           \
+        double kl = total < INFINITY ? total - log1p_gap(gap) : total;                     \
+        *out = kl < 0.0 ? 0.0 : kl; /* S >= KL >= 0: a rounding below 0 is 0 */            \
         return ROW_OK;                                                                      \
     }
 
