@@ -258,3 +258,23 @@ def test_never_negative_where_rounding_overshoots(route: str) -> None:
     a, b = np.ones((1, 7)), np.full((1, 7), 1.61534745e-151)
     assert rl.full_kl(a, b).tolist() == [0.0]
     assert rl.full_kl(torch.tensor(a), torch.tensor(b)).tolist() == [0.0]
+
+
+def test_emulate_is_the_plain_formula_in_that_dtype() -> None:
+    """full_kl(emulate=...) is klest.rl.emulate.emulated_full_kl: numpy in, numpy out;
+    True takes the logits' own dtype. bf16 rounds a KL of 2e-5 to 0 or worse, while the
+    exact value keeps it."""
+    from klest.rl import emulate
+
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((3, 512)).astype(np.float32)
+    b = a + np.float32(0.005) * rng.standard_normal((3, 512)).astype(np.float32)
+    got = rl.full_kl(a, b, emulate="bfloat16", emulate_chunk=128)
+    want = emulate.emulated_full_kl(a, b, dtype="bfloat16", chunk=128).numpy()
+    assert isinstance(got, np.ndarray) and np.array_equal(got, want)
+    assert np.array_equal(rl.full_kl(a, b, emulate=True), emulate.emulated_full_kl(
+        a, b, dtype="float32").numpy())  # fmt: skip
+    exact = rl.full_kl(a, b)
+    assert np.all(np.abs(got - exact) > 0.1 * exact)  # bf16's rounding dominates the value
+    t = rl.full_kl(torch.from_numpy(a), torch.from_numpy(b), emulate=torch.float16)
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.float64
