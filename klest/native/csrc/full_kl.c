@@ -200,14 +200,14 @@ KLEST_INLINE void tail_terms(const void *a, const void *b, const uint8_t *keep, 
             }                                                                               \
             VD em = expm1_vector_##SUFFIX(t);                                               \
             VD k3 = em - t;                                                                 \
+            /* the series of k3 near 0, always computed and selected: a branch on it would \
+             * be mispredicted in about every other vector (|t| < 0.01 is common) */        \
             VL direct = k3 >= KLEST_K3_SWITCH;                                              \
-            if (!ALL(direct)) {                                                             \
-                VD series = ((((((((1.0 / 362880.0) * t + (1.0 / 40320.0)) * t +            \
-                                 (1.0 / 5040.0)) * t + (1.0 / 720.0)) * t +                 \
-                               (1.0 / 120.0)) * t + (1.0 / 24.0)) * t +                     \
-                             (1.0 / 6.0)) * t + 0.5) * t * t;                               \
-                k3 = (VD)KLEST_SELECT(VL, direct, k3, series);                              \
-            }                                                                               \
+            VD series = ((((((((1.0 / 362880.0) * t + (1.0 / 40320.0)) * t +                \
+                             (1.0 / 5040.0)) * t + (1.0 / 720.0)) * t +                     \
+                           (1.0 / 120.0)) * t + (1.0 / 24.0)) * t +                         \
+                         (1.0 / 6.0)) * t + 0.5) * t * t;                                   \
+            k3 = (VD)KLEST_SELECT(VL, direct, k3, series);                                  \
             VD term = p * k3, gterm = p * em;                                               \
             VL usual = (p != zero) & (em != pinf);                                          \
             if (!ALL(usual)) {                                                              \
