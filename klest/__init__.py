@@ -11,8 +11,9 @@ x ~ q and compare with p; ``log_ratio = log p(x) - log q(x)`` and r = p(x)/q(x).
 1.417
 """
 
-from klest import _moved, estimators, gradients, rl, sequence  # noqa: F401  (none loads torch)
+from klest import _moved, diagnostics, estimators, gradients, rl, sequence  # noqa: F401  (none loads torch)
 from klest._version import __version__ as __version__
+from klest.diagnostics import diagnose
 from klest.distributions import *  # noqa: F403
 from klest.distributions import __all__ as _distribution_names
 from klest.divergence import KLResult, kl, kl_result, register_kl
@@ -21,6 +22,7 @@ from klest.errors import NoExactMethodError, NoKLMethodError
 from klest.exact import ExactMoments, exact_moments
 
 __all__ = [
+    "diagnose",
     *_distribution_names,
     "ConvergenceWarning",
     "ExactMoments",

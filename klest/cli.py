@@ -289,6 +289,34 @@ def _figures(args: argparse.Namespace) -> int:
     return figures_command(args)
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    """``klest diagnose``: :func:`klest.diagnostics.diagnose`, then report.md, summary.json
+    and figures in ``--out`` (:func:`klest.report.diagnosis_files.write_diagnosis`)."""
+    # deferred: pyarrow / torch for their log formats
+    from klest.diagnostics import diagnose
+
+    # deferred: loads matplotlib
+    from klest.report.diagnosis_files import REPORT_COLUMNS, write_diagnosis
+
+    if not os.path.exists(args.logs):
+        raise CommandError(f"{args.logs}: no such file")
+    try:
+        diagnosis = diagnose(args.logs, frameworks=tuple(args.framework),
+                             chunk_rows=args.chunk_rows)  # fmt: skip
+    except (ValueError, TypeError, ImportError) as err:
+        raise CommandError(str(err).strip().splitlines()[0]) from None
+    summary = diagnosis.summary
+    columns = [c for c in REPORT_COLUMNS if c in summary.columns and c != "verdict"]
+    print(summary[columns].to_string(index=False))
+    print(diagnosis.recommendation)
+    try:
+        paths = write_diagnosis(diagnosis, args.out, source=args.logs)
+    except OSError as err:
+        raise CommandError(f"cannot write {err.filename or args.out}: {err.strerror}") from None
+    print(f"klest: wrote {', '.join(p.name for p in paths)} in {args.out}/", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="klest",
@@ -326,6 +354,20 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1)
     figures.add_argument("--only", metavar="NAME", help="one figure (e.g. fig1_rel_std) or claims")
     figures.set_defaults(handler=_figures)
+    diag = commands.add_parser(
+        "diagnose",
+        help="diagnose a run's logged log-probabilities: KL by every estimator with clustered "
+        "standard errors, tail k-hat, mismatch; writes report.md, summary.json, figures",
+    )
+    diag.add_argument("logs", metavar="LOGS", help="token logs: .parquet, .npz, .pt or .jsonl")
+    diag.add_argument("--out", default="diagnosis", metavar="DIR", help="default: diagnosis/")
+    diag.add_argument(
+        "--framework", action="append", default=[], metavar="FW:KIND",
+        help="also a framework's penalty, e.g. verl:low_var_kl or openrlhf@0.11.0:k3 (repeat)",
+    )  # fmt: skip
+    diag.add_argument("--chunk-rows", type=_positive_int, default=1_000_000, metavar="N",
+                      help="tokens read at a time (default 1,000,000)")  # fmt: skip
+    diag.set_defaults(handler=_diagnose)
     return parser
 
 
