@@ -10,12 +10,14 @@ sd ≈ (1 + k)/√M ≈ 0.045, plus the slowly varying factor's pre-asymptotic b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from klest.diagnostics.diagnosis import diagnose
 from klest.diagnostics.synthetic import expected_length, tabular_log
-from klest.diagnostics.validation import CASES, validation_table
+from klest.diagnostics.validation import CASES, markdown, validation_table
 from klest.sequence import TabularAR, sequence_kl
 
 
@@ -67,3 +69,9 @@ def test_mismatch_kl_against_the_dp():
 def test_cases_are_named_once():
     names = [c.name for c in CASES]
     assert len(set(names)) == len(names)
+
+
+def test_the_committed_table_is_regenerated(table):
+    """docs/diagnose_validation.md holds exactly what validation_table() prints."""
+    doc = Path(__file__).resolve().parents[1] / "docs" / "diagnose_validation.md"
+    assert markdown(table).strip() in doc.read_text(encoding="utf-8")

@@ -47,7 +47,7 @@ def _adjusted(command: str, tmp_path: Path) -> list[str]:
     args = shlex.split(command)
     if args[0] == "klest":
         args[0] = str(BIN / "klest")
-        if args[1] in ("run", "figures"):
+        if args[1] in ("run", "figures", "diagnose"):
             args += ["--out", str(tmp_path / "out")]
         if args[1] == "figures":
             args += ["--only", "fig1_rel_std", "--n", "20000"]
