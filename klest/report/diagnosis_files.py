@@ -1,8 +1,10 @@
 """``klest diagnose LOGS --out DIR``: a :class:`klest.diagnostics.Diagnosis` written out as
 ``report.md`` (the summary table, verdicts, mismatch, recommendation), ``summary.json``
 (:meth:`Diagnosis.to_json`) and figures (``histograms.png``/``.pdf``: l and each
-estimator's per-token values; ``tail.png``/``.pdf``: the largest ratios with the fitted
-Pareto tail). Every file is written atomically (a temporary file, then a rename).
+estimator's per-token values; ``tail.png``/``.pdf``: the largest ratios r with the fitted
+Pareto tail; ``tail_rho_rollout`` / ``tail_rho_old``: the same for the importance weights
+ρ = π/μ when the logs have ``rollout_logprob`` / ``old_logprob``). Every file is written
+atomically (a temporary file, then a rename).
 
 >>> import tempfile
 >>> import numpy as np, pandas as pd
@@ -83,6 +85,9 @@ def diagnosis_markdown(diagnosis: Any, *, source: str = "") -> str:
         lines.append("")
     lines += ["## Recommendation", "", diagnosis.recommendation, ""]
     lines += ["## Figures", "", "![histograms](histograms.png)", "", "![tail](tail.png)", ""]
+    for weight in ("rollout", "old"):
+        if diagnosis.tail.get(f"rho_{weight}"):
+            lines += [f"![rho tail](tail_rho_{weight}.png)", ""]
     return "\n".join(lines)
 
 
@@ -104,4 +109,9 @@ def write_diagnosis(diagnosis: Any, out: str | Path, *, source: str = "") -> lis
     paths.append(_atomic(directory / "report.md", lambda tmp: tmp.write_text(md, "utf-8")))
     paths += _figure(plot_histograms(diagnosis.samples), directory, "histograms")
     paths += _figure(plot_tail(diagnosis.tail), directory, "tail")
+    for weight in ("rollout", "old"):  # the importance weights' tails, when logged
+        tail = diagnosis.tail.get(f"rho_{weight}")
+        if tail is not None and len(tail.get("values", ())):
+            title = f"tail of rho = pi / mu ({weight} log-probs): k̂ < 0.5, finite variance"
+            paths += _figure(plot_tail(tail, title=title), directory, f"tail_rho_{weight}")
     return paths
