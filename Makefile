@@ -40,8 +40,8 @@ demo: $(VENV)/.installed
 	$(BIN)/klest demo
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check klest tests benchmarks setup.py
-	$(BIN)/ruff format --check klest tests benchmarks setup.py
+	$(BIN)/ruff check klest tests benchmarks examples setup.py
+	$(BIN)/ruff format --check klest tests benchmarks examples setup.py
 	$(BIN)/lint-imports --no-cache --no-logo
 
 # both lanes, in this order (one .venv is enough for lint; the README test's `make demo` uses it).
@@ -80,7 +80,7 @@ notebooks: $(VENV)/.installed-dev
 	$(BIN)/python notebooks/run_notebooks.py
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff format klest tests benchmarks setup.py
+	$(BIN)/ruff format klest tests benchmarks examples setup.py
 	$(BIN)/ruff check --fix klest tests benchmarks setup.py
 
 clean:

@@ -23,6 +23,7 @@ NOTEBOOKS = [
     "03_language_model_tokens.ipynb",
     "04_gradients.ipynb",
     "05_sequence_gradients.ipynb",
+    "06_diagnose_a_run.ipynb",
 ]
 CELL_TIMEOUT = 120  # seconds per cell with the fast sizes (each notebook takes a few seconds)
 
@@ -41,7 +42,7 @@ def _outputs(nb: nbformat.NotebookNode) -> list[dict]:
     return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
 
 
-def test_runner_finds_exactly_the_five_notebooks() -> None:
+def test_runner_finds_exactly_the_six_notebooks() -> None:
     assert [path.name for path in _runner().notebooks()] == NOTEBOOKS
 
 
