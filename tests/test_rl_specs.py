@@ -954,7 +954,8 @@ def _mirror(repository: str) -> Path:
     if not MIRROR.is_dir():
         pytest.skip(f"{MIRROR} (git snapshots of the frameworks) is absent: CI has none")
     repo = MIRROR / repository.replace("/", "+") / "repo"
-    assert repo.is_dir(), f"{repo} missing from the mirror"
+    if not repo.is_dir():  # a machine's mirror holds the snapshots fetched on it, maybe none
+        pytest.skip(f"{repo} is not fetched here: fetch github:{repository} to check it")
     return repo
 
 
