@@ -42,6 +42,7 @@ from klest.gradients import (
 from klest.gradients.coefficients import DIFFERENTIABLE
 from klest.gradients.fixed_point import (
     _linearly_stable,
+    _log_softmax,
     forward_kl_optimum,
     greedy_policy,
     reverse_kl_optimum,
@@ -384,6 +385,16 @@ def test_k3_as_reward_collapses_to_the_greedy_policy():
     # grows as it becomes rarer, and the flow leaves the simplex's interior
     fp = fixed_point(R, Z_REF, 0.5, estimator="k3", placement="reward")
     assert fp.status == "boundary" and fp.objective == "unregularised"
+
+
+def test_fixed_point_log_softmax_is_scipys_bit_for_bit():
+    """The flow's own log-softmax (no array-API dispatch) gives scipy's bits, -inf included."""
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        z = rng.standard_normal(int(rng.integers(2, 9))) * rng.choice([1e-3, 1.0, 30.0, 800.0])
+        if rng.random() < 0.2:
+            z[0] = -np.inf
+        np.testing.assert_array_equal(_log_softmax(z), log_softmax(z))
 
 
 def test_fixed_point_validation():
