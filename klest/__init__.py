@@ -11,9 +11,10 @@ x ~ q and compare with p; ``log_ratio = log p(x) - log q(x)`` and r = p(x)/q(x).
 1.417
 """
 
-from klest import _moved, diagnostics, estimators, gradients, rl, sequence  # noqa: F401  (none loads torch)
+import importlib
+
+from klest import _moved, estimators
 from klest._version import __version__ as __version__
-from klest.diagnostics import diagnose
 from klest.distributions import *  # noqa: F403
 from klest.distributions import __all__ as _distribution_names
 from klest.divergence import KLResult, kl, kl_result, register_kl
@@ -22,7 +23,7 @@ from klest.errors import NoExactMethodError, NoKLMethodError
 from klest.exact import ExactMoments, exact_moments
 
 __all__ = [
-    "diagnose",
+    "diagnose",  # noqa: F405  (served lazily by __getattr__)
     *_distribution_names,
     "ConvergenceWarning",
     "ExactMoments",
@@ -42,6 +43,16 @@ __all__ = [
 _moved.install()
 
 
+#: subpackages imported on first use (``klest.rl``, ...), so that ``import klest`` stays light:
+#: the engine's processes never load pandas, pyarrow or arviz-stats for them
+LAZY_SUBPACKAGES = ("diagnostics", "gradients", "rl", "sequence")
+
+
 def __getattr__(name: str) -> object:
-    """``klest.tables`` and the other moved modules, by attribute (DeprecationWarning)."""
+    """The lazy subpackages, ``klest.diagnose``, and ``klest.tables`` and the other moved
+    modules, by attribute (DeprecationWarning)."""
+    if name in LAZY_SUBPACKAGES:
+        return importlib.import_module(f"klest.{name}")
+    if name == "diagnose":
+        return importlib.import_module("klest.diagnostics").diagnose
     return _moved.attribute(name)

@@ -22,10 +22,10 @@ from __future__ import annotations
 import math
 import platform
 from dataclasses import dataclass, field
-from typing import Any
+from importlib.metadata import version as _installed_version
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import scipy
 
 from klest import estimators as _estimators
@@ -33,6 +33,9 @@ from klest._version import __version__
 from klest.engine.error_bars import OK, diagnose
 from klest.engine.moments import Moments
 from klest.engine.plan import RunPlan, stream_versions
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: `import klest` never loads it
+    import pandas as pd
 
 __all__ = ["ConvergenceWarning", "SimulationResult", "software_versions"]
 
@@ -55,7 +58,7 @@ def software_versions() -> dict[str, str]:
         "klest": __version__,
         **stream_versions(),
         "scipy": scipy.__version__,
-        "pandas": pd.__version__,
+        "pandas": _installed_version("pandas"),
         "python": platform.python_version(),
     }
 
@@ -227,6 +230,9 @@ class SimulationResult:
                     ),
                 }
             rows.append(row)
+        # deferred: pandas (and the pyarrow it loads) only where a frame is made
+        import pandas as pd
+
         return pd.DataFrame(rows).set_index("estimator", drop=False)
 
     # ---- paired comparisons -----------------------------------------------------------
@@ -252,6 +258,9 @@ class SimulationResult:
             diagonal = [self._moments(k)["var"] for k in range(len(labels))]
             cov = np.full_like(cov, math.nan)
             np.fill_diagonal(cov, diagonal)
+        # deferred: pandas (and the pyarrow it loads) only where a frame is made
+        import pandas as pd
+
         return pd.DataFrame(cov, index=labels, columns=labels)
 
     def difference(self, a: str, b: str) -> tuple[float, float]:
