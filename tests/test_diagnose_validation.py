@@ -10,6 +10,8 @@ sd ≈ (1 + k)/√M ≈ 0.045, plus the slowly varying factor's pre-asymptotic b
 
 from __future__ import annotations
 
+import re
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +73,32 @@ def test_cases_are_named_once():
     assert len(set(names)) == len(names)
 
 
+#: the columns that hold a PSIS fit: arviz-stats releases differ in the fit of heavily tied
+#: tails (the Zipf and TabularAR rows: 0.5.0 and 0.8.0 differ in the third decimal)
+KHAT_COLUMNS = ("k̂ (k3)", "k̂ (r)")
+
+
+def _rows(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|")]  # fmt: skip
+
+
 def test_the_committed_table_is_regenerated(table):
-    """docs/diagnose_validation.md holds exactly what validation_table() prints."""
-    doc = Path(__file__).resolve().parents[1] / "docs" / "diagnose_validation.md"
-    assert markdown(table).strip() in doc.read_text(encoding="utf-8")
+    """docs/diagnose_validation.md holds exactly what validation_table() prints, with the
+    arviz-stats release it names; with another release, every cell but the k̂ fits (the
+    estimates, SEs, exact values and verdicts) is still exactly what it prints."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "diagnose_validation.md").read_text(
+        encoding="utf-8"
+    )
+    generated_with = re.search(r"generated with arviz-stats (\S+?)[ ,;:)]", doc)
+    assert generated_with, "the doc names the arviz-stats release it was generated with"
+    printed = markdown(table).strip()
+    if generated_with.group(1) == version("arviz-stats"):
+        assert printed in doc
+        return
+    mine, theirs = _rows(printed), _rows(doc)
+    assert len(mine) == len(theirs) and mine[0] == theirs[0]
+    keep = [i for i, name in enumerate(mine[0]) if name not in KHAT_COLUMNS]
+    assert len(keep) == len(mine[0]) - len(KHAT_COLUMNS)
+    for a, b in zip(mine, theirs, strict=True):
+        assert [a[i] for i in keep] == [b[i] for i in keep]
