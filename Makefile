@@ -12,9 +12,6 @@ BIN_MIN         := $(VENV_MIN)/bin
 MIN_CONSTRAINTS := ci/constraints-min.txt
 # pytest-xdist processes per lane (the lanes run one after the other)
 WORKERS ?= 2
-# pip byte-compiles every installed file (torch's and transformers' thousands) unless told not
-# to: about 70 s per venv here; Python compiles the modules it imports when it first imports them
-PIP_INSTALL = -m pip install --quiet --no-compile
 
 .PHONY: demo test test-newest test-lowest lint format clean
 
@@ -23,11 +20,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py $(wildcard klest/native/csrc/*)
-	$(BIN)/python $(PIP_INSTALL) -e .
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml setup.py $(wildcard klest/native/csrc/*)
-	$(BIN)/python $(PIP_INSTALL) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
 $(BIN_MIN)/python:
@@ -36,7 +33,7 @@ $(BIN_MIN)/python:
 
 $(VENV_MIN)/.installed-dev: $(BIN_MIN)/python pyproject.toml setup.py $(MIN_CONSTRAINTS) \
 		$(wildcard klest/native/csrc/*)
-	$(BIN_MIN)/python $(PIP_INSTALL) --constraint $(MIN_CONSTRAINTS) -e ".[dev]"
+	$(BIN_MIN)/python -m pip install --quiet --constraint $(MIN_CONSTRAINTS) -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.installed
