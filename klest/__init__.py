@@ -56,3 +56,8 @@ def __getattr__(name: str) -> object:
     if name == "diagnose":
         return importlib.import_module("klest.diagnostics").diagnose
     return _moved.attribute(name)
+
+
+def __dir__() -> list[str]:
+    """The module's names and the lazy ones (tab completion shows ``klest.rl`` before use)."""
+    return sorted({*globals(), *LAZY_SUBPACKAGES, "diagnose"})

@@ -34,6 +34,7 @@ def test_lazy_subpackages_and_diagnose_are_attributes_of_klest() -> None:
         "import json, klest\n"
         "names = [klest.rl.__name__, klest.gradients.__name__, klest.sequence.__name__,"
         " klest.diagnostics.__name__, klest.diagnose.__module__]\n"
+        "assert {'rl', 'gradients', 'sequence', 'diagnostics', 'diagnose'} <= set(dir(klest))\n"
         "print(json.dumps(names))"
     )
     assert got == ["klest.rl", "klest.gradients", "klest.sequence", "klest.diagnostics",
