@@ -16,7 +16,7 @@ the log-ratio l = ref_logprob - logprob over the counted tokens, and reports the
 throughput and the peak resident memory (``VmHWM`` of /proc/self/status, reset through
 ``/proc/self/clear_refs`` after the imports): the absolute peak (the figure the target is
 about: interpreter, numpy, pandas and pyarrow included) and the part beyond the imports.
-``--diagnose`` times ``klest.diagnostics.diagnose(path)`` the same way when it exists.
+``--diagnose`` times ``klest.diagnostics.diagnose(path)`` the same way.
 """
 
 from __future__ import annotations
@@ -30,19 +30,6 @@ import tempfile
 import time
 
 TARGET_SECONDS, TARGET_MB = 30.0, 500.0
-
-
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def _parts(tokens: int, rows: int, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -83,20 +70,15 @@ def _one_core() -> None:
 def run_case(case: str, path: str, chunk_rows: int) -> dict:
     _one_core()
     import numpy as np
+    from machine import reset_peak, rss_mb  # this script's directory is on sys.path
 
     from klest.diagnostics import iter_chunks
 
     fn = None
-    if case == "diagnose":
-        try:
-            from klest.diagnostics import diagnose as fn
-        except ImportError:
-            try:  # before the lead exports it from klest.diagnostics
-                from klest.diagnostics.diagnosis import diagnose as fn
-            except ImportError:
-                return {"available": False}
-    base = _rss_mb("VmRSS")
-    _reset_peak()
+    if case == "diagnose":  # its imports only in its own process: the read case stays lean
+        from klest.diagnostics import diagnose as fn
+    base = rss_mb("VmRSS")
+    reset_peak()
     start = time.perf_counter()
     if fn is not None:
         result = fn(path, chunk_rows=chunk_rows)
@@ -110,8 +92,8 @@ def run_case(case: str, path: str, chunk_rows: int) -> dict:
             total += float(np.sum(chunk.log_ratio[keep]))
         extra = {"tokens": n, "counted": counted, "mean_l": total / counted}
     seconds = time.perf_counter() - start
-    peak = _rss_mb("VmHWM")
-    return {"available": True, "seconds": seconds, "peak_mb": peak, "extra_mb": peak - base,
+    peak = rss_mb("VmHWM")
+    return {"seconds": seconds, "peak_mb": peak, "extra_mb": peak - base,
             "base_mb": base, **extra}  # fmt: skip
 
 
@@ -157,9 +139,6 @@ def main() -> None:
         cases = ["read", "diagnose"] if args.diagnose else ["read"]
         for case in cases:
             r = _measure(case, path, args.chunk_rows)
-            if not r["available"]:
-                print(f"  {case:8s} klest.diagnostics.diagnose is not importable: skipped")
-                continue
             label = "iter_chunks (read + validate)" if case == "read" else "klest.diagnose"
             scale = 1e7 / tokens
             met = r["seconds"] * scale <= TARGET_SECONDS and r["peak_mb"] <= TARGET_MB

@@ -32,19 +32,6 @@ import time
 VOCAB = 152_064
 
 
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
 def _inputs(backend: str, dtype: str, positions: int):  # type: ignore[no-untyped-def]
     """a = 3 N(0, 1), b = a + 0.1 N(0, 1), filled 64 rows at a time (no large temporary)."""
     import numpy as np
@@ -76,6 +63,7 @@ def plain_formula(a, b):  # type: ignore[no-untyped-def]
 
 def run_case(case: str, dtype: str, positions: int, repeats: int) -> dict:
     import torch
+    from machine import reset_peak, rss_mb  # this script's directory is on sys.path
 
     import klest
 
@@ -85,8 +73,8 @@ def run_case(case: str, dtype: str, positions: int, repeats: int) -> dict:
     if case == "torch":
         a.requires_grad_(True)
     fn = plain_formula if case == "plain" else klest.rl.full_kl
-    _reset_peak()
-    base = _rss_mb("VmRSS")
+    reset_peak()
+    base = rss_mb("VmRSS")
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -95,7 +83,7 @@ def run_case(case: str, dtype: str, positions: int, repeats: int) -> dict:
         seconds.append(time.perf_counter() - start)
     result = {
         "seconds": min(seconds),
-        "extra_peak_mb": _rss_mb("VmHWM") - base,
+        "extra_peak_mb": rss_mb("VmHWM") - base,
         "input_mb": input_mb,
         "mean_kl": float(out.detach().float().mean() if hasattr(out, "detach") else out.mean()),
         "threads": torch.get_num_threads(),
@@ -105,7 +93,7 @@ def run_case(case: str, dtype: str, positions: int, repeats: int) -> dict:
         out.float().sum().backward()
         result["backward_seconds"] = time.perf_counter() - start
         grad_mb = a.grad.numel() * a.grad.element_size() / 2**20
-        result["extra_peak_backward_mb"] = _rss_mb("VmHWM") - base - grad_mb
+        result["extra_peak_backward_mb"] = rss_mb("VmHWM") - base - grad_mb
     return result
 
 

@@ -25,6 +25,22 @@ def best_of(repeats: int, fn) -> float:
     return min(times)
 
 
+def rss_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status in MB: "VmRSS" (resident now)
+    or "VmHWM" (the peak since start, or since :func:`reset_peak`)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak() -> None:
+    """Reset this process's VmHWM to its current resident size (Linux: /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
