@@ -60,10 +60,16 @@ from typing import Any
 import numpy as np
 
 from klest import native
-from klest.errors import check_integer
 from klest.rl._backend import NUMPY, TorchOps, get_ops, is_tensor
 from klest.rl.emulate import emulated_full_kl
-from klest.rl.full_rows import DIRECTIONS, kl_rows, torch_function, validate
+from klest.rl.full_rows import (
+    DIRECTIONS,
+    kl_rows,
+    pair_shape,
+    rows_per_chunk,
+    torch_function,
+    validate,
+)
 
 __all__ = ["DIRECTIONS", "full_kl"]
 
@@ -76,24 +82,6 @@ _NATIVE_ROWS = native.full_kl_rows
 _ROW_OK, _ROW_SKIPPED = 0, 4
 #: element types the compiled kernel reads as they are
 _NATIVE_KINDS = ("float64", "float32", "bfloat16")
-
-
-def _rows_per_chunk(chunk_size: int | None, vocab: int) -> int:
-    if chunk_size is None:
-        return max(1, CHUNK_ELEMENTS // vocab)
-    return check_integer("chunk_size", chunk_size, minimum=1)
-
-
-def _check(logits: Any, ref_logits: Any) -> tuple[tuple[int, ...], int]:
-    shape, ref_shape = tuple(np.shape(logits)), tuple(np.shape(ref_logits))
-    if shape != ref_shape:
-        raise ValueError(
-            f"full_kl: logits and ref_logits must have the same shape (..., V), got {shape} "
-            f"and {ref_shape}"
-        )
-    if len(shape) == 0 or shape[-1] == 0:
-        raise ValueError(f"full_kl: logits need a non-empty last (vocabulary) axis, got {shape}")
-    return shape[:-1], shape[-1]
 
 
 class _Masks:
@@ -354,8 +342,8 @@ def full_kl(
         raise ValueError(
             f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}; got {nonfinite!r}"
         )
-    lead, vocab = _check(logits, ref_logits)
-    rows = _rows_per_chunk(chunk_size, vocab)
+    lead, vocab = pair_shape(logits, ref_logits, "full_kl")
+    rows = rows_per_chunk(chunk_size, vocab, CHUNK_ELEMENTS)
     swap = DIRECTIONS[direction]
     a, b = (ref_logits, logits) if swap else (logits, ref_logits)
     names = ("ref_logits", "logits") if swap else ("logits", "ref_logits")

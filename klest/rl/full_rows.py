@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from klest.errors import check_integer
 from klest.rl._backend import TorchOps, is_tensor
 
-__all__ = ["DIRECTIONS", "kl_rows", "torch_function", "validate"]
+__all__ = ["DIRECTIONS", "kl_rows", "pair_shape", "rows_per_chunk", "torch_function", "validate"]
 
 #: full_kl's ``direction`` strings -> whether the arguments are swapped (KL(ref||pi))
 DIRECTIONS = {
@@ -28,6 +29,28 @@ DIRECTIONS = {
     "KL(ref||pi)": True,
     "KL(p||q)": True,
 }
+
+
+def pair_shape(logits: Any, ref_logits: Any, what: str) -> tuple[tuple[int, ...], int]:
+    """(leading shape, V) of two logit arrays of one shape (..., V) with V >= 1; ``what``
+    (the calling function's name) opens the error message."""
+    shape, ref_shape = tuple(np.shape(logits)), tuple(np.shape(ref_logits))
+    if shape != ref_shape:
+        raise ValueError(
+            f"{what}: logits and ref_logits must have the same shape (..., V), got {shape} "
+            f"and {ref_shape}"
+        )
+    if len(shape) == 0 or shape[-1] == 0:
+        raise ValueError(f"{what}: logits need a non-empty last (vocabulary) axis, got {shape}")
+    return shape[:-1], shape[-1]
+
+
+def rows_per_chunk(chunk_size: Any, vocab: int, elements: int) -> int:
+    """Positions per chunk: ``chunk_size`` (checked), or as many rows of ``vocab`` entries as
+    fit in ``elements`` (at least one)."""
+    if chunk_size is None:
+        return max(1, elements // vocab)
+    return check_integer("chunk_size", chunk_size, minimum=1)
 
 
 def _expm1(ops: Any, x: Any) -> Any:

@@ -73,6 +73,7 @@ import numpy as np
 from klest.errors import check_integer
 from klest.rl._backend import NUMPY, TorchOps, get_ops, is_tensor
 from klest.rl.full import DIRECTIONS, full_kl
+from klest.rl.full_rows import pair_shape, rows_per_chunk
 
 __all__ = ["FORMS", "TOPK_OF", "TopKBias", "topk_kl", "topk_kl_bias"]
 
@@ -270,15 +271,7 @@ def _arguments(logits: Any, ref_logits: Any, k: Any, form: Any, direction: Any, 
         raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}")
     if not isinstance(topk_of, str) or topk_of not in TOPK_OF:
         raise ValueError(f"topk_of must be one of {', '.join(map(repr, TOPK_OF))}; got {topk_of!r}")
-    shape, ref_shape = tuple(np.shape(logits)), tuple(np.shape(ref_logits))
-    if shape != ref_shape:
-        raise ValueError(
-            f"topk_kl: logits and ref_logits must have the same shape (..., V), got {shape} "
-            f"and {ref_shape}"
-        )
-    if len(shape) == 0 or shape[-1] == 0:
-        raise ValueError(f"topk_kl: logits need a non-empty last (vocabulary) axis, got {shape}")
-    vocab = shape[-1]
+    lead, vocab = pair_shape(logits, ref_logits, "topk_kl")
     try:
         k = check_integer("k", k, minimum=1)
     except ValueError:
@@ -289,7 +282,7 @@ def _arguments(logits: Any, ref_logits: Any, k: Any, form: Any, direction: Any, 
     a, b = (ref_logits, logits) if swap else (logits, ref_logits)
     names = ("ref_logits", "logits") if swap else ("logits", "ref_logits")
     sel_a = (topk_of == "ref") == swap  # the selecting logits are P's (a) or Q's (b)
-    return shape[:-1], vocab, k, a, b, names, sel_a
+    return lead, vocab, k, a, b, names, sel_a
 
 
 def _check_rows(chunks: tuple[Any, Any], names: tuple[str, str], start: int, lead: tuple) -> None:
@@ -372,12 +365,6 @@ def _torch_function() -> Any:
     return TopKKL
 
 
-def _rows_per_chunk(chunk_size: Any, vocab: int) -> int:
-    if chunk_size is None:
-        return max(1, CHUNK_ELEMENTS // vocab)
-    return check_integer("chunk_size", chunk_size, minimum=1)
-
-
 def topk_kl(
     logits: Any,
     ref_logits: Any,
@@ -414,7 +401,7 @@ def topk_kl(
     array([0.085123])
     """
     lead, vocab, k, a, b, names, sel_a = _arguments(logits, ref_logits, k, form, direction, topk_of)
-    rows = _rows_per_chunk(chunk_size, vocab)
+    rows = rows_per_chunk(chunk_size, vocab, CHUNK_ELEMENTS)
     if is_tensor(a) or is_tensor(b):
         import torch  # deferred: optional heavy dependency (already imported by the caller)
 
@@ -485,7 +472,7 @@ def topk_kl_bias(
     (array([0.3]), array([0.5]))
     """
     lead, vocab, k, a, b, names, sel_a = _arguments(logits, ref_logits, k, form, direction, topk_of)
-    rows = _rows_per_chunk(chunk_size, vocab)
+    rows = rows_per_chunk(chunk_size, vocab, CHUNK_ELEMENTS)
     n = int(np.prod(lead, dtype=np.int64))
     fields = {name: np.empty(n) for name in ("value", "bias", "lower", "upper", "eps", "delta")}
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
