@@ -104,7 +104,11 @@ setup(
         Extension(
             "klest.native._kernels",
             sources=["klest/native/csrc/kernels.c", "klest/native/csrc/full_kl.c"],
-            depends=["klest/native/csrc/ziggurat_tables.h", "klest/native/csrc/vector_math.h"],
+            depends=[
+                "klest/native/csrc/ziggurat_tables.h",
+                "klest/native/csrc/vector_math.h",
+                "klest/native/csrc/normal_stream.h",
+            ],
             extra_compile_args=["-O3", "-ffp-contract=off", "-fno-trapping-math", "-std=gnu11"],
             libraries=[] if sys.platform == "win32" else ["m"],
             define_macros=[("Py_LIMITED_API", "0x030B0000")] if ABI3 else [],

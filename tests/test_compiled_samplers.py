@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import klest
+from klest import native
 from klest.distributions.log_ratio import log_ratio_function, sample_log_ratio
 from klest.engine.plan import block_generator
 from klest.native.sampler import scaled_normal, standard_normal
@@ -43,6 +44,23 @@ def test_generator_is_left_where_numpy_leaves_it() -> None:
     assert ours.random(dtype=np.float32) == numpys.random(dtype=np.float32)
     assert ours.integers(0, 2**40, size=5).tolist() == numpys.integers(0, 2**40, size=5).tolist()
     assert np.array_equal(standard_normal(ours, 50_000), numpys.standard_normal(50_000))
+
+
+@pytest.mark.parametrize("level", range(native.best_simd_level() + 1))
+def test_every_call_size_continues_numpys_stream_at_every_simd_level(level: int) -> None:
+    """The PCG64 outputs are made ahead in batches of 512 and the ziggurat runs 4 draws at a
+    time: calls of every size from 1 to past two batches, one after the other on the same
+    generator, start and stop at every position in a batch and in a vector, and each must
+    leave the generator exactly where NumPy's own draws leave it."""
+    ours, numpys = twin_generators(17, (4,))
+    try:
+        native.set_simd_level(level)
+        for size in range(1, 1100):
+            got = standard_normal(ours, size)
+            assert np.array_equal(got, numpys.standard_normal(size)), size
+            assert ours.bit_generator.state == numpys.bit_generator.state, size
+    finally:
+        native.set_simd_level(native.best_simd_level())
 
 
 def test_other_bit_generators_go_through_numpy() -> None:
