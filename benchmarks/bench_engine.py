@@ -32,10 +32,11 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from bench_families import family_rows
-from machine import best_of, numpy_dispatch, print_machine, target_line
+from machine import best_interleaved, best_of, numpy_dispatch, print_machine, target_line
 
 import klest
 import klest.native
@@ -46,7 +47,8 @@ P = klest.Normal(loc=1.0, scale=1.0)
 SCHULMAN = ["k1", "k2", "k3"]
 
 
-def raw_normal_rate(n: int, chunk: int) -> float:
+def raw_normal(n: int, chunk: int) -> Callable[[], None]:
+    """n draws of raw ``Generator.standard_normal``, chunked, into one buffer."""
     rng = np.random.default_rng(0)
     buffer = np.empty(chunk)
 
@@ -54,10 +56,10 @@ def raw_normal_rate(n: int, chunk: int) -> float:
         for _ in range(n // chunk):
             rng.standard_normal(out=buffer)
 
-    return (n // chunk) * chunk / best_of(3, run)
+    return run
 
 
-def compiled_normal_rate(n: int, chunk: int) -> float:
+def compiled_normal(n: int, chunk: int) -> Callable[[], None]:
     """klest.native.sampler.standard_normal: the same stream as NumPy's, compiled."""
     rng = np.random.default_rng(0)
 
@@ -65,14 +67,14 @@ def compiled_normal_rate(n: int, chunk: int) -> float:
         for _ in range(n // chunk):
             standard_normal(rng, chunk)
 
-    return (n // chunk) * chunk / best_of(3, run)
+    return run
 
 
-def engine_rate(n: int, workers: int) -> float:
+def engine_run(n: int, workers: int) -> Callable[[], None]:
     def run() -> None:
         klest.simulate(Q, P, SCHULMAN, n=n, seed=0, workers=workers, exact=False, progress=False)
 
-    return n / best_of(3, run)
+    return run
 
 
 def numpy_one_shot_rate(n: int) -> float:
@@ -175,10 +177,22 @@ def main() -> None:
     results: dict[str, float | None] = {}
 
     print(f"cores: {os.cpu_count()}, n = {n:,} (engine: {n_engine:,}), block = {chunk:,}")
-    results["raw_rate"] = raw = raw_normal_rate(n, chunk)
-    results["compiled_normal_rate"] = compiled = compiled_normal_rate(n, chunk)
-    results["engine_1w_rate"] = one = engine_rate(n_engine, 1)
-    results["engine_2w_rate"] = two = engine_rate(n_engine, 2)
+    # the four are timed in turns, five rounds, each at its best: the ratios then compare
+    # them in the same spells of this (possibly shared) machine
+    n_draws = (n // chunk) * chunk
+    times = best_interleaved(
+        5,
+        {
+            "raw": raw_normal(n, chunk),
+            "compiled": compiled_normal(n, chunk),
+            "one": engine_run(n_engine, 1),
+            "two": engine_run(n_engine, 2),
+        },
+    )
+    results["raw_rate"] = raw = n_draws / times["raw"]
+    results["compiled_normal_rate"] = compiled = n_draws / times["compiled"]
+    results["engine_1w_rate"] = one = n_engine / times["one"]
+    results["engine_2w_rate"] = two = n_engine / times["two"]
     print(f"raw standard_normal     {raw / 1e6:8.1f} M draws/s   (NumPy, chunked, one core)")
     print(f"klest's compiled one    {compiled / 1e6:8.1f} M draws/s   (same stream, bit for bit)")
     print(f"engine, 1 worker        {one / 1e6:8.1f} M draws/s   ratio to raw {one / raw:.2f}")

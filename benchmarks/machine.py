@@ -6,9 +6,11 @@ NumPy's SIMD dispatch (``np.show_runtime()``'s part), so that every figure names
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,6 +25,20 @@ def best_of(repeats: int, fn) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def best_interleaved(rounds: int, fns: dict[str, Callable[[], None]]) -> dict[str, float]:
+    """Shortest wall time of each function over ``rounds`` rounds, each round calling every
+    function once in turn: on a shared machine whose speed drifts over seconds, the ratios
+    of these minima compare the functions in the same spells, which back-to-back repeats of
+    one function and then the next do not."""
+    best = dict.fromkeys(fns, math.inf)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def rss_mb(field: str) -> float:
