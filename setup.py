@@ -108,6 +108,7 @@ setup(
                 "klest/native/csrc/ziggurat_tables.h",
                 "klest/native/csrc/vector_math.h",
                 "klest/native/csrc/normal_stream.h",
+                "klest/native/csrc/family_stream.h",
             ],
             extra_compile_args=["-O3", "-ffp-contract=off", "-fno-trapping-math", "-std=gnu11"],
             libraries=[] if sys.platform == "win32" else ["m"],

@@ -10,7 +10,7 @@ import klest
 from klest import native
 from klest.distributions.log_ratio import log_ratio_function, sample_log_ratio
 from klest.engine.plan import block_generator
-from klest.native.sampler import scaled_normal, standard_normal
+from klest.native.sampler import family_draws, scaled_normal, standard_normal
 
 
 def twin_generators(seed: int, key: tuple[int, ...]) -> tuple[np.random.Generator, ...]:
@@ -61,6 +61,66 @@ def test_every_call_size_continues_numpys_stream_at_every_simd_level(level: int)
             assert ours.bit_generator.state == numpys.bit_generator.state, size
     finally:
         native.set_simd_level(native.best_simd_level())
+
+
+FAMILY_CASES = [
+    ("laplace", 0.0, 1.0),
+    ("laplace", -0.5, 3.0),
+    ("gamma", 2.0, 1.0),
+    ("gamma", 1.0 + 2.0**-40, 0.25),  # b = shape - 1/3 barely above 2/3
+    ("gamma", 1e6, 2.0),
+    ("standard_t", 5.0, 0.0),
+    ("standard_t", 2.0 + 2.0**-40, 0.0),
+    ("beta", 2.0, 3.0),
+    ("beta", 1.5, 400.0),
+]
+
+
+def numpy_family(rng: np.random.Generator, family: str, size, p0: float, p1: float):
+    return (
+        rng.standard_t(p0, size) if family == "standard_t" else getattr(rng, family)(p0, p1, size)
+    )
+
+
+@pytest.mark.parametrize(("family", "p0", "p1"), FAMILY_CASES)
+def test_family_draws_are_numpys_own(family: str, p0: float, p1: float) -> None:
+    ours, numpys = twin_generators(23, (5, 1))
+    got = family_draws(ours, family, 400_003, p0, p1)
+    assert np.array_equal(got, numpy_family(numpys, family, 400_003, p0, p1))
+    assert ours.bit_generator.state == numpys.bit_generator.state
+    assert np.array_equal(
+        family_draws(ours, family, (3, 5), p0, p1), numpy_family(numpys, family, (3, 5), p0, p1)
+    )
+
+
+@pytest.mark.parametrize("level", range(native.best_simd_level() + 1))
+def test_family_calls_of_every_size_continue_numpys_stream(level: int) -> None:
+    """As for the normal draws: the made-ahead batches end anywhere in a call, with the
+    gamma's rejections (a normal and a uniform per try) consuming outputs unevenly."""
+    ours, numpys = twin_generators(29, (6,))
+    try:
+        native.set_simd_level(level)
+        for size in range(1, 600):
+            family, p0, p1 = FAMILY_CASES[size % len(FAMILY_CASES)]
+            got = family_draws(ours, family, size, p0, p1)
+            assert np.array_equal(got, numpy_family(numpys, family, size, p0, p1)), size
+            assert ours.bit_generator.state == numpys.bit_generator.state, size
+    finally:
+        native.set_simd_level(native.best_simd_level())
+
+
+@pytest.mark.parametrize(
+    ("family", "p0", "p1"),
+    [("gamma", 0.5, 1.0), ("gamma", 1.0, 2.0), ("standard_t", 1.5, 0.0), ("beta", 0.5, 2.0),
+     ("beta", 1.0, 1.0), ("laplace", 0.0, 0.0)],
+)  # fmt: skip
+def test_family_parameters_outside_the_compiled_branches_are_numpys_draws(
+    family: str, p0: float, p1: float
+) -> None:
+    ours, numpys = twin_generators(31, (7,))
+    got = family_draws(ours, family, 10_000, p0, p1)
+    assert np.array_equal(got, numpy_family(numpys, family, 10_000, p0, p1))
+    assert ours.bit_generator.state == numpys.bit_generator.state
 
 
 def test_other_bit_generators_go_through_numpy() -> None:

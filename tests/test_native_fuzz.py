@@ -263,6 +263,54 @@ def fuzz_fill_normal() -> None:
     body()
 
 
+def fuzz_fill_family() -> None:
+    from klest import native as _native
+
+    state = np.array([1, 2, 3, 5], dtype=np.uint64)
+    families = st.sampled_from(["laplace", "gamma", "standard_t", "beta", "normal", "", 3])
+    parameters = st.one_of(st.sampled_from(EDGE_FLOATS), st.floats(-5, 50), st.just("2"))
+
+    @fuzz
+    @given(st.data())
+    def body(data: st.DataObject) -> None:
+        s = data.draw(st.one_of(corrupted(state), array_likes()))
+        out = data.draw(st.one_of(array_likes([np.dtype(np.float64)], max_side=40), array_likes()))
+        family, p0, p1 = data.draw(families), data.draw(parameters), data.draw(parameters)
+        clean(lambda: _native.fill_family(s, out, family, p0, p1))
+
+    body()
+
+
+def fuzz_family_draws() -> None:
+    from klest.native.sampler import family_draws
+
+    parameters = st.one_of(
+        st.sampled_from(EDGE_FLOATS), st.floats(-5, 50), st.integers(-3, 60), st.just("2"),
+        st.builds(np.full, st.integers(0, 3), st.floats(0.5, 9)),
+    )  # fmt: skip
+    sizes = st.one_of(st.integers(-3, 3000), st.tuples(st.integers(0, 40), st.integers(0, 40)))
+    families = st.sampled_from(["laplace", "gamma", "standard_t", "beta"])
+
+    @fuzz
+    @given(families, sizes, parameters, parameters, st.booleans())
+    def body(family: str, size: Any, p0: Any, p1: Any, pcg64: bool) -> None:
+        def make() -> np.random.Generator:
+            bits = np.random.PCG64(7) if pcg64 else np.random.Philox(7)
+            return np.random.Generator(bits)
+
+        ok, got = clean(lambda: family_draws(make(), family, size, p0, p1))
+        numpys = make()
+        method = getattr(numpys, family)
+        args = (p0,) if family == "standard_t" else (p0, p1)
+        ok_numpy, want = clean(lambda: method(*args, size))
+        assert ok == ok_numpy, (got, want)
+        if ok:
+            assert np.shape(got) == np.shape(want)
+            assert np.array_equal(got, want, equal_nan=True)
+
+    body()
+
+
 def fuzz_k3() -> None:
     from klest import estimators
     from klest import native as _native
@@ -422,6 +470,8 @@ BODIES = [
     "fuzz_native_inverse_cdf",
     "fuzz_scaled_normal",
     "fuzz_fill_normal",
+    "fuzz_fill_family",
+    "fuzz_family_draws",
     "fuzz_k3",
     "fuzz_accumulator",
     "fuzz_native_accumulate",

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import special, stats
 
 from klest.distributions.base import POSITIVE, Distribution, Param, Support
+from klest.native.sampler import family_draws
 
 _UNIT = Support(0.0, 1.0)
 
@@ -57,7 +58,7 @@ class Beta(Distribution):
         return np.where(inside, lp, np.where(np.isnan(x), np.nan, -np.inf))
 
     def _sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
-        return rng.beta(self.alpha, self.beta, size)
+        return family_draws(rng, "beta", size, self.alpha, self.beta)
 
     def _scipy(self) -> Any:
         return stats.beta(a=self.alpha, b=self.beta)

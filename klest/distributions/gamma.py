@@ -9,6 +9,7 @@ import numpy as np
 from scipy import special, stats
 
 from klest.distributions.base import POSITIVE, POSITIVE_HALF_LINE, Distribution, Param, Support
+from klest.native.sampler import family_draws
 
 
 class Gamma(Distribution):
@@ -53,7 +54,7 @@ class Gamma(Distribution):
         return np.where(inside, lp, np.where(np.isnan(x), np.nan, -np.inf))
 
     def _sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
-        return rng.gamma(self.shape, 1.0 / self.rate, size)
+        return family_draws(rng, "gamma", size, self.shape, 1.0 / self.rate)
 
     def _scipy(self) -> Any:
         return stats.gamma(a=self.shape, scale=1.0 / self.rate)

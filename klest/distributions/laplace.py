@@ -9,6 +9,7 @@ import numpy as np
 from scipy import stats
 
 from klest.distributions.base import POSITIVE, REAL, REAL_LINE, Distribution, Param, Support
+from klest.native.sampler import family_draws
 
 
 class Laplace(Distribution):
@@ -44,7 +45,7 @@ class Laplace(Distribution):
             return -np.abs(x - self.loc) / self.scale - math.log(2.0 * self.scale)
 
     def _sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
-        return rng.laplace(self.loc, self.scale, size)
+        return family_draws(rng, "laplace", size, self.loc, self.scale)
 
     def breakpoints(self) -> tuple[float, ...]:
         return (self.loc,)

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import special, stats
 
 from klest.distributions.base import POSITIVE, REAL, REAL_LINE, Distribution, Param, Support
+from klest.native.sampler import family_draws
 
 
 class StudentT(Distribution):
@@ -79,7 +80,7 @@ class StudentT(Distribution):
 
     def _sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
         # loc + scale * t, in place (the same bits; a scale of 1 skips its pass exactly)
-        draws = np.asarray(rng.standard_t(self.df, size), dtype=np.float64)
+        draws = np.asarray(family_draws(rng, "standard_t", size, self.df), dtype=np.float64)
         if self.scale != 1.0:
             draws *= self.scale
         draws += self.loc

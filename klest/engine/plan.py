@@ -28,7 +28,12 @@ tasks of :data:`BLOCKS_PER_TASK` blocks (:meth:`RunPlan.tasks`), so the merge tr
    version: Gamma (``gamma``), Beta (``beta``), StudentT (``standard_t``), Poisson
    (``poisson``), Laplace (``laplace``), Exponential (``exponential``), LogNormal
    (``lognormal``) and Uniform (``uniform``). Generators other than
-   PCG64 (never the engine's) also call NumPy's ``standard_normal``.
+   PCG64 (never the engine's) also call NumPy's ``standard_normal``. Gamma (shape > 1),
+   Beta (both shapes > 1), StudentT (df > 2) and Laplace are drawn by a compiled port of
+   NumPy's algorithms (:func:`klest.native.family_draws`, ``csrc/family_stream.h``) on
+   klest's PCG64 and ziggurat, faster; they stay defined as NumPy's methods' draws, which
+   the port equals value for value (tests/test_compiled_samplers.py), and the NumPy
+   fallback calls NumPy's methods.
 
 klest's golden streams (``tests/test_golden_stream.py``) are the definition of the stream.
 ``tests/test_stream_contract.py`` keeps a canary: klest's sampler equals NumPy's own

@@ -1,7 +1,9 @@
 """The one seam to the compiled kernels (``csrc/``, ctypes): sampler, moment accumulator, k3,
 expm1, inverse CDF -- or to their pure-NumPy fallback, which gives the same draws and bits;
 and the full-vocabulary KL rows of ``klest.rl.full_kl`` (compiled only: ``full_kl_rows`` is
-None in the fallback, where full_kl evaluates the same formula with NumPy).
+None in the fallback, where full_kl evaluates the same formula with NumPy), and NumPy's
+laplace, gamma, standard_t and beta draws (compiled only: ``fill_family`` is None in the
+fallback, where :func:`family_draws` calls NumPy's own methods, the same draws).
 
 ``KLEST_NATIVE=0`` selects the fallback (:mod:`klest.native.fallback`, ``fallback_sampler``,
 ``fallback_kernels``); ``KLEST_NATIVE=1`` requires the compiled library (an ImportError says
@@ -27,6 +29,7 @@ from klest.native.checks import (
 )
 from klest.native.fallback import BACKEND, TILE, FallbackWarning
 from klest.native.sampler import (
+    family_draws,
     pcg64_state,
     pcg64_states,
     quadratic_in_place,
@@ -48,6 +51,7 @@ if _fallback.COMPILED is None:
     accumulate, merge = _fallback_kernels.accumulate, _fallback_kernels.merge
     block_stats = _fallback_kernels.block_stats
     fill_normal = _fallback_sampler.fill_normal
+    fill_family = None  # family_draws calls NumPy's own methods instead
     full_kl_rows = None  # klest.rl.full_kl evaluates its NumPy / torch formula instead
     if _fallback.WARN:
         warnings.warn(
@@ -63,6 +67,7 @@ else:
         best_simd_level,
         block_stats,
         expm1,
+        fill_family,
         fill_normal,
         full_kl_rows,
         inverse_cdf,
@@ -86,6 +91,8 @@ __all__ = [
     "block_stats",
     "checked_int",
     "expm1",
+    "family_draws",
+    "fill_family",
     "fill_normal",
     "full_kl_rows",
     "inverse_cdf",

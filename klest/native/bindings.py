@@ -27,12 +27,14 @@ import numpy as np
 
 from klest.native.checks import (
     COMPUTED_SERIES,
+    FAMILIES,
     FIELDS,
     SIMD_LEVELS,
     check_accumulate_args,
     check_block_stats_args,
     check_inverse_cdf_args,
     check_merge_args,
+    family_is_compiled,
     quadratic_coefficients,
     real_scalar,
     require,
@@ -47,6 +49,7 @@ __all__ = [
     "best_simd_level",
     "block_stats",
     "expm1",
+    "fill_family",
     "fill_normal",
     "full_kl_rows",
     "inverse_cdf",
@@ -73,6 +76,8 @@ _P, _I64, _F64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 
 _LIB.klest_fill_normal.argtypes = [_P, _P, _I64, _F64, _F64, _I64, _F64, _F64, _F64]
 _LIB.klest_fill_normal.restype = None
+_LIB.klest_fill_family.argtypes = [_P, _P, _I64, _I64, _F64, _F64]
+_LIB.klest_fill_family.restype = ctypes.c_int
 _LIB.klest_k3_from_expm1.argtypes = [_P, _P, _P, _I64]
 _LIB.klest_k3_from_expm1.restype = None
 _LIB.klest_accumulate.argtypes = [
@@ -138,6 +143,19 @@ _level_from_environment()
 
 def _address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
+
+
+def fill_family(state: np.ndarray, out: np.ndarray, family: str, p0: float, p1: float) -> None:
+    """``out[:]`` = NumPy's ``Generator(PCG64).<family>`` draws from the PCG64 ``state``
+    (advanced in place): laplace (loc p0, scale p1), gamma (shape p0, scale p1), standard_t
+    (df p0), beta (a p0, b p1), at parameters where :func:`family_is_compiled` holds."""
+    require("state", state, np.uint64, (4,), writable=True)
+    require("out", out, np.float64, writable=True)
+    p0, p1 = real_scalar("p0", p0), real_scalar("p1", p1)
+    if not family_is_compiled(family, p0, p1):
+        raise ValueError(f"{family} with parameters ({p0!r}, {p1!r}) is drawn by NumPy, not here")
+    if _LIB.klest_fill_family(_address(state), _address(out), out.size, FAMILIES[family], p0, p1):
+        raise ValueError(f"klest_fill_family: unknown family {family!r}")
 
 
 def fill_normal(

@@ -19,6 +19,7 @@ import numpy as np
 
 __all__ = [
     "COMPUTED_SERIES",
+    "FAMILIES",
     "FIELDS",
     "SIMD_LEVELS",
     "as_real_array",
@@ -28,6 +29,7 @@ __all__ = [
     "check_inverse_cdf_args",
     "check_merge_args",
     "checked_int",
+    "family_is_compiled",
     "quadratic_coefficients",
     "real_scalar",
     "require",
@@ -43,6 +45,9 @@ FIELDS = (
     "count", "mean", "m2", "m3", "m4", "minimum", "maximum", "negative", "nonfinite",
     "posinf", "neginf",
 )  # fmt: skip
+#: the families klest_fill_family draws as NumPy's Generator methods of these names do, and
+#: their codes in klest/native/csrc/family_stream.h
+FAMILIES = {"laplace": 0, "gamma": 1, "standard_t": 2, "beta": 3}
 #: the accumulator's SIMD variants, in the order of their level (all give the same bits)
 SIMD_LEVELS = ("generic", "avx2", "avx512")
 
@@ -391,3 +396,27 @@ def check_inverse_cdf_args(cdf: Any, guide: Any, u: Any, table: Any) -> None:
     require("u", u, np.float64)
     if table is not None:
         require("table", table, np.float64, (k,))
+
+
+def family_is_compiled(family: str, p0: float, p1: float) -> bool:
+    """Whether klest_fill_family reproduces NumPy's ``family`` at these parameters: the
+    branches of numpy/random/src/distributions/distributions.c it has. Laplace (loc p0,
+    scale p1): finite, scale > 0; gamma (shape p0, scale p1): shape > 1 (Marsaglia and
+    Tsang's branch), scale > 0, both finite; standard_t (df p0): 2 < df < inf (its gamma's
+    shape df / 2 > 1); beta (a p0, b p1): both > 1 and finite (the branch of two gammas).
+
+    >>> family_is_compiled("gamma", 2.0, 1.0), family_is_compiled("gamma", 0.5, 1.0)
+    (True, False)
+    """
+    if family not in FAMILIES:
+        valid = ", ".join(FAMILIES)
+        raise ValueError(f"unknown family {family!r}; valid: {valid}")
+    if not (math.isfinite(p0) and math.isfinite(p1)):
+        return False
+    if family == "laplace":
+        return p1 > 0.0
+    if family == "gamma":
+        return p0 > 1.0 and p1 > 0.0
+    if family == "standard_t":
+        return p0 / 2 > 1.0
+    return p0 > 1.0 and p1 > 1.0

@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -37,7 +38,17 @@ _fill_normal = (
     _fallback_sampler.fill_normal if _fallback.COMPILED is None else _fallback.COMPILED.fill_normal
 )
 
-__all__ = ["pcg64_state", "pcg64_states", "quadratic_in_place", "scaled_normal", "standard_normal"]
+# the compiled family samplers (None on the NumPy fallback: NumPy's own methods draw them)
+_fill_family = None if _fallback.COMPILED is None else _fallback.COMPILED.fill_family
+
+__all__ = [
+    "family_draws",
+    "pcg64_state",
+    "pcg64_states",
+    "quadratic_in_place",
+    "scaled_normal",
+    "standard_normal",
+]
 
 _MASK64 = (1 << 64) - 1
 
@@ -88,6 +99,42 @@ def scaled_normal(
     with pcg64_state(bit_generator) as state:
         _fill_normal(state, out, scale, loc, quadratic)
     return out
+
+
+def family_draws(
+    rng: np.random.Generator, family: str, size: Any, p0: float, p1: float = 0.0
+) -> np.ndarray:
+    """``rng.<family>(...)``'s draws, bit for bit, and the generator left where it leaves
+    it: ``laplace(p0, p1, size)``, ``gamma(p0, p1, size)``, ``standard_t(p0, size)`` or
+    ``beta(p0, p1, size)``. For a PCG64 generator at parameters where NumPy takes the
+    branches ``klest/native/csrc/family_stream.h`` reproduces
+    (:func:`klest.native.checks.family_is_compiled`) the compiled loop draws them (NumPy
+    calls its bit generator through a pointer for every uniform and normal); otherwise, and
+    on the NumPy fallback, NumPy's own method does.
+
+    >>> a, b = np.random.default_rng(2), np.random.default_rng(2)
+    >>> bool(np.array_equal(family_draws(a, "gamma", 1000, 2.0, 1.5), b.gamma(2.0, 1.5, 1000)))
+    True
+    """
+    if family not in _checks.FAMILIES:
+        raise ValueError(f"unknown family {family!r}; valid: {', '.join(_checks.FAMILIES)}")
+    scalars = all(isinstance(p, numbers.Real) for p in (p0, p1))  # arrays: NumPy broadcasts
+    if size is None or not scalars or not _checks.family_is_compiled(family, float(p0), float(p1)):
+        return _numpy_family(rng, family, size, p0, p1)
+    shape = _shape(size)
+    bit_generator = rng.bit_generator
+    if _fill_family is None or math.prod(shape) == 0 or type(bit_generator) is not np.random.PCG64:
+        return _numpy_family(rng, family, shape, p0, p1)
+    out = np.empty(shape)
+    with pcg64_state(bit_generator) as state:
+        _fill_family(state, out, family, p0, p1)
+    return out
+
+
+def _numpy_family(rng: np.random.Generator, family: str, size: Any, p0: float, p1: float) -> Any:
+    if family == "standard_t":
+        return rng.standard_t(p0, size)
+    return getattr(rng, family)(p0, p1, size)
 
 
 @contextmanager

@@ -3,6 +3,8 @@
  *  - klest_fill_normal: NumPy's Generator(PCG64).standard_normal, value for value: the PCG64
  *    step (128-bit LCG, XSL-RR output), its outputs made ahead by four interleaved chains,
  *    and NumPy's ziggurat, W draws at a time in its common case (normal_stream.h).
+ *  - klest_fill_family: NumPy's laplace, gamma, standard_t and beta draws on that stream, value
+ *    for value (family_stream.h).
  *  - klest_block_stats: the engine's one pass over blocks whose series are all computed
  *    (k1, k2, k3, r - 1): for a Gaussian pair the draws too, then expm1, the series and
  *    their statistics, tile by tile (klest_accumulate's arithmetic, the same bits).
@@ -31,6 +33,7 @@
 
 #include "vector_math.h"   /* k3, expm1, log, log1p: scalar and vector */
 #include "normal_stream.h" /* PCG64 made ahead by four chains, and the ziggurat */
+#include "family_stream.h" /* NumPy's laplace, gamma, standard_t and beta on that stream */
 
 #define KLEST_TILE 1024
 #define KLEST_INLINE static inline __attribute__((always_inline))
@@ -339,6 +342,19 @@ void klest_fill_normal(uint64_t *state, double *out, int64_t n, double scale, do
     pcg64_ahead_open(&g, state);
     kernels()->normal_fill(&g, out, n, scale, loc, transform, a, b, c);
     pcg64_ahead_close(&g, state);
+}
+
+/* out[j] = NumPy's draw of the family (family_stream.h: FAMILY_LAPLACE, ..., parameters p0,
+ * p1) for j < n; state as klest_fill_normal's. Returns 0, or -2 for an unknown family (the
+ * state untouched). */
+int klest_fill_family(uint64_t *state, double *out, int64_t n, int64_t family, double p0,
+                      double p1) {
+    if (family < FAMILY_LAPLACE || family > FAMILY_BETA) return -2;
+    pcg64_ahead g;
+    pcg64_ahead_open(&g, state);
+    family_fill(&g, family, p0, p1, out, n);
+    pcg64_ahead_close(&g, state);
+    return 0;
 }
 
 /* Fold nb values with mean and central sums (mean_b, m2b, m3b, m4b) into series row `st`. */

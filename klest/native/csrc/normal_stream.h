@@ -94,13 +94,19 @@ static __attribute__((noinline)) void pcg64_ahead_refill(pcg64_ahead *g) {
     pcg64_ahead_fill(g);
 }
 
-KLEST_INLINE uint64_t pcg64_ahead_next(pcg64_ahead *g) {
-    if (__builtin_expect(g->pos == KLEST_RAW_BATCH, 0)) pcg64_ahead_refill(g);
-    return g->raw[g->pos++];
+/* The next output of g, with *pos standing for g->pos: the caller keeps it in a local (a
+ * register) across a loop of draws and writes it back after the loop. */
+KLEST_INLINE uint64_t pcg64_ahead_take(pcg64_ahead *g, int *pos) {
+    if (__builtin_expect(*pos == KLEST_RAW_BATCH, 0)) {
+        pcg64_ahead_refill(g);
+        *pos = 0;
+    }
+    return g->raw[(*pos)++];
 }
 
-KLEST_INLINE double pcg64_ahead_double(pcg64_ahead *g) {
-    return (double)(int64_t)(pcg64_ahead_next(g) >> 11) * (1.0 / 9007199254740992.0);
+/* NumPy's next_double: the top 53 bits over 2^53, in [0, 1). */
+KLEST_INLINE double pcg64_ahead_take_double(pcg64_ahead *g, int *pos) {
+    return (double)(int64_t)(pcg64_ahead_take(g, pos) >> 11) * (1.0 / 9007199254740992.0);
 }
 
 /* The ziggurat's rare branches (0.7% of draws): the tail beyond r (Marsaglia's method) and
@@ -110,47 +116,45 @@ static __attribute__((noinline)) double ziggurat_rare(pcg64_ahead *g, uint64_t r
                                                       double x) {
     if (idx == 0) {
         for (;;) {
-            double xx = -ziggurat_nor_inv_r * log1p(-pcg64_ahead_double(g));
-            double yy = -log1p(-pcg64_ahead_double(g));
+            double xx = -ziggurat_nor_inv_r * log1p(-pcg64_ahead_take_double(g, &g->pos));
+            double yy = -log1p(-pcg64_ahead_take_double(g, &g->pos));
             if (yy + yy > xx * xx)
                 return ((rabs >> 8) & 0x1) ? -(ziggurat_nor_r + xx) : ziggurat_nor_r + xx;
         }
     }
-    double u = pcg64_ahead_double(g);
+    double u = pcg64_ahead_take_double(g, &g->pos);
     return (fi_double[idx - 1] - fi_double[idx]) * u + fi_double[idx] < exp(-0.5 * x * x) ? x
                                                                                           : NAN;
 }
 
-/* One draw: f(z * scale + loc), z NumPy's random_standard_normal (the ziggurat); x = z *
- * scale + loc is a multiply then an add (NumPy's z *= scale; z += loc), and f, by
- * `transform`, is 0: x;  1: x * b + c;  2: ((x * a) + b) * x + c  (klest.log_ratio's
- * Gaussian log-ratios, operation for operation). *pos stands for g->pos, which the caller
- * keeps in a local (a register) across a loop of draws and writes back after it. */
-KLEST_INLINE double normal_draw(pcg64_ahead *g, int *pos, double scale, double loc,
-                                int64_t transform, double a, double b, double c) {
-    double x;
+/* NumPy's random_standard_normal (the ziggurat), -0.0 included. */
+KLEST_INLINE double standard_normal_draw(pcg64_ahead *g, int *pos) {
     for (;;) {
-        if (__builtin_expect(*pos == KLEST_RAW_BATCH, 0)) {
-            pcg64_ahead_refill(g);
-            *pos = 0;
-        }
-        uint64_t r = g->raw[(*pos)++];
+        uint64_t r = pcg64_ahead_take(g, pos);
         int idx = (int)(r & 0xff);
         r >>= 8;
         uint64_t rabs = (r >> 1) & 0x000fffffffffffffULL;
-        x = (double)(int64_t)rabs * wi_double[idx]; /* rabs < 2^52: exact either way */
+        double x = (double)(int64_t)rabs * wi_double[idx]; /* rabs < 2^52: exact either way */
         /* x = -x when the sign bit is set, without a (50% mispredicted) branch */
         uint64_t bits;
         memcpy(&bits, &x, sizeof bits);
         bits ^= (r & 0x1) << 63;
         memcpy(&x, &bits, sizeof x);
-        if (rabs < ki_double[idx]) break; /* the rectangle: 99.3% of draws */
+        if (rabs < ki_double[idx]) return x; /* the rectangle: 99.3% of draws */
         g->pos = *pos;
         x = ziggurat_rare(g, rabs, idx, x);
         *pos = g->pos;
-        if (x == x) break; /* accepted */
+        if (x == x) return x; /* accepted */
     }
-    x = x * scale + loc;
+}
+
+/* One draw: f(z * scale + loc), z the standard normal draw; x = z * scale + loc is a multiply
+ * then an add (NumPy's z *= scale; z += loc), and f, by `transform`, is 0: x;  1: x * b + c;
+ * 2: ((x * a) + b) * x + c  (klest.log_ratio's Gaussian log-ratios, operation for
+ * operation). */
+KLEST_INLINE double normal_draw(pcg64_ahead *g, int *pos, double scale, double loc,
+                                int64_t transform, double a, double b, double c) {
+    double x = standard_normal_draw(g, pos) * scale + loc;
     if (transform == 1)
         x = x * b + c;
     else if (transform == 2)
