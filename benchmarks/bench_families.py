@@ -16,7 +16,8 @@ NumPy's SIMD dispatch. The definitions (engine: 1 worker, k1 + k2 + k3, ``exact=
 - MultivariateNormal d = 16 (q = N(0, I), p = N(0.1, A A^T / 16 + I) for a fixed random A):
   engine M vectors/s; target >= 5.
 
-Every rate is the best of 3 runs (the least disturbed by other processes). The allocator is
+Every rate is the best of 3 runs (the least disturbed by other processes); for a ratio the
+engine and NumPy's sampler are timed in turns, three rounds. The allocator is
 tuned as the engine tunes it (:func:`klest.engine.allocator.tune_allocator`) before anything
 is timed, so that NumPy's raw sampler and the engine allocate under the same rules.
 """
@@ -28,7 +29,7 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
-from machine import best_of, print_machine, target_line
+from machine import best_interleaved, best_of, print_machine, target_line
 
 import klest
 from klest.engine.allocator import tune_allocator
@@ -80,24 +81,37 @@ def mvn_pair(d: int = MVN_DIM) -> tuple[klest.MultivariateNormal, klest.Multivar
     return q, p
 
 
-def raw_rate(raw: Callable, n: int, chunk: int = DEFAULT_BLOCK_SIZE) -> float:
-    """Draws/s of ``raw(rng, chunk)`` called n // chunk times (one core)."""
+def raw_run(raw: Callable, n: int, chunk: int = DEFAULT_BLOCK_SIZE) -> Callable[[], None]:
+    """``raw(rng, chunk)`` called n // chunk times (one core)."""
     rng = np.random.default_rng(0)
 
     def run() -> None:
         for _ in range(n // chunk):
             raw(rng, chunk)
 
-    return (n // chunk) * chunk / best_of(3, run)
+    return run
 
 
-def engine_rate(q: klest.Distribution, p: klest.Distribution, n: int) -> float:
-    """Draws/s (vectors/s for a MultivariateNormal) of klest.simulate with 1 worker."""
+def engine_run(q: klest.Distribution, p: klest.Distribution, n: int) -> Callable[[], None]:
+    """klest.simulate with 1 worker."""
 
     def run() -> None:
         klest.simulate(q, p, ESTIMATORS, n=n, seed=0, workers=1, exact=False, progress=False)
 
-    return n / best_of(3, run)
+    return run
+
+
+def engine_rate(q: klest.Distribution, p: klest.Distribution, n: int) -> float:
+    """Draws/s (vectors/s for a MultivariateNormal) of klest.simulate with 1 worker."""
+    return n / best_of(3, engine_run(q, p, n))
+
+
+def ratio_to_raw(q: klest.Distribution, p: klest.Distribution, raw: Callable, n: int) -> float:
+    """Engine draws/s over raw NumPy draws/s, the two timed in turns (three rounds, each at
+    its best: the same spells of a shared machine)."""
+    times = best_interleaved(3, {"engine": engine_run(q, p, n), "raw": raw_run(raw, n)})
+    raw_draws = (n // DEFAULT_BLOCK_SIZE) * DEFAULT_BLOCK_SIZE
+    return (n / times["engine"]) / (raw_draws / times["raw"])
 
 
 def family_rows(quick: bool) -> list[tuple[str, float, float]]:
@@ -109,7 +123,7 @@ def family_rows(quick: bool) -> list[tuple[str, float, float]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for label, (q, p, raw) in ratio_pairs().items():
-            ratio = engine_rate(q, p, n) / raw_rate(raw, n)
+            ratio = ratio_to_raw(q, p, raw, n)
             rows.append((f"{label} engine 1w / raw NumPy {label}", ratio, RATIO_TARGET))
         mixture = engine_rate(*mixture_pair(), n) / 1e6
         rows.append(("GaussianMixture engine 1w (M draws/s)", mixture, MIXTURE_TARGET))
