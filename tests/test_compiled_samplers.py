@@ -123,6 +123,13 @@ def test_family_parameters_outside_the_compiled_branches_are_numpys_draws(
     assert ours.bit_generator.state == numpys.bit_generator.state
 
 
+def test_family_draws_refuse_what_is_not_a_generator_or_a_family() -> None:
+    with pytest.raises(TypeError, match=r"rng must be a numpy\.random\.Generator, got RandomState"):
+        family_draws(np.random.RandomState(0), "gamma", 3, 2.0, 1.0)
+    with pytest.raises(ValueError, match="unknown family 'poisson'; valid: laplace, gamma"):
+        family_draws(np.random.default_rng(0), "poisson", 3, 2.0)
+
+
 def test_other_bit_generators_go_through_numpy() -> None:
     ours, numpys = (np.random.Generator(np.random.Philox(9)) for _ in "ab")
     assert np.array_equal(standard_normal(ours, 100_000), numpys.standard_normal(100_000))

@@ -116,6 +116,8 @@ def family_draws(
     >>> bool(np.array_equal(family_draws(a, "gamma", 1000, 2.0, 1.5), b.gamma(2.0, 1.5, 1000)))
     True
     """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     if family not in _checks.FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(_checks.FAMILIES)}")
     scalars = all(isinstance(p, numbers.Real) for p in (p0, p1))  # arrays: NumPy broadcasts
