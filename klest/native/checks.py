@@ -26,6 +26,7 @@ __all__ = [
     "cannot_change",
     "check_accumulate_args",
     "check_block_stats_args",
+    "check_family",
     "check_inverse_cdf_args",
     "check_merge_args",
     "checked_int",
@@ -398,6 +399,18 @@ def check_inverse_cdf_args(cdf: Any, guide: Any, u: Any, table: Any) -> None:
         require("table", table, np.float64, (k,))
 
 
+def check_family(family: Any) -> None:
+    """Raise a one-line ValueError unless ``family`` is a name of :data:`FAMILIES`.
+
+    >>> check_family("poisson")
+    Traceback (most recent call last):
+        ...
+    ValueError: unknown family 'poisson'; valid: laplace, gamma, standard_t, beta
+    """
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+
+
 def family_is_compiled(family: str, p0: float, p1: float) -> bool:
     """Whether klest_fill_family reproduces NumPy's ``family`` at these parameters: the
     branches of numpy/random/src/distributions/distributions.c it has. Laplace (loc p0,
@@ -408,9 +421,7 @@ def family_is_compiled(family: str, p0: float, p1: float) -> bool:
     >>> family_is_compiled("gamma", 2.0, 1.0), family_is_compiled("gamma", 0.5, 1.0)
     (True, False)
     """
-    if family not in FAMILIES:
-        valid = ", ".join(FAMILIES)
-        raise ValueError(f"unknown family {family!r}; valid: {valid}")
+    check_family(family)
     if not (math.isfinite(p0) and math.isfinite(p1)):
         return False
     if family == "laplace":

@@ -118,8 +118,7 @@ def family_draws(
     """
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    if family not in _checks.FAMILIES:
-        raise ValueError(f"unknown family {family!r}; valid: {', '.join(_checks.FAMILIES)}")
+    _checks.check_family(family)
     scalars = all(isinstance(p, numbers.Real) for p in (p0, p1))  # arrays: NumPy broadcasts
     if size is None or not scalars or not _checks.family_is_compiled(family, float(p0), float(p1)):
         return _numpy_family(rng, family, size, p0, p1)

@@ -148,17 +148,24 @@ KLEST_INLINE double standard_normal_draw(pcg64_ahead *g, int *pos) {
     }
 }
 
-/* One draw: f(z * scale + loc), z the standard normal draw; x = z * scale + loc is a multiply
- * then an add (NumPy's z *= scale; z += loc), and f, by `transform`, is 0: x;  1: x * b + c;
- * 2: ((x * a) + b) * x + c  (klest.log_ratio's Gaussian log-ratios, operation for
- * operation). */
+/* x = f(z * scale + loc) in place, for a double or a vector of them (the same operations
+ * either way): z * scale + loc is a multiply then an add (NumPy's z *= scale; z += loc), and
+ * f, by `transform`, is 0: x;  1: x * b + c;  2: ((x * a) + b) * x + c  (klest.log_ratio's
+ * Gaussian log-ratios, operation for operation). */
+#define KLEST_NORMAL_TRANSFORM(x, scale, loc, transform, a, b, c) \
+    do {                                                          \
+        (x) = (x) * (scale) + (loc);                              \
+        if ((transform) == 1)                                     \
+            (x) = (x) * (b) + (c);                                \
+        else if ((transform) == 2)                                \
+            (x) = (((x) * (a)) + (b)) * (x) + (c);                \
+    } while (0)
+
+/* One draw: f(z * scale + loc), z the standard normal draw (KLEST_NORMAL_TRANSFORM). */
 KLEST_INLINE double normal_draw(pcg64_ahead *g, int *pos, double scale, double loc,
                                 int64_t transform, double a, double b, double c) {
-    double x = standard_normal_draw(g, pos) * scale + loc;
-    if (transform == 1)
-        x = x * b + c;
-    else if (transform == 2)
-        x = ((x * a) + b) * x + c;
+    double x = standard_normal_draw(g, pos);
+    KLEST_NORMAL_TRANSFORM(x, scale, loc, transform, a, b, c);
     return x;
 }
 
@@ -190,11 +197,7 @@ KLEST_INLINE double normal_draw(pcg64_ahead *g, int *pos, double scale, double l
                 int m = W;                                                                  \
                 if (!ALL(accept))                                                           \
                     for (m = 0; accept[m]; m++) continue;                                   \
-                x = x * scale + loc;                                                        \
-                if (transform == 1)                                                         \
-                    x = x * b + c;                                                          \
-                else if (transform == 2)                                                    \
-                    x = ((x * a) + b) * x + c;                                              \
+                KLEST_NORMAL_TRANSFORM(x, scale, loc, transform, a, b, c);                  \
                 if (m == W) {                                                               \
                     memcpy(out + j, &x, sizeof x);                                          \
                     j += W, pos += W;                                                       \
