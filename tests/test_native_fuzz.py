@@ -393,15 +393,28 @@ def fuzz_native_accumulate() -> None:
     body()
 
 
+def one_block_state() -> st.SearchStrategy:
+    """The (1, 4) PCG64 state of one block, or that corrupted."""
+    state = np.array([1, 2, 3, 5], dtype=np.uint64)
+    return corrupted(state).map(
+        lambda a: a.reshape(1, -1) if isinstance(a, np.ndarray) and a.size == 4 else a
+    )
+
+
+def block_lengths(m: int, arrays: st.SearchStrategy) -> st.SearchStrategy:
+    """The draw counts of one block of m draws, or wrong ones."""
+    return st.one_of(
+        st.just(np.array([m], np.int64)), st.just(np.array([0], np.int64)),
+        st.just(np.array([-5, 3], np.int64)), arrays,
+    )  # fmt: skip
+
+
 def fuzz_native_block_stats() -> None:
     from klest import native as _native
 
     fields = len(_native.FIELDS)
     arrays = st.one_of(array_likes([np.dtype(np.float64)]), array_likes())
-    state = np.array([1, 2, 3, 5], dtype=np.uint64)
-    one_block = corrupted(state).map(
-        lambda a: a.reshape(1, -1) if isinstance(a, np.ndarray) and a.size == 4 else a
-    )
+    one_block = one_block_state()
 
     @fuzz
     @given(st.data())
@@ -421,10 +434,7 @@ def fuzz_native_block_stats() -> None:
         m = data.draw(st.integers(1, 3000))
         log_ratio = data.draw(st.one_of(st.none(), st.just(np.zeros(m)), arrays))
         states = data.draw(st.one_of(st.none(), one_block, st.just(np.zeros(4)), arrays))
-        lengths = data.draw(st.one_of(
-            st.just(np.array([m], np.int64)), st.just(np.array([0], np.int64)),
-            st.just(np.array([-5, 3], np.int64)), arrays,
-        ))  # fmt: skip
+        lengths = data.draw(block_lengths(m, arrays))
         quadratic = data.draw(st.sampled_from([None, (0.0, 1.0, -0.5), (1.0, "b", 2.0), (1.0,)]))
         normal = None if states is None else (states, lengths, 1.0, 0.0, quadratic)
         normal = data.draw(st.sampled_from([normal, None, (states,), "x"]))
@@ -434,6 +444,47 @@ def fuzz_native_block_stats() -> None:
         clean(lambda: _native.block_stats(
             names, log_ratio, normal, np.zeros((e, fields)), np.zeros(e + 1),
             np.zeros((e, e)), histogram, hist_rows, stride, 0.0, width,
+        ))  # fmt: skip
+
+    body()
+
+
+def fuzz_native_categorical_block_stats() -> None:
+    from klest import native as _native
+
+    fields = len(_native.FIELDS)
+    arrays = st.one_of(array_likes([np.dtype(np.float64)]), array_likes())
+    tables = []
+    for q in categoricals():
+        k = q.num_categories
+        pairs = np.stack([np.linspace(-2.0, 2.0, k), np.expm1(np.linspace(-2.0, 2.0, k))], 1)
+        tables.append((q._cdf, q._guide, pairs))
+    one_block = one_block_state()
+
+    @fuzz
+    @given(st.data())
+    def body(data: st.DataObject) -> None:
+        e = data.draw(st.integers(1, 4))
+        names = data.draw(st.one_of(
+            st.lists(st.sampled_from(["negate", "half_square", "k3", "expm1"]), min_size=e,
+                     max_size=e),
+            st.lists(st.sampled_from(["k9", "negate", ""]), max_size=3),
+        ))  # fmt: skip
+        cdf, guide, pairs = data.draw(st.sampled_from(tables))
+        cdf, guide = data.draw(corrupted(cdf)), data.draw(corrupted(guide))
+        pairs = data.draw(st.one_of(st.just(pairs), st.just(pairs[:-1]), st.just(pairs.T),
+                                    arrays))  # fmt: skip
+        states = data.draw(st.one_of(one_block, st.just(np.zeros(4)), arrays))
+        m = data.draw(st.integers(1, 3000))
+        lengths = data.draw(block_lengths(m, arrays))
+        categorical = data.draw(st.sampled_from([
+            (states, lengths, cdf, guide, pairs), (states, lengths, cdf, guide), None,
+        ]))  # fmt: skip
+        histogram = data.draw(st.one_of(st.just(np.zeros((e, 7), dtype=np.int64)), arrays))
+        hist_rows, stride = data.draw(st.integers(-1, 5)), data.draw(st.integers(-1, 3))
+        clean(lambda: _native.categorical_block_stats(
+            names, categorical, np.zeros((e, fields)), np.zeros(e + 1), np.zeros((e, e)),
+            histogram, hist_rows, stride, 0.0, 0.5,
         ))  # fmt: skip
 
     body()
@@ -476,6 +527,7 @@ BODIES = [
     "fuzz_accumulator",
     "fuzz_native_accumulate",
     "fuzz_native_block_stats",
+    "fuzz_native_categorical_block_stats",
     "fuzz_native_full_kl",
 ]
 

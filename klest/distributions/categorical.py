@@ -305,6 +305,27 @@ class Categorical(Distribution):
         self.__dict__["_ratio_table"] = (p._log_probs, table)
         return table
 
+    def log_ratio_pairs(self, p: Categorical) -> np.ndarray:
+        """(K, 2): :meth:`log_ratio_table` and its expm1 (klest's, ``klest.native.expm1``)
+        for every category: the engine's compiled Categorical pass looks both up by the
+        drawn category instead of taking expm1 draw by draw (the same bits). Read-only; the
+        pairs of the last p asked for are kept.
+
+        >>> q, p = Categorical(probs=[0.5, 0.5]), Categorical(probs=[0.25, 0.75])
+        >>> q.log_ratio_pairs(p).round(6).tolist()
+        [[-0.693147, -0.5], [0.405465, 0.5]]
+        """
+        table = self.log_ratio_table(p)
+        kept = self.__dict__.get("_ratio_pairs")
+        if kept is not None and kept[0] is table:
+            return kept[1]
+        pairs = np.empty((table.size, 2))
+        pairs[:, 0] = table
+        pairs[:, 1] = _native.expm1(np.ascontiguousarray(table), np.empty(table.size))
+        pairs = _frozen(pairs)
+        self.__dict__["_ratio_pairs"] = (table, pairs)
+        return pairs
+
     def inverse_cdf(self, u: Any, table: Any = None) -> np.ndarray:
         """The category of each uniform u in [0, 1): the first i with cdf[i] > u (the
         sampler's inverse CDF; unbatched), an int64 array of u's shape. With ``table``

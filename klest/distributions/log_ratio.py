@@ -190,6 +190,19 @@ def _unbatched_categoricals(q: Distribution, p: Distribution) -> bool:
     )
 
 
+def categorical_tables(
+    q: Distribution, p: Distribution
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(cdf, guide, pairs) of q's inverse CDF and of log p - log q with its expm1 per category
+    (``Categorical.log_ratio_pairs``), for the engine's compiled Categorical pass; None
+    unless q and p are unbatched Categoricals over the same categories (the pass draws
+    :func:`sample_log_ratio`'s stream: the same uniforms, categories and log-ratios)."""
+    if not _unbatched_categoricals(q, p):
+        return None
+    assert isinstance(q, Categorical) and isinstance(p, Categorical)
+    return q._cdf, q._guide, q.log_ratio_pairs(p)
+
+
 def _categorical_log_ratios(q: Categorical, p: Categorical) -> np.ndarray:
     """log p[i] - log q[i] for every category, as p.log_prob(i) - q.log_prob(i) gives it
     (kept by q for its last p: the engine asks for it once per block)."""

@@ -16,7 +16,8 @@ k3 itself from the log-ratio so that their values never travel through memory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,11 +175,25 @@ class Accumulator:
         (advanced as ``klest.native.scaled_normal`` would advance it), whose log-ratio is
         ((x a) + b) x + c for ``quadratic`` = (a, b, c) (x itself for None); the draws are
         never written out."""
-        bit_generators = [rng.bit_generator for rng in generators]
-        counts = np.array([_native.checked_int("lengths", m, 1) for m in lengths], np.int64)
-        with _native.pcg64_states(bit_generators) as states:
+        with _block_states(generators, lengths) as (states, counts):
             normal = (states, counts, scale, loc, quadratic)
             _native.block_stats(names, None, normal, *self._arrays())
+
+    def add_categorical_blocks(
+        self,
+        names: Sequence[str],
+        generators: Sequence[np.random.Generator],
+        lengths: Sequence[int],
+        tables: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> None:
+        """:meth:`add_computed` for blocks of Categorical draws, in one compiled call: block b
+        is the categories of ``lengths[b]`` uniforms of PCG64 generator ``generators[b]``
+        (``Generator.random``'s, the generator advanced as that would advance it) by the
+        inverse CDF of ``tables`` = (cdf, guide, pairs), pairs[c] the log-ratio of category c
+        and its expm1; the draws are never written out."""
+        with _block_states(generators, lengths) as (states, counts):
+            categorical = (states, counts, *tables)
+            _native.categorical_block_stats(names, categorical, *self._arrays())
 
     def _arrays(self) -> tuple:
         """The accumulator's arrays and histogram settings, as the kernels take them."""
@@ -192,6 +207,17 @@ class Accumulator:
         return _from_arrays(
             self.stats.copy(), self.joint.copy(), self.comoment.copy(), self.histogram.copy()
         )
+
+
+@contextmanager
+def _block_states(
+    generators: Sequence[np.random.Generator], lengths: Sequence[int]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The (B, 4) PCG64 states of the blocks' generators (written back to them on exit) and
+    the (B,) int64 draw counts of the blocks."""
+    counts = np.array([_native.checked_int("lengths", m, 1) for m in lengths], np.int64)
+    with _native.pcg64_states([rng.bit_generator for rng in generators]) as states:
+        yield states, counts
 
 
 def _as_arrays(moments: Moments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,8 +16,10 @@ compiled form (k1, k2, k3: ``computed_series``) the block goes through
 ``klest.native.block_stats`` in one pass: for a Gaussian pair the draws themselves (klest's
 PCG64 + ziggurat, NumPy's stream value for value), their log-ratio, klest's own expm1 (r - 1,
 shared with k3), the series and their statistics are made tile by tile in the L1 cache, and a
-task's blocks are one compiled call; for other pairs the log-ratio of the block is sampled
-first (:func:`klest.distributions.log_ratio.sample_log_ratio`, specialised by pair) and the
+task's blocks are one compiled call; so are a Categorical pair's (the uniforms, the inverse
+CDF's categories, and each category's log-ratio and expm1 from a table); for other pairs the
+log-ratio of the block is sampled first
+(:func:`klest.distributions.log_ratio.sample_log_ratio`, specialised by pair) and the
 rest is the same pass. An estimator without a compiled form sends its values through memory
 (:func:`block_series`, :class:`klest.engine.moments.Accumulator`). Both routes give the same
 bits (tests/test_block_stats.py).
@@ -41,7 +43,11 @@ from threadpoolctl import threadpool_limits
 from klest import estimators as _estimators
 from klest import native as _native
 from klest.distributions.base import Distribution
-from klest.distributions.log_ratio import fused_normal_parameters, sample_log_ratio
+from klest.distributions.log_ratio import (
+    categorical_tables,
+    fused_normal_parameters,
+    sample_log_ratio,
+)
 from klest.engine.allocator import tune_allocator
 from klest.engine.moments import Accumulator, Moments, merge
 from klest.engine.plan import RunPlan, block_generator
@@ -144,10 +150,14 @@ def _run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
     # drawn in that pass too): the same bits as block_series, in one pass through the cache
     blocks = range(first, first + count)
     normal = fused_normal_parameters(plan.q, plan.p)
-    if normal is not None:  # the task's blocks in one compiled call
+    categorical = None if normal is not None else categorical_tables(plan.q, plan.p)
+    if normal is not None or categorical is not None:  # the task's blocks in one call
         generators = [block_generator(plan.seed, plan.case, k) for k in blocks]
         lengths = [plan.block_length(k) for k in blocks]
-        accumulator.add_normal_blocks(names, generators, lengths, *normal)
+        if normal is not None:
+            accumulator.add_normal_blocks(names, generators, lengths, *normal)
+        else:
+            accumulator.add_categorical_blocks(names, generators, lengths, categorical)
         return accumulator.to_moments()
     for k in blocks:
         rng = block_generator(plan.seed, plan.case, k)

@@ -50,6 +50,7 @@ if _fallback.COMPILED is None:
 
     accumulate, merge = _fallback_kernels.accumulate, _fallback_kernels.merge
     block_stats = _fallback_kernels.block_stats
+    categorical_block_stats = _fallback_kernels.categorical_block_stats
     fill_normal = _fallback_sampler.fill_normal
     fill_family = None  # family_draws calls NumPy's own methods instead
     full_kl_rows = None  # klest.rl.full_kl evaluates its NumPy / torch formula instead
@@ -66,6 +67,7 @@ else:
         accumulate,
         best_simd_level,
         block_stats,
+        categorical_block_stats,
         expm1,
         fill_family,
         fill_normal,
@@ -89,6 +91,7 @@ __all__ = [
     "as_real_array",
     "best_simd_level",
     "block_stats",
+    "categorical_block_stats",
     "checked_int",
     "expm1",
     "family_draws",

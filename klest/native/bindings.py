@@ -32,6 +32,7 @@ from klest.native.checks import (
     SIMD_LEVELS,
     check_accumulate_args,
     check_block_stats_args,
+    check_categorical_block_stats_args,
     check_inverse_cdf_args,
     check_merge_args,
     family_is_compiled,
@@ -48,6 +49,7 @@ __all__ = [
     "accumulate",
     "best_simd_level",
     "block_stats",
+    "categorical_block_stats",
     "expm1",
     "fill_family",
     "fill_normal",
@@ -88,6 +90,10 @@ _LIB.klest_block_stats.argtypes = [
     _P, _I64, _P, _P, _I64, _P, _I64, _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _F64, _F64,
 ]  # fmt: skip
 _LIB.klest_block_stats.restype = ctypes.c_int
+_LIB.klest_categorical_block_stats.argtypes = [
+    _P, _I64, _P, _P, _P, _I64, _P, _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _F64, _F64,
+]  # fmt: skip
+_LIB.klest_categorical_block_stats.restype = ctypes.c_int
 _LIB.klest_merge.argtypes = [_I64, _P, _P, _P, _P, _P, _P]
 _LIB.klest_merge.restype = ctypes.c_int
 _LIB.klest_categorical_inverse_cdf.argtypes = [_P, _P, _I64, _P, _I64, _P, _P, _P]
@@ -350,10 +356,47 @@ def block_stats(
         _address(stats), _address(joint), _address(comoment), _address(histogram), bins,
         hist_rows, stride, low, width,
     )  # fmt: skip
+    _block_stats_status("klest_block_stats", status)
+
+
+def categorical_block_stats(
+    series: Sequence[str],
+    categorical: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    stats: np.ndarray,
+    joint: np.ndarray,
+    comoment: np.ndarray,
+    histogram: np.ndarray,
+    hist_rows: int,
+    stride: int,
+    low: float,
+    width: float,
+) -> None:
+    """:func:`block_stats` for blocks of Categorical draws, ``categorical = (states, lengths,
+    cdf, guide, pairs)``: block b is the categories c of ``lengths[b]`` uniforms of PCG64
+    state ``states[b]`` (``Generator.random``'s, the state advanced in place) by
+    :func:`inverse_cdf` of (cdf, guide), whose log-ratio and expm1 are ``pairs[c]``: the same
+    bits as ``inverse_cdf(cdf, guide, rng.random(m), pairs[:, 0])`` then :func:`block_stats`
+    of that log-ratio, with no draw written out and no expm1 taken per draw."""
+    check_categorical_block_stats_args(
+        series, categorical, stats, joint, comoment, histogram, hist_rows, stride, low, width
+    )
+    states, lengths, cdf, guide, pairs = categorical
+    kinds = np.array([COMPUTED_SERIES[s] for s in series], dtype=np.int64)
+    bins = histogram.shape[1] - 2 if histogram.shape[1] else 0
+    status = _LIB.klest_categorical_block_stats(
+        _address(states), len(states), _address(lengths), _address(cdf), _address(guide),
+        guide.size - 1, _address(pairs), _address(kinds), len(series), _address(stats),
+        _address(joint), _address(comoment), _address(histogram), bins, hist_rows, stride, low,
+        width,
+    )  # fmt: skip
+    _block_stats_status("klest_categorical_block_stats", status)
+
+
+def _block_stats_status(kernel: str, status: int) -> None:
     if status == -1:
-        raise MemoryError("klest_block_stats could not allocate its scratch memory")
+        raise MemoryError(f"{kernel} could not allocate its scratch memory")
     if status != 0:
-        raise ValueError("klest_block_stats: unknown series kind")
+        raise ValueError(f"{kernel}: unknown series kind")
 
 
 #: klest_full_kl's element types: float64 and float32 arrays, bfloat16 as its uint16 bits

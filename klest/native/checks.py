@@ -26,6 +26,7 @@ __all__ = [
     "cannot_change",
     "check_accumulate_args",
     "check_block_stats_args",
+    "check_categorical_block_stats_args",
     "check_family",
     "check_inverse_cdf_args",
     "check_merge_args",
@@ -266,14 +267,7 @@ def check_block_stats_args(
     values) and ``normal`` = (states, lengths, scale, loc, quadratic or None): states the
     writable (B, 4) uint64 PCG64 states of B >= 1 blocks, lengths their (B,) int64 draw
     counts, each >= 1. Returns ((scale, loc, a, b, c), transform)."""
-    if isinstance(series, str | np.ndarray) or not isinstance(series, Sequence) or not series:
-        raise TypeError(f"series must be a non-empty list of names, got {_shown(series)}")
-    for name in series:
-        if not isinstance(name, str) or name not in COMPUTED_SERIES:
-            valid = ", ".join(COMPUTED_SERIES)
-            raise ValueError(
-                f"block_stats computes every series: {_shown(name)} is not one of {valid}"
-            )
+    _check_computed_names(series)
     if (log_ratio is None) == (normal is None):
         raise ValueError("block_stats needs exactly one of log_ratio and normal")
     if normal is None:
@@ -285,18 +279,62 @@ def check_block_stats_args(
         if not isinstance(normal, tuple) or len(normal) != 5:
             raise TypeError("normal must be (states, lengths, scale, loc, quadratic)")
         states, lengths, scale, loc, quadratic = normal
-        require("states", states, np.uint64, (None, 4), writable=True)
-        require("lengths", lengths, np.int64, (states.shape[0],))
-        if states.shape[0] == 0:
-            raise ValueError("block_stats needs at least one block")
-        if lengths.min() < 1:
-            raise ValueError(f"every block needs at least one draw, got lengths {lengths}")
+        _check_block_states(states, lengths)
         a, b, c = quadratic_coefficients(quadratic)
         transform = 0 if quadratic is None else (1 if a == 0.0 else 2)
         params = (real_scalar("scale", scale), real_scalar("loc", loc), a, b, c)
     _check_accumulator_arrays(len(series), stats, joint, comoment, histogram, hist_rows, stride,
                               low, width)  # fmt: skip
     return params, transform
+
+
+def check_categorical_block_stats_args(
+    series: Any,
+    categorical: Any,
+    stats: Any,
+    joint: Any,
+    comoment: Any,
+    histogram: Any,
+    hist_rows: Any,
+    stride: Any,
+    low: Any,
+    width: Any,
+) -> None:
+    """Check :func:`categorical_block_stats`'s arguments: the series and accumulator as
+    :func:`check_block_stats_args`, ``categorical`` = (states, lengths, cdf, guide, pairs):
+    states and lengths as ``normal``'s there, cdf and guide as :func:`check_inverse_cdf_args`
+    checks them, pairs the (k, 2) float64 log-ratio and its expm1 of each of the k
+    categories."""
+    _check_computed_names(series)
+    if not isinstance(categorical, tuple) or len(categorical) != 5:
+        raise TypeError("categorical must be (states, lengths, cdf, guide, pairs)")
+    states, lengths, cdf, guide, pairs = categorical
+    _check_block_states(states, lengths)
+    _check_cdf_and_guide(cdf, guide)
+    require("pairs", pairs, np.float64, (cdf.size, 2))
+    _check_accumulator_arrays(len(series), stats, joint, comoment, histogram, hist_rows, stride,
+                              low, width)  # fmt: skip
+
+
+def _check_computed_names(series: Any) -> None:
+    if isinstance(series, str | np.ndarray) or not isinstance(series, Sequence) or not series:
+        raise TypeError(f"series must be a non-empty list of names, got {_shown(series)}")
+    for name in series:
+        if not isinstance(name, str) or name not in COMPUTED_SERIES:
+            valid = ", ".join(COMPUTED_SERIES)
+            raise ValueError(
+                f"block_stats computes every series: {_shown(name)} is not one of {valid}"
+            )
+
+
+def _check_block_states(states: Any, lengths: Any) -> None:
+    """states: writable (B, 4) uint64 PCG64 states, B >= 1; lengths: (B,) int64, each >= 1."""
+    require("states", states, np.uint64, (None, 4), writable=True)
+    require("lengths", lengths, np.int64, (states.shape[0],))
+    if states.shape[0] == 0:
+        raise ValueError("block_stats needs at least one block")
+    if lengths.min() < 1:
+        raise ValueError(f"every block needs at least one draw, got lengths {lengths}")
 
 
 def _check_accumulator_arrays(
@@ -379,24 +417,28 @@ def check_inverse_cdf_args(cdf: Any, guide: Any, u: Any, table: Any) -> None:
     call only (a Categorical's tables: O(k) per call would dominate a block of draws); any
     other pair, and every dtype, shape and layout, on every call.
     """
+    _check_cdf_and_guide(cdf, guide)
+    require("u", u, np.float64)
+    if table is not None:
+        require("table", table, np.float64, (cdf.size,))
+
+
+def _check_cdf_and_guide(cdf: Any, guide: Any) -> None:
     require("cdf", cdf, np.float64, (None,))
     k = cdf.size
     if _checked_before(cdf, guide):  # the same objects, on an immutable buffer: the same
         require("guide", guide, np.int32, (None,))  # values, unless re-typed in place
-    else:
-        if k == 0 or cdf[-1] != 1.0 or not np.all(np.diff(cdf) >= 0.0):
-            raise ValueError("cdf must be a non-empty nondecreasing array ending in 1.0")
-        require("guide", guide, np.int32, (None,))
-        g = guide.size - 1
-        if g < 1 or g & (g - 1):
-            raise ValueError(f"guide must have g + 1 entries with g a power of two, got {g + 1}")
-        if guide.min() < 0 or guide.max() > k - 1:
-            raise ValueError(f"guide entries must be categories in [0, {k - 1}]")
-        if cannot_change(cdf) and cannot_change(guide):
-            _remember_checked(cdf, guide)
-    require("u", u, np.float64)
-    if table is not None:
-        require("table", table, np.float64, (k,))
+        return
+    if k == 0 or cdf[-1] != 1.0 or not np.all(np.diff(cdf) >= 0.0):
+        raise ValueError("cdf must be a non-empty nondecreasing array ending in 1.0")
+    require("guide", guide, np.int32, (None,))
+    g = guide.size - 1
+    if g < 1 or g & (g - 1):
+        raise ValueError(f"guide must have g + 1 entries with g a power of two, got {g + 1}")
+    if guide.min() < 0 or guide.max() > k - 1:
+        raise ValueError(f"guide entries must be categories in [0, {k - 1}]")
+    if cannot_change(cdf) and cannot_change(guide):
+        _remember_checked(cdf, guide)
 
 
 def check_family(family: Any) -> None:

@@ -36,12 +36,13 @@ from klest.native.checks import (
     COMPUTED_SERIES,
     check_accumulate_args,
     check_block_stats_args,
+    check_categorical_block_stats_args,
     check_merge_args,
 )
-from klest.native.fallback import TILE, expm1, k3_values
-from klest.native.fallback_sampler import fill_normal
+from klest.native.fallback import TILE, expm1, inverse_cdf, k3_values
+from klest.native.fallback_sampler import fill_normal, uniform_doubles
 
-__all__ = ["accumulate", "block_stats", "merge"]
+__all__ = ["accumulate", "block_stats", "categorical_block_stats", "merge"]
 
 _LANES = 8
 # the columns of a stats row (kernels.c's enum)
@@ -112,6 +113,31 @@ def block_stats(
         em1 = expm1(l, np.empty_like(l))
         accumulate(list(series), l, em1, stats, joint, comoment, histogram, hist_rows,
                    stride, low, width)  # fmt: skip
+
+
+def categorical_block_stats(
+    series: Sequence[str],
+    categorical: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    stats: np.ndarray,
+    joint: np.ndarray,
+    comoment: np.ndarray,
+    histogram: np.ndarray,
+    hist_rows: int,
+    stride: int,
+    low: float,
+    width: float,
+) -> None:
+    """bindings.categorical_block_stats in NumPy: each block's uniforms
+    (:func:`uniform_doubles` of its state), their categories (:func:`inverse_cdf`), the
+    log-ratio and expm1 of each looked up in ``pairs``, then :func:`accumulate`."""
+    check_categorical_block_stats_args(
+        series, categorical, stats, joint, comoment, histogram, hist_rows, stride, low, width
+    )
+    states, lengths, cdf, guide, pairs = categorical
+    for state, m in zip(states, lengths.tolist(), strict=True):  # rows: views, advanced
+        category = inverse_cdf(cdf, guide, uniform_doubles(state, m))
+        accumulate(list(series), pairs[category, 0], pairs[category, 1], stats, joint,
+                   comoment, histogram, hist_rows, stride, low, width)  # fmt: skip
 
 
 def merge(

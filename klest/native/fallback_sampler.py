@@ -35,7 +35,7 @@ import numpy as np
 
 from klest.native.checks import quadratic_coefficients, real_scalar, require
 
-__all__ = ["fill_normal", "standard_normals"]
+__all__ = ["fill_normal", "standard_normals", "uniform_doubles"]
 
 _MASK64 = (1 << 64) - 1
 _MASK52 = np.uint64(0x000FFFFFFFFFFFFF)
@@ -252,7 +252,29 @@ def fill_normal(
     require("out", out, np.float64, writable=True)
     scale, loc = real_scalar("scale", scale), real_scalar("loc", loc)
     a, b, c = quadratic_coefficients(quadratic)
-    bit_generator = np.random.PCG64(0)  # private: the caller's state goes in and comes back
+    bit_generator = _opened(state)
+    z = standard_normals(bit_generator, out.size)
+    with np.errstate(all="ignore"):  # NaN and inf are arithmetic, as in the C
+        x = z * scale + loc  # a multiply then an add, as the C (-ffp-contract=off)
+        if quadratic is not None:
+            x = x * b + c if a == 0.0 else ((x * a) + b) * x + c
+    out.reshape(-1)[:] = x
+    _close(bit_generator, state)
+
+
+def uniform_doubles(state: np.ndarray, n: int) -> np.ndarray:
+    """n uniform doubles in [0, 1) of the PCG64 ``state`` (as :func:`fill_normal` takes it,
+    advanced in place): ``Generator.random``'s, (word >> 11) * 2**-53, word by word."""
+    require("state", state, np.uint64, (4,), writable=True)
+    bit_generator = _opened(state)
+    u = (bit_generator.random_raw(n) >> np.uint64(11)) * _TO_DOUBLE
+    _close(bit_generator, state)
+    return u
+
+
+def _opened(state: np.ndarray) -> np.random.PCG64:
+    """A private PCG64 at ``state``: the caller's state goes in, and comes back by _close."""
+    bit_generator = np.random.PCG64(0)
     bit_generator.state = {
         "bit_generator": "PCG64",
         "state": {
@@ -262,12 +284,10 @@ def fill_normal(
         "has_uint32": 0,
         "uinteger": 0,
     }
-    z = standard_normals(bit_generator, out.size)
-    with np.errstate(all="ignore"):  # NaN and inf are arithmetic, as in the C
-        x = z * scale + loc  # a multiply then an add, as the C (-ffp-contract=off)
-        if quadratic is not None:
-            x = x * b + c if a == 0.0 else ((x * a) + b) * x + c
-    out.reshape(-1)[:] = x
+    return bit_generator
+
+
+def _close(bit_generator: np.random.PCG64, state: np.ndarray) -> None:
     s = bit_generator.state["state"]["state"]
     state[0], state[1] = s >> 64, s & _MASK64
 

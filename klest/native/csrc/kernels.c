@@ -18,7 +18,9 @@
  *    same bits as klest._special.expm1 in NumPy, at every SIMD level.
  *  - klest_log, klest_log1p: klest's own log and log1p, likewise (klest._special.log, log1p).
  *
- *  - klest_categorical_inverse_cdf: searchsorted(cdf, u, side="right") by guide table.
+ *  - klest_categorical_inverse_cdf: searchsorted(cdf, u, side="right") by guide table;
+ *    klest_categorical_block_stats: klest_block_stats for Categorical blocks (the uniforms,
+ *    that search and a table of the log-ratio and its expm1 per category, tile by tile).
  *
  * Sums run over eight interleaved partial sums combined in a fixed order, held in SSE2, AVX2
  * or AVX-512 registers as the CPU allows: the same bits whatever the SIMD width, for any
@@ -738,6 +740,25 @@ int klest_block_stats(uint64_t *states, int64_t n_blocks, const int64_t *lengths
  * not in [0, 1) (NaN included), where it stops: such a u would index outside guide and cdf.
  * The caller (klest/_native.py) checks the rest: g >= 1, every guide entry in [0, k - 1]
  * and cdf[k - 1] = 1, so that the scan and the search stay inside cdf. */
+/* The first i with cdf[i] > x, for x in [0, 1), by the guide table of g = scale buckets. */
+KLEST_INLINE int64_t guided_category(const double *cdf, const int32_t *guide, double scale,
+                                     double x) {
+    int64_t b = (int64_t)(x * scale);
+    int64_t lo = guide[b], hi = guide[b + 1];
+    if (hi - lo <= 16) {
+        while (cdf[lo] <= x) lo++;
+    } else { /* first i in [lo, hi] with cdf[i] > x; cdf[hi] > x holds */
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (cdf[mid] <= x)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+    }
+    return lo;
+}
+
 int64_t klest_categorical_inverse_cdf(const double *cdf, const int32_t *guide, int64_t g,
                                       const double *u, int64_t n, int64_t *index,
                                       const double *table, double *values) {
@@ -745,23 +766,52 @@ int64_t klest_categorical_inverse_cdf(const double *cdf, const int32_t *guide, i
     for (int64_t j = 0; j < n; j++) {
         double x = u[j];
         if (!(x >= 0.0 && x < 1.0)) return j;
-        int64_t b = (int64_t)(x * scale);
-        int64_t lo = guide[b], hi = guide[b + 1];
-        if (hi - lo <= 16) {
-            while (cdf[lo] <= x) lo++;
-        } else { /* first i in [lo, hi] with cdf[i] > x; cdf[hi] > x holds */
-            while (lo < hi) {
-                int64_t mid = lo + (hi - lo) / 2;
-                if (cdf[mid] <= x)
-                    lo = mid + 1;
-                else
-                    hi = mid;
-            }
-        }
+        int64_t lo = guided_category(cdf, guide, scale, x);
         if (index != NULL) index[j] = lo;
         if (table != NULL) values[j] = table[lo];
     }
     return -1;
+}
+
+/* klest_block_stats for blocks of Categorical draws. Block b (of n_blocks) is lengths[b]
+ * categories, each that of klest_categorical_inverse_cdf for the uniform u = (PCG64 word
+ * >> 11) / 2^53 (NumPy's Generator.random) from the state states[4 b .. 4 b + 3] (advanced
+ * in place); the log-ratio of category c and its expm1 are pairs[2 c] and pairs[2 c + 1]
+ * (klest_expm1 of the log-ratio table: the same bits as taking expm1 draw by draw), so a
+ * draw costs its search and one cache line, never an expm1. The caller (klest/native) checks
+ * cdf, guide (g + 1 entries) and pairs (2 k values) as for klest_categorical_inverse_cdf;
+ * every u here is in [0, 1). Returns as klest_accumulate. */
+int klest_categorical_block_stats(uint64_t *states, int64_t n_blocks, const int64_t *lengths,
+                                  const double *cdf, const int32_t *guide, int64_t g,
+                                  const double *pairs, const int64_t *kinds, int64_t size,
+                                  double *stats, double *joint, double *comoment,
+                                  int64_t *histogram, int64_t bins, int64_t hist_rows,
+                                  int64_t stride, double low, double width) {
+    if (states == NULL || cdf == NULL || guide == NULL || pairs == NULL ||
+        !kinds_are_valid(kinds, size, NULL, pairs, pairs))
+        return -2;
+    scratch x;
+    if (scratch_open(&x, size, hist_rows, bins) != 0) return -1;
+    const double scale = (double)g;
+    for (int64_t b = 0; b < n_blocks; b++) {
+        pcg64_ahead r;
+        pcg64_ahead_open(&r, states + 4 * b);
+        int pos = r.pos;
+        for (int64_t start = 0; start < lengths[b]; start += KLEST_TILE) {
+            int64_t t = lengths[b] - start < KLEST_TILE ? lengths[b] - start : KLEST_TILE;
+            for (int64_t j = 0; j < t; j++) {
+                int64_t c = guided_category(cdf, guide, scale, pcg64_ahead_take_double(&r, &pos));
+                x.l_tile[j] = pairs[2 * c];
+                x.em1_tile[j] = pairs[2 * c + 1];
+            }
+            accumulate_tile(NULL, kinds, x.l_tile, x.em1_tile, 1, size, start, t, stats, joint,
+                            comoment, bins, hist_rows, stride, low, width, &x);
+        }
+        r.pos = pos;
+        pcg64_ahead_close(&r, states + 4 * b);
+    }
+    scratch_close(&x, histogram, bins, hist_rows);
+    return 0;
 }
 
 /* Fold accumulator b into accumulator a (b's draws after a's), both in the layout of
