@@ -393,6 +393,16 @@ def fuzz_native_accumulate() -> None:
     body()
 
 
+def accumulator_arrays(data: st.DataObject, e: int, arrays: st.SearchStrategy) -> tuple:
+    """A fresh accumulator of e series (stats, joint, comoment), then a drawn histogram,
+    histogram rows, stride, low and width, as the block passes take them."""
+    fields = 11  # klest.native.FIELDS
+    histogram = data.draw(st.one_of(st.just(np.zeros((e, 7), dtype=np.int64)), arrays))
+    hist_rows, stride = data.draw(st.integers(-1, 5)), data.draw(st.integers(-1, 3))
+    return (np.zeros((e, fields)), np.zeros(e + 1), np.zeros((e, e)), histogram, hist_rows,
+            stride, 0.0, 0.5)  # fmt: skip
+
+
 def one_block_state() -> st.SearchStrategy:
     """The (1, 4) PCG64 state of one block, or that corrupted."""
     state = np.array([1, 2, 3, 5], dtype=np.uint64)
@@ -452,7 +462,6 @@ def fuzz_native_block_stats() -> None:
 def fuzz_native_categorical_block_stats() -> None:
     from klest import native as _native
 
-    fields = len(_native.FIELDS)
     arrays = st.one_of(array_likes([np.dtype(np.float64)]), array_likes())
     tables = []
     for q in categoricals():
@@ -480,12 +489,34 @@ def fuzz_native_categorical_block_stats() -> None:
         categorical = data.draw(st.sampled_from([
             (states, lengths, cdf, guide, pairs), (states, lengths, cdf, guide), None,
         ]))  # fmt: skip
-        histogram = data.draw(st.one_of(st.just(np.zeros((e, 7), dtype=np.int64)), arrays))
-        hist_rows, stride = data.draw(st.integers(-1, 5)), data.draw(st.integers(-1, 3))
-        clean(lambda: _native.categorical_block_stats(
-            names, categorical, np.zeros((e, fields)), np.zeros(e + 1), np.zeros((e, e)),
-            histogram, hist_rows, stride, 0.0, 0.5,
-        ))  # fmt: skip
+        accumulator = accumulator_arrays(data, e, arrays)
+        clean(lambda: _native.categorical_block_stats(names, categorical, *accumulator))
+
+    body()
+
+
+def fuzz_native_laplace_block_stats() -> None:
+    from klest import native as _native
+
+    arrays = st.one_of(array_likes([np.dtype(np.float64)]), array_likes())
+    one_block = one_block_state()
+    reals = st.sampled_from(EDGE_FLOATS) | st.floats() | st.just("x")
+
+    @fuzz
+    @given(st.data())
+    def body(data: st.DataObject) -> None:
+        e = data.draw(st.integers(1, 4))
+        names = data.draw(st.lists(st.sampled_from(["negate", "half_square", "k3", "expm1",
+                                                    "k9"]), min_size=e, max_size=e))  # fmt: skip
+        states = data.draw(st.one_of(one_block, st.just(np.zeros(4)), arrays))
+        lengths = data.draw(block_lengths(data.draw(st.integers(1, 3000)), arrays))
+        loc, scale = data.draw(reals), data.draw(reals | st.just(1.0))
+        coefficients = data.draw(st.tuples(*[reals] * 5) | st.tuples(reals) | arrays)
+        laplace = data.draw(st.sampled_from([
+            (states, lengths, loc, scale, coefficients), (states, lengths, loc), None,
+        ]))  # fmt: skip
+        accumulator = accumulator_arrays(data, e, arrays)
+        clean(lambda: _native.laplace_block_stats(names, laplace, *accumulator))
 
     body()
 
@@ -528,6 +559,7 @@ BODIES = [
     "fuzz_native_accumulate",
     "fuzz_native_block_stats",
     "fuzz_native_categorical_block_stats",
+    "fuzz_native_laplace_block_stats",
     "fuzz_native_full_kl",
 ]
 

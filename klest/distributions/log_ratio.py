@@ -43,6 +43,7 @@ from klest.distributions.student_t import StudentT
 from klest.native import log as native_log
 from klest.native import log1p as native_log1p
 from klest.native import quadratic_in_place, scaled_normal
+from klest.native.checks import family_is_compiled
 
 __all__ = ["log_ratio_function", "sample_log_ratio"]
 
@@ -377,11 +378,40 @@ def _exponential_exponential(q: Exponential, p: Exponential) -> LogRatio | None:
     return _guarded(q, p, fast, -math.ulp(0.0), _BIG)  # x = +-0 is inside the support
 
 
+def fused_laplace_parameters(
+    q: Distribution, p: Distribution
+) -> tuple[float, float, tuple[float, float, float, float, float]] | None:
+    """(loc, scale, (a, b, c, d, e)) for the engine's compiled Laplace pass: q's draws x and
+    the log-ratio (|x - a| b - |x - c| d) + e, the operations of :func:`sample_log_ratio`'s
+    Laplace pair in its order, so the same bits. None unless q and p are Laplace
+    distributions whose pair takes that fast formula for every draw: tame parameters, draws
+    that klest's sampler gives as NumPy's, and a log-ratio bounded far from overflow (a draw
+    lies within 37 scales of q's loc: u >= 2^-53 in NumPy's inverse CDF), so that
+    ``_guarded`` never sends a draw to the generic difference."""
+    if type(q) is not Laplace or type(p) is not Laplace:
+        return None
+    if not _tame(q.loc, q.scale, p.loc, p.scale) or not family_is_compiled(
+        "laplace", q.loc, q.scale
+    ):
+        return None
+    const = _laplace_constant(q, p)
+    rq, rp = 1.0 / q.scale, 1.0 / p.scale
+    reach = 37.0 * q.scale
+    bound = reach * rq + (abs(q.loc - p.loc) + reach) * rp + abs(const)
+    if not bound < 1e280:  # (a block's sum of such values stays finite)
+        return None
+    return q.loc, q.scale, (q.loc, rq, p.loc, rp, const)
+
+
+def _laplace_constant(q: Laplace, p: Laplace) -> float:
+    return math.log(2.0 * q.scale) - math.log(2.0 * p.scale)
+
+
 def _laplace_laplace(q: Laplace, p: Laplace) -> LogRatio | None:
     if not _tame(q.loc, q.scale, p.loc, p.scale):
         return None
     # |x - m_q| / s_q - |x - m_p| / s_p + log(s_q / s_p)
-    const = math.log(2.0 * q.scale) - math.log(2.0 * p.scale)
+    const = _laplace_constant(q, p)
 
     def distance(x: np.ndarray, d: Laplace) -> np.ndarray:
         # |x - m| / s; loc 0 and scale 1 skip their pass (bit for bit the same: -0 - 0 is

@@ -195,6 +195,22 @@ class Accumulator:
             categorical = (states, counts, *tables)
             _native.categorical_block_stats(names, categorical, *self._arrays())
 
+    def add_laplace_blocks(
+        self,
+        names: Sequence[str],
+        generators: Sequence[np.random.Generator],
+        lengths: Sequence[int],
+        parameters: tuple[float, float, tuple[float, float, float, float, float]],
+    ) -> None:
+        """:meth:`add_computed` for blocks of Laplace draws, in one compiled call: block b is
+        ``lengths[b]`` draws x of ``generators[b].laplace(loc, scale)`` (the generator
+        advanced as that would advance it), ``parameters`` = (loc, scale, (a, b, c, d, e)),
+        with log-ratio (|x - a| b - |x - c| d) + e; the draws are never written out."""
+        loc, scale, coefficients = parameters
+        with _block_states(generators, lengths) as (states, counts):
+            laplace = (states, counts, loc, scale, coefficients)
+            _native.laplace_block_stats(names, laplace, *self._arrays())
+
     def _arrays(self) -> tuple:
         """The accumulator's arrays and histogram settings, as the kernels take them."""
         return (

@@ -19,6 +19,7 @@ the mean's error bar, listed in ``alarms``: :func:`klest.simulate` warns about t
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 from dataclasses import dataclass, field
@@ -58,9 +59,16 @@ def software_versions() -> dict[str, str]:
         "klest": __version__,
         **stream_versions(),
         "scipy": scipy.__version__,
-        "pandas": _installed_version("pandas"),
+        "pandas": _pandas_version(),
         "python": platform.python_version(),
     }
+
+
+@functools.cache
+def _pandas_version() -> str:
+    # read once per process (~2 ms a lookup, in every simulate call): the installed release,
+    # without importing pandas (klest's engine processes never load it)
+    return _installed_version("pandas")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ compiled form (k1, k2, k3: ``computed_series``) the block goes through
 PCG64 + ziggurat, NumPy's stream value for value), their log-ratio, klest's own expm1 (r - 1,
 shared with k3), the series and their statistics are made tile by tile in the L1 cache, and a
 task's blocks are one compiled call; so are a Categorical pair's (the uniforms, the inverse
-CDF's categories, and each category's log-ratio and expm1 from a table); for other pairs the
+CDF's categories, and each category's log-ratio and expm1 from a table) and a Laplace pair's
+(NumPy's Laplace draws and their log-ratio, compiled); for other pairs the
 log-ratio of the block is sampled first
 (:func:`klest.distributions.log_ratio.sample_log_ratio`, specialised by pair) and the
 rest is the same pass. An estimator without a compiled form sends its values through memory
@@ -32,7 +33,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from typing import Any
@@ -45,6 +46,7 @@ from klest import native as _native
 from klest.distributions.base import Distribution
 from klest.distributions.log_ratio import (
     categorical_tables,
+    fused_laplace_parameters,
     fused_normal_parameters,
     sample_log_ratio,
 )
@@ -149,21 +151,42 @@ def _run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
     # every series is computed in the compiled pass from the log-ratio (for a Gaussian pair,
     # drawn in that pass too): the same bits as block_series, in one pass through the cache
     blocks = range(first, first + count)
-    normal = fused_normal_parameters(plan.q, plan.p)
-    categorical = None if normal is not None else categorical_tables(plan.q, plan.p)
-    if normal is not None or categorical is not None:  # the task's blocks in one call
+    drawn_pass = _drawn_pass(plan.q, plan.p)
+    if drawn_pass is not None:  # the task's blocks in one compiled call
         generators = [block_generator(plan.seed, plan.case, k) for k in blocks]
-        lengths = [plan.block_length(k) for k in blocks]
-        if normal is not None:
-            accumulator.add_normal_blocks(names, generators, lengths, *normal)
-        else:
-            accumulator.add_categorical_blocks(names, generators, lengths, categorical)
+        drawn_pass(accumulator, names, generators, [plan.block_length(k) for k in blocks])
         return accumulator.to_moments()
     for k in blocks:
         rng = block_generator(plan.seed, plan.case, k)
         log_ratio = sample_log_ratio(plan.q, plan.p, rng, plan.block_length(k))
         accumulator.add_computed(names, np.ascontiguousarray(log_ratio, dtype=np.float64))
     return accumulator.to_moments()
+
+
+#: accumulator.add_*_blocks(names, generators, lengths): a task's blocks, drawn in one call
+DrawnPass = Callable[[Accumulator, list[str], list[np.random.Generator], list[int]], None]
+
+
+def _drawn_pass(q: Distribution, p: Distribution) -> DrawnPass | None:
+    """The compiled pass that draws this pair's blocks itself (Gaussian, Categorical and
+    Laplace pairs), with the bits of :func:`sample_log_ratio` then the accumulator; None for
+    the other pairs, whose log-ratio is sampled block by block first."""
+    normal = fused_normal_parameters(q, p)
+    if normal is not None:
+        return lambda acc, names, gens, lengths: acc.add_normal_blocks(
+            names, gens, lengths, *normal
+        )
+    tables = categorical_tables(q, p)
+    if tables is not None:
+        return lambda acc, names, gens, lengths: acc.add_categorical_blocks(
+            names, gens, lengths, tables
+        )
+    laplace = fused_laplace_parameters(q, p)
+    if laplace is not None:
+        return lambda acc, names, gens, lengths: acc.add_laplace_blocks(
+            names, gens, lengths, laplace
+        )
+    return None
 
 
 def _computed_names(estimators: Sequence[str]) -> list[str] | None:

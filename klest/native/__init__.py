@@ -51,6 +51,7 @@ if _fallback.COMPILED is None:
     accumulate, merge = _fallback_kernels.accumulate, _fallback_kernels.merge
     block_stats = _fallback_kernels.block_stats
     categorical_block_stats = _fallback_kernels.categorical_block_stats
+    laplace_block_stats = _fallback_kernels.laplace_block_stats
     fill_normal = _fallback_sampler.fill_normal
     fill_family = None  # family_draws calls NumPy's own methods instead
     full_kl_rows = None  # klest.rl.full_kl evaluates its NumPy / torch formula instead
@@ -74,6 +75,7 @@ else:
         full_kl_rows,
         inverse_cdf,
         k3_from_expm1,
+        laplace_block_stats,
         log,
         log1p,
         merge,
@@ -100,6 +102,7 @@ __all__ = [
     "full_kl_rows",
     "inverse_cdf",
     "k3_from_expm1",
+    "laplace_block_stats",
     "log",
     "log1p",
     "merge",

@@ -34,6 +34,7 @@ from klest.native.checks import (
     check_block_stats_args,
     check_categorical_block_stats_args,
     check_inverse_cdf_args,
+    check_laplace_block_stats_args,
     check_merge_args,
     family_is_compiled,
     quadratic_coefficients,
@@ -56,6 +57,7 @@ __all__ = [
     "full_kl_rows",
     "inverse_cdf",
     "k3_from_expm1",
+    "laplace_block_stats",
     "log",
     "log1p",
     "merge",
@@ -94,6 +96,10 @@ _LIB.klest_categorical_block_stats.argtypes = [
     _P, _I64, _P, _P, _P, _I64, _P, _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _F64, _F64,
 ]  # fmt: skip
 _LIB.klest_categorical_block_stats.restype = ctypes.c_int
+_LIB.klest_laplace_block_stats.argtypes = [
+    _P, _I64, _P, _P, _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _F64, _F64,
+]  # fmt: skip
+_LIB.klest_laplace_block_stats.restype = ctypes.c_int
 _LIB.klest_merge.argtypes = [_I64, _P, _P, _P, _P, _P, _P]
 _LIB.klest_merge.restype = ctypes.c_int
 _LIB.klest_categorical_inverse_cdf.argtypes = [_P, _P, _I64, _P, _I64, _P, _P, _P]
@@ -390,6 +396,40 @@ def categorical_block_stats(
         width,
     )  # fmt: skip
     _block_stats_status("klest_categorical_block_stats", status)
+
+
+def laplace_block_stats(
+    series: Sequence[str],
+    laplace: tuple[np.ndarray, np.ndarray, float, float, tuple[float, ...]],
+    stats: np.ndarray,
+    joint: np.ndarray,
+    comoment: np.ndarray,
+    histogram: np.ndarray,
+    hist_rows: int,
+    stride: int,
+    low: float,
+    width: float,
+) -> None:
+    """:func:`block_stats` for blocks of Laplace draws, ``laplace = (states, lengths, loc,
+    scale, (a, b, c, d, e))``: block b is the ``lengths[b]`` draws x of NumPy's
+    ``Generator.laplace(loc, scale)`` from PCG64 state ``states[b]`` (advanced in place), with
+    log-ratio ``(|x - a| * b - |x - c| * d) + e``, drawn here tile by tile and never written
+    out."""
+    f = np.array(
+        check_laplace_block_stats_args(
+            series, laplace, stats, joint, comoment, histogram, hist_rows, stride, low, width
+        ),
+        dtype=np.float64,
+    )
+    states, lengths = laplace[:2]
+    kinds = np.array([COMPUTED_SERIES[s] for s in series], dtype=np.int64)
+    bins = histogram.shape[1] - 2 if histogram.shape[1] else 0
+    status = _LIB.klest_laplace_block_stats(
+        _address(states), len(states), _address(lengths), _address(f), _address(kinds),
+        len(series), _address(stats), _address(joint), _address(comoment), _address(histogram),
+        bins, hist_rows, stride, low, width,
+    )  # fmt: skip
+    _block_stats_status("klest_laplace_block_stats", status)
 
 
 def _block_stats_status(kernel: str, status: int) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "check_categorical_block_stats_args",
     "check_family",
     "check_inverse_cdf_args",
+    "check_laplace_block_stats_args",
     "check_merge_args",
     "checked_int",
     "family_is_compiled",
@@ -314,6 +315,39 @@ def check_categorical_block_stats_args(
     require("pairs", pairs, np.float64, (cdf.size, 2))
     _check_accumulator_arrays(len(series), stats, joint, comoment, histogram, hist_rows, stride,
                               low, width)  # fmt: skip
+
+
+def check_laplace_block_stats_args(
+    series: Any,
+    laplace: Any,
+    stats: Any,
+    joint: Any,
+    comoment: Any,
+    histogram: Any,
+    hist_rows: Any,
+    stride: Any,
+    low: Any,
+    width: Any,
+) -> tuple[float, ...]:
+    """Check :func:`laplace_block_stats`'s arguments: the series and accumulator as
+    :func:`check_block_stats_args`, ``laplace`` = (states, lengths, loc, scale, (a, b, c, d,
+    e)): states and lengths as ``normal``'s there, loc and scale those of draws that the
+    compiled sampler gives as NumPy's laplace does (:func:`family_is_compiled`), a..e real
+    numbers. Returns (loc, scale, a, b, c, d, e)."""
+    _check_computed_names(series)
+    if not isinstance(laplace, tuple) or len(laplace) != 5:
+        raise TypeError("laplace must be (states, lengths, loc, scale, coefficients)")
+    states, lengths, loc, scale, coefficients = laplace
+    _check_block_states(states, lengths)
+    loc, scale = real_scalar("loc", loc), real_scalar("scale", scale)
+    if not family_is_compiled("laplace", loc, scale):
+        raise ValueError(f"laplace draws need a finite loc and scale > 0, got {loc}, {scale}")
+    if not isinstance(coefficients, tuple) or len(coefficients) != 5:
+        raise TypeError(f"coefficients must be 5 real numbers, got {_shown(coefficients)}")
+    numbers = tuple(real_scalar("coefficients", c) for c in coefficients)
+    _check_accumulator_arrays(len(series), stats, joint, comoment, histogram, hist_rows, stride,
+                              low, width)  # fmt: skip
+    return (loc, scale, *numbers)
 
 
 def _check_computed_names(series: Any) -> None:

@@ -37,12 +37,13 @@ from klest.native.checks import (
     check_accumulate_args,
     check_block_stats_args,
     check_categorical_block_stats_args,
+    check_laplace_block_stats_args,
     check_merge_args,
 )
 from klest.native.fallback import TILE, expm1, inverse_cdf, k3_values
-from klest.native.fallback_sampler import fill_normal, uniform_doubles
+from klest.native.fallback_sampler import fill_normal, laplace_draws, uniform_doubles
 
-__all__ = ["accumulate", "block_stats", "categorical_block_stats", "merge"]
+__all__ = ["accumulate", "block_stats", "categorical_block_stats", "laplace_block_stats", "merge"]
 
 _LANES = 8
 # the columns of a stats row (kernels.c's enum)
@@ -138,6 +139,33 @@ def categorical_block_stats(
         category = inverse_cdf(cdf, guide, uniform_doubles(state, m))
         accumulate(list(series), pairs[category, 0], pairs[category, 1], stats, joint,
                    comoment, histogram, hist_rows, stride, low, width)  # fmt: skip
+
+
+def laplace_block_stats(
+    series: Sequence[str],
+    laplace: tuple[np.ndarray, np.ndarray, float, float, tuple[float, ...]],
+    stats: np.ndarray,
+    joint: np.ndarray,
+    comoment: np.ndarray,
+    histogram: np.ndarray,
+    hist_rows: int,
+    stride: int,
+    low: float,
+    width: float,
+) -> None:
+    """bindings.laplace_block_stats in NumPy: each block's draws (:func:`laplace_draws` of
+    its state), their log-ratio by the same operations in the same order, its expm1, then
+    :func:`accumulate`."""
+    loc, scale, a, b, c, d, e = check_laplace_block_stats_args(
+        series, laplace, stats, joint, comoment, histogram, hist_rows, stride, low, width
+    )
+    states, lengths = laplace[:2]
+    for state, m in zip(states, lengths.tolist(), strict=True):  # rows: views, advanced
+        x = laplace_draws(state, m, loc, scale)
+        with np.errstate(all="ignore"):  # NaN and inf are arithmetic, as in the C
+            l = (np.abs(x - a) * b - np.abs(x - c) * d) + e
+        accumulate(list(series), l, expm1(l, np.empty_like(l)), stats, joint, comoment,
+                   histogram, hist_rows, stride, low, width)  # fmt: skip
 
 
 def merge(

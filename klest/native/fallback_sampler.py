@@ -35,7 +35,7 @@ import numpy as np
 
 from klest.native.checks import quadratic_coefficients, real_scalar, require
 
-__all__ = ["fill_normal", "standard_normals", "uniform_doubles"]
+__all__ = ["fill_normal", "laplace_draws", "standard_normals", "uniform_doubles"]
 
 _MASK64 = (1 << 64) - 1
 _MASK52 = np.uint64(0x000FFFFFFFFFFFFF)
@@ -270,6 +270,16 @@ def uniform_doubles(state: np.ndarray, n: int) -> np.ndarray:
     u = (bit_generator.random_raw(n) >> np.uint64(11)) * _TO_DOUBLE
     _close(bit_generator, state)
     return u
+
+
+def laplace_draws(state: np.ndarray, n: int, loc: float, scale: float) -> np.ndarray:
+    """n draws of NumPy's ``Generator.laplace(loc, scale)`` from the PCG64 ``state`` (as
+    :func:`fill_normal` takes it, advanced in place): klest stream v1's Laplace draws."""
+    require("state", state, np.uint64, (4,), writable=True)
+    bit_generator = _opened(state)
+    x = np.random.Generator(bit_generator).laplace(loc, scale, n)
+    _close(bit_generator, state)
+    return x
 
 
 def _opened(state: np.ndarray) -> np.random.PCG64:

@@ -7,7 +7,8 @@
  *    for value (family_stream.h).
  *  - klest_block_stats: the engine's one pass over blocks whose series are all computed
  *    (k1, k2, k3, r - 1): for a Gaussian pair the draws too, then expm1, the series and
- *    their statistics, tile by tile (klest_accumulate's arithmetic, the same bits).
+ *    their statistics, tile by tile (klest_accumulate's arithmetic, the same bits);
+ *    klest_laplace_block_stats: the same for a Laplace pair.
  *  - klest_accumulate: the engine's per-block statistics. A block is cut into tiles of
  *    KLEST_TILE draws that stay in the L1 cache; each tile's mean, central power sums,
  *    extremes, negatives and co-moments are computed there (two-pass) and merged into a
@@ -673,25 +674,45 @@ int klest_accumulate(const double *const *rows, const int64_t *kinds, const doub
     return 0;
 }
 
-/* Draw the m values of klest_fill_normal(state, ..., f[0], f[1], transform, f[2], f[3],
- * f[4]) tile by tile, take each tile's expm1 and fold the tile into the accumulator (x: open
- * scratch memory); the state is advanced in place. (Drawing a tile while taking expm1 of
- * the previous one, in one loop, was measured slower: the sampler and expm1 compete for the
- * same execution ports rather than filling each other's gaps.) */
-static void normal_block(uint64_t *state, int64_t m, const double *f, int64_t transform,
-                         const int64_t *kinds, int64_t size, double *stats, double *joint,
-                         double *comoment, int64_t bins, int64_t hist_rows, int64_t stride,
-                         double low, double width, scratch *x) {
-    pcg64_ahead g;
-    pcg64_ahead_open(&g, state);
-    for (int64_t start = 0; start < m; start += KLEST_TILE) {
-        int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
-        x->w.k->normal_fill(&g, x->l_tile, t, f[0], f[1], transform, f[2], f[3], f[4]);
-        x->w.k->expm1(x->l_tile, x->em1_tile, t);
-        accumulate_tile(NULL, kinds, x->l_tile, x->em1_tile, 1, size, start, t, stats, joint,
-                        comoment, bins, hist_rows, stride, low, width, x);
+/* The draws of a tile, as a pass over drawn blocks makes them: t log-ratios into x->l_tile
+ * and their expm1 into x->em1_tile, from the stream g, as `how` says. */
+typedef void (*tile_filler)(pcg64_ahead *g, const void *how, int64_t t, scratch *x);
+
+/* Fold n_blocks blocks into the accumulator: block b is lengths[b] draws of fill from the
+ * PCG64 state states[4 b .. 4 b + 3] (advanced in place), made and folded tile by tile (x:
+ * open scratch memory). */
+static void drawn_blocks(uint64_t *states, int64_t n_blocks, const int64_t *lengths,
+                         tile_filler fill, const void *how, const int64_t *kinds, int64_t size,
+                         double *stats, double *joint, double *comoment, int64_t bins,
+                         int64_t hist_rows, int64_t stride, double low, double width,
+                         scratch *x) {
+    for (int64_t b = 0; b < n_blocks; b++) {
+        pcg64_ahead g;
+        pcg64_ahead_open(&g, states + 4 * b);
+        for (int64_t start = 0; start < lengths[b]; start += KLEST_TILE) {
+            int64_t t = lengths[b] - start < KLEST_TILE ? lengths[b] - start : KLEST_TILE;
+            fill(&g, how, t, x);
+            accumulate_tile(NULL, kinds, x->l_tile, x->em1_tile, 1, size, start, t, stats,
+                            joint, comoment, bins, hist_rows, stride, low, width, x);
+        }
+        pcg64_ahead_close(&g, states + 4 * b);
     }
-    pcg64_ahead_close(&g, state);
+}
+
+/* klest_fill_normal(..., f[0], f[1], transform, f[2], f[3], f[4]) of a tile, then its
+ * expm1. (Drawing a tile while taking expm1 of the previous one, in one loop, was measured
+ * slower: the sampler and expm1 compete for the same execution ports rather than filling
+ * each other's gaps.) */
+typedef struct {
+    const double *f;
+    int64_t transform;
+} normal_tiles;
+
+static void normal_tile(pcg64_ahead *g, const void *how, int64_t t, scratch *x) {
+    const normal_tiles *n = how;
+    x->w.k->normal_fill(g, x->l_tile, t, n->f[0], n->f[1], n->transform, n->f[2], n->f[3],
+                        n->f[4]);
+    x->w.k->expm1(x->l_tile, x->em1_tile, t);
 }
 
 /* klest_accumulate for blocks whose every series is computed from the log-ratio l (kinds
@@ -718,10 +739,42 @@ int klest_block_stats(uint64_t *states, int64_t n_blocks, const int64_t *lengths
                             stats, joint, comoment, bins, hist_rows, stride, low, width, &x);
         }
     } else {
-        for (int64_t b = 0; b < n_blocks; b++)
-            normal_block(states + 4 * b, lengths[b], f, transform, kinds, size, stats, joint,
-                         comoment, bins, hist_rows, stride, low, width, &x);
+        normal_tiles how = {f, transform};
+        drawn_blocks(states, n_blocks, lengths, normal_tile, &how, kinds, size, stats, joint,
+                     comoment, bins, hist_rows, stride, low, width, &x);
     }
+    scratch_close(&x, histogram, bins, hist_rows);
+    return 0;
+}
+
+/* A tile of Laplace draws x (NumPy's laplace(loc f[0], scale f[1]), family_stream.h) and
+ * their log-ratio l = (|x - f[2]| * f[3] - |x - f[4]| * f[5]) + f[6] -- the operations, in
+ * order, of klest's Laplace-pair log-ratio (klest/distributions/log_ratio.py: |x - m| / s as
+ * |x - m| * (1 / s)) -- then expm1. */
+static void laplace_tile(pcg64_ahead *g, const void *how, int64_t t, scratch *x) {
+    const double *f = how;
+    const double a = f[2], b = f[3], c = f[4], d = f[5], e = f[6];
+    double *l = x->l_tile;
+    family_fill(g, FAMILY_LAPLACE, f[0], f[1], l, t);
+    for (int64_t j = 0; j < t; j++) /* a loop of its own: it vectorises */
+        l[j] = (fabs(l[j] - a) * b - fabs(l[j] - c) * d) + e;
+    x->w.k->expm1(l, x->em1_tile, t);
+}
+
+/* klest_block_stats for blocks of Laplace draws: block b is lengths[b] draws of laplace_tile
+ * (f: its seven numbers) from the PCG64 state states[4 b .. 4 b + 3], advanced in place; the
+ * caller (klest/native) checks that the draws are NumPy's (a finite loc, a finite scale > 0).
+ * Returns as klest_accumulate. */
+int klest_laplace_block_stats(uint64_t *states, int64_t n_blocks, const int64_t *lengths,
+                              const double *f, const int64_t *kinds, int64_t size,
+                              double *stats, double *joint, double *comoment,
+                              int64_t *histogram, int64_t bins, int64_t hist_rows,
+                              int64_t stride, double low, double width) {
+    if (states == NULL || f == NULL || !kinds_are_valid(kinds, size, NULL, f, f)) return -2;
+    scratch x;
+    if (scratch_open(&x, size, hist_rows, bins) != 0) return -1;
+    drawn_blocks(states, n_blocks, lengths, laplace_tile, f, kinds, size, stats, joint,
+                 comoment, bins, hist_rows, stride, low, width, &x);
     scratch_close(&x, histogram, bins, hist_rows);
     return 0;
 }
@@ -781,6 +834,23 @@ int64_t klest_categorical_inverse_cdf(const double *cdf, const int32_t *guide, i
  * draw costs its search and one cache line, never an expm1. The caller (klest/native) checks
  * cdf, guide (g + 1 entries) and pairs (2 k values) as for klest_categorical_inverse_cdf;
  * every u here is in [0, 1). Returns as klest_accumulate. */
+typedef struct {
+    const double *cdf, *pairs;
+    const int32_t *guide;
+    double scale;
+} categorical_tiles;
+
+static void categorical_tile(pcg64_ahead *g, const void *how, int64_t t, scratch *x) {
+    const categorical_tiles *c = how;
+    int pos = g->pos;
+    for (int64_t j = 0; j < t; j++) {
+        int64_t i = guided_category(c->cdf, c->guide, c->scale, pcg64_ahead_take_double(g, &pos));
+        x->l_tile[j] = c->pairs[2 * i];
+        x->em1_tile[j] = c->pairs[2 * i + 1];
+    }
+    g->pos = pos;
+}
+
 int klest_categorical_block_stats(uint64_t *states, int64_t n_blocks, const int64_t *lengths,
                                   const double *cdf, const int32_t *guide, int64_t g,
                                   const double *pairs, const int64_t *kinds, int64_t size,
@@ -792,24 +862,9 @@ int klest_categorical_block_stats(uint64_t *states, int64_t n_blocks, const int6
         return -2;
     scratch x;
     if (scratch_open(&x, size, hist_rows, bins) != 0) return -1;
-    const double scale = (double)g;
-    for (int64_t b = 0; b < n_blocks; b++) {
-        pcg64_ahead r;
-        pcg64_ahead_open(&r, states + 4 * b);
-        int pos = r.pos;
-        for (int64_t start = 0; start < lengths[b]; start += KLEST_TILE) {
-            int64_t t = lengths[b] - start < KLEST_TILE ? lengths[b] - start : KLEST_TILE;
-            for (int64_t j = 0; j < t; j++) {
-                int64_t c = guided_category(cdf, guide, scale, pcg64_ahead_take_double(&r, &pos));
-                x.l_tile[j] = pairs[2 * c];
-                x.em1_tile[j] = pairs[2 * c + 1];
-            }
-            accumulate_tile(NULL, kinds, x.l_tile, x.em1_tile, 1, size, start, t, stats, joint,
-                            comoment, bins, hist_rows, stride, low, width, &x);
-        }
-        r.pos = pos;
-        pcg64_ahead_close(&r, states + 4 * b);
-    }
+    categorical_tiles how = {cdf, pairs, guide, (double)g};
+    drawn_blocks(states, n_blocks, lengths, categorical_tile, &how, kinds, size, stats, joint,
+                 comoment, bins, hist_rows, stride, low, width, &x);
     scratch_close(&x, histogram, bins, hist_rows);
     return 0;
 }

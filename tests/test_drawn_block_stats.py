@@ -1,12 +1,13 @@
-"""klest.native.categorical_block_stats, the engine's one pass for a Categorical pair.
+"""The engine's compiled passes that draw a Categorical or a Laplace pair's blocks themselves
+(klest.native.categorical_block_stats, laplace_block_stats).
 
-The compiled pass draws each block's uniforms itself (Generator.random's doubles of its
+The Categorical pass draws each block's uniforms itself (Generator.random's doubles of its
 PCG64 state), finds their categories by the inverse CDF's guide table and looks up each
 category's log-ratio and its expm1 in one table, tile by tile, without writing a draw out or
-taking an expm1 per draw. It must give exactly what the arrays route gives (``rng.random``,
-``Categorical.inverse_cdf`` with the log-ratio table, klest's expm1, the accumulator), at
-every SIMD level and in the NumPy fallback, and leave each generator where ``rng.random``
-leaves it.
+taking an expm1 per draw. The Laplace pass draws NumPy's laplace and takes the pair's
+log-ratio in the same operations as the NumPy code. Each must give exactly what the arrays
+route gives (the sampler, the pair's log-ratio, klest's expm1, the accumulator), at every
+SIMD level and in the NumPy fallback, and leave each generator where the sampler leaves it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import pytest
 
 import klest
 from klest import native
-from klest.distributions.log_ratio import categorical_tables, sample_log_ratio
+from klest.distributions.log_ratio import (
+    categorical_tables,
+    fused_laplace_parameters,
+    sample_log_ratio,
+)
 from klest.engine import runner
 from klest.engine.moments import Accumulator
 from klest.engine.plan import RunPlan, block_generator
@@ -147,26 +152,6 @@ def test_the_fallback_gives_the_compiled_bits() -> None:
         assert run(fallback_kernels, pair) == run(compiled, pair), pair
 
 
-def test_the_engine_takes_the_one_pass_path_with_the_same_result(monkeypatch) -> None:
-    q, p = PAIRS["p with holes"]
-    plan = RunPlan(q, p, ("k1", "k2", "k3"), 70_000, 5, 1, 30_000, EDGES)
-    calls = []
-    original = Accumulator.add_categorical_blocks
-
-    def counted(self, *args):
-        calls.append(args[2])
-        return original(self, *args)
-
-    monkeypatch.setattr(Accumulator, "add_categorical_blocks", counted)
-    one_pass = runner._run_blocks(plan, 0, 3)
-    assert calls == [[30_000, 30_000, 10_000]]  # the task's three blocks, in one call
-    monkeypatch.setattr(runner, "_computed_names", lambda estimators: None)
-    through_arrays = runner._run_blocks(plan, 0, 3)
-    for field in ("count", "mean", "m2", "m3", "m4", "minimum", "maximum", "negative",
-                  "nonfinite", "posinf", "neginf", "comoment", "histogram"):  # fmt: skip
-        assert getattr(one_pass, field).tobytes() == getattr(through_arrays, field).tobytes()
-
-
 def test_log_ratio_pairs_are_the_table_and_its_expm1_kept_read_only() -> None:
     q, p = PAIRS["p with holes"]
     pairs = q.log_ratio_pairs(p)
@@ -217,5 +202,138 @@ def test_bad_arguments_are_refused_with_their_name(module) -> None:
     with pytest.raises(ValueError, match="computes every series"):
         module.categorical_block_stats(["negate", "k9"], (state, lengths, cdf, guide, pairs),
                                        *accumulator._arrays())  # fmt: skip
+    assert not accumulator.stats[:, 0].any()  # nothing was folded in
+    assert state.tolist() == [[1, 2, 3, 5]]  # nor drawn
+
+
+# ---- Laplace pairs -------------------------------------------------------------------------
+
+LAPLACE_PAIRS = {
+    "unit q (its passes skipped)": (
+        klest.Laplace(loc=0.0, scale=1.0),
+        klest.Laplace(loc=0.5, scale=2.0),
+    ),
+    "general": (klest.Laplace(loc=-1.5, scale=0.3), klest.Laplace(loc=2.0, scale=1.7)),
+    "unit p": (klest.Laplace(loc=3.0, scale=4.0), klest.Laplace(loc=0.0, scale=1.0)),
+}
+
+
+def laplace_by_arrays(q, p, rng: np.random.Generator, m: int) -> Accumulator:
+    """The arrays route of one block: q.sample, the pair's log-ratio, expm1, accumulate."""
+    l = sample_log_ratio(q, p, rng, m)
+    accumulator = Accumulator(4, EDGES, 5, hist_rows=3)
+    em1 = native.expm1(l, np.empty_like(l))
+    accumulator.add(["negate", "half_square", "k3", em1], l, em1)
+    return accumulator
+
+
+@pytest.mark.parametrize("m", [1, 3, 1023, 1025, 5 * 1024 + 17])
+@pytest.mark.parametrize("pair", list(LAPLACE_PAIRS))
+def test_laplace_blocks_give_the_arrays_bits_and_leave_the_generator_alike(
+    m: int, pair: str, each_level: list[int]
+) -> None:
+    q, p = LAPLACE_PAIRS[pair]
+    parameters = fused_laplace_parameters(q, p)
+    assert parameters is not None
+    for level in each_level:
+        native.set_simd_level(level)
+        sampled, fused_rng = block_generator(11, 2, 3), block_generator(11, 2, 3)
+        expected = laplace_by_arrays(q, p, sampled, m)
+        fused = Accumulator(4, EDGES, 5, hist_rows=3)
+        fused.add_laplace_blocks(NAMES, [fused_rng], [m], parameters)
+        assert record(fused) == record(expected), (level, m)
+        assert fused_rng.bit_generator.state == sampled.bit_generator.state
+
+
+def test_several_laplace_blocks_in_one_call_are_those_blocks_one_after_the_other() -> None:
+    parameters = fused_laplace_parameters(*LAPLACE_PAIRS["general"])
+    lengths = [1024, 3000, 17]
+    one_call, apart = Accumulator(4, EDGES, 5, 3), Accumulator(4, EDGES, 5, 3)
+    firsts = [block_generator(4, 0, k) for k in range(3)]
+    one_call.add_laplace_blocks(NAMES, firsts, lengths, parameters)
+    for k, m in enumerate(lengths):
+        rng = block_generator(4, 0, k)
+        apart.add_laplace_blocks(NAMES, [rng], [m], parameters)
+        assert rng.bit_generator.state == firsts[k].bit_generator.state
+    assert record(one_call) == record(apart)
+
+
+@pytest.mark.skipif(compiled is None, reason="compares against the compiled library")
+def test_the_fallback_gives_the_compiled_laplace_bits() -> None:
+    def run(module, pair: str) -> tuple[bytes, ...]:
+        stats = np.zeros((4, len(native.FIELDS)))
+        stats[:, 5], stats[:, 6] = np.inf, -np.inf
+        arrays = [stats, np.zeros(5), np.zeros((4, 4)), np.zeros((4, 32), np.int64)]
+        state = np.array([0x1234, 0x5678, 0x9ABC, 0xDEF1], dtype=np.uint64)
+        states = np.stack([state, state + np.uint64(2)])
+        lengths = np.array([3000, 1100], np.int64)
+        loc, scale, coefficients = fused_laplace_parameters(*LAPLACE_PAIRS[pair])
+        module.laplace_block_stats(NAMES, (states, lengths, loc, scale, coefficients), *arrays,
+                                   3, 7, -3.0, 0.3)  # fmt: skip
+        return (*(a.tobytes() for a in arrays), states.tobytes())
+
+    for pair in LAPLACE_PAIRS:
+        assert run(fallback_kernels, pair) == run(compiled, pair), pair
+
+
+@pytest.mark.parametrize(
+    ("pair", "method"),
+    [
+        (PAIRS["p with holes"], "add_categorical_blocks"),
+        (LAPLACE_PAIRS["general"], "add_laplace_blocks"),
+    ],
+    ids=["Categorical", "Laplace"],
+)
+def test_the_engine_takes_the_drawn_pass_with_the_same_result(monkeypatch, pair, method) -> None:
+    q, p = pair
+    plan = RunPlan(q, p, ("k1", "k2", "k3"), 70_000, 5, 1, 30_000, EDGES)
+    calls = []
+    original = getattr(Accumulator, method)
+
+    def counted(self, *args):
+        calls.append(args[2])
+        return original(self, *args)
+
+    monkeypatch.setattr(Accumulator, method, counted)
+    one_pass = runner._run_blocks(plan, 0, 3)
+    assert calls == [[30_000, 30_000, 10_000]]  # the task's three blocks, in one call
+    monkeypatch.setattr(runner, "_computed_names", lambda estimators: None)
+    through_arrays = runner._run_blocks(plan, 0, 3)
+    for field in ("count", "mean", "m2", "m3", "m4", "minimum", "maximum", "negative",
+                  "nonfinite", "posinf", "neginf", "comoment", "histogram"):  # fmt: skip
+        assert getattr(one_pass, field).tobytes() == getattr(through_arrays, field).tobytes()
+
+
+def test_only_laplace_pairs_whose_log_ratio_cannot_overflow_take_the_pass() -> None:
+    q, p = LAPLACE_PAIRS["general"]
+    assert fused_laplace_parameters(q, klest.Normal(loc=0.0, scale=1.0)) is None
+    assert fused_laplace_parameters(klest.Normal(loc=0.0, scale=1.0), p) is None
+    far = klest.Laplace(loc=1e290, scale=1e-5)  # |x - loc_far| / scale_far reaches ~1e295
+    assert fused_laplace_parameters(q, far) is None
+    assert fused_laplace_parameters(far, q) is None
+    loc, scale, (a, b, c, d, e) = fused_laplace_parameters(q, p)
+    assert (loc, scale, a, c) == (q.loc, q.scale, q.loc, p.loc)
+    assert (b, d) == (1.0 / q.scale, 1.0 / p.scale)
+    assert e == pytest.approx(np.log(q.scale / p.scale), rel=1e-14)  # log(2 s_q) - log(2 s_p)
+
+
+@pytest.mark.parametrize("module", [native, fallback_kernels], ids=["in-use", "fallback"])
+def test_bad_laplace_arguments_are_refused_with_their_name(module) -> None:
+    accumulator = Accumulator(4, EDGES, 5, hist_rows=3)
+    state = np.array([[1, 2, 3, 5]], dtype=np.uint64)
+    lengths = np.array([100], np.int64)
+    good = (1.0, 2.0, 3.0, 4.0, 5.0)
+    cases = [
+        ((state, lengths, 0.0, 0.0, good), ValueError, "scale > 0"),
+        ((state, lengths, np.inf, 1.0, good), ValueError, "finite loc"),
+        ((state, lengths, 0.0, "x", good), TypeError, "scale must be a real number"),
+        ((state, lengths, 0.0, 1.0, good[:4]), TypeError, "coefficients must be 5"),
+        ((state, lengths, 0.0, 1.0, (*good[:4], "e")), TypeError, "coefficients must be a real"),
+        ((state.reshape(-1), lengths, 0.0, 1.0, good), ValueError, "states must have shape"),
+        ((state, lengths, 0.0, 1.0), TypeError, r"laplace must be \(states"),
+    ]
+    for laplace, error, words in cases:
+        with pytest.raises(error, match=words):
+            module.laplace_block_stats(NAMES, laplace, *accumulator._arrays())
     assert not accumulator.stats[:, 0].any()  # nothing was folded in
     assert state.tolist() == [[1, 2, 3, 5]]  # nor drawn
