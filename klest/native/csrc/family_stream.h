@@ -15,18 +15,34 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "normal_stream.h"
 
 enum { FAMILY_LAPLACE = 0, FAMILY_GAMMA = 1, FAMILY_STANDARD_T = 2, FAMILY_BETA = 3 };
 
-/* random_laplace(loc, scale): U == 0 is rejected and drawn again. */
+/* mask ? a : b for a mask of all ones or zero, without a branch */
+KLEST_INLINE double laplace_select(uint64_t mask, double a, double b) {
+    uint64_t x, y;
+    memcpy(&x, &a, sizeof x);
+    memcpy(&y, &b, sizeof y);
+    x = (x & mask) | (y & ~mask);
+    memcpy(&a, &x, sizeof a);
+    return a;
+}
+
+/* random_laplace(loc, scale): U == 0 is rejected and drawn again. NumPy branches on
+ * u >= 0.5 (loc - scale log(2 - u - u), else loc + scale log(u + u)); here both sides are
+ * one log of a selected argument and a selected sign, the same operations on the same
+ * values, without a branch that half the draws mispredict. */
 KLEST_INLINE double laplace_draw(pcg64_ahead *g, int *pos, double loc, double scale) {
-    for (;;) {
-        double u = pcg64_ahead_take_double(g, pos);
-        if (u >= 0.5) return loc - scale * log(2.0 - u - u);
-        if (u > 0.0) return loc + scale * log(u + u);
-    }
+    double u;
+    do
+        u = pcg64_ahead_take_double(g, pos);
+    while (__builtin_expect(u == 0.0, 0));
+    uint64_t upper = -(uint64_t)(u >= 0.5); /* all ones or zero: a select by bit masks */
+    double t = scale * log(laplace_select(upper, 2.0 - u - u, u + u));
+    return laplace_select(upper, loc - t, loc + t);
 }
 
 /* Marsaglia and Tsang's constants for a shape > 1, as random_standard_gamma forms them. */
