@@ -131,7 +131,7 @@ def _quantiles_hold(q: Distribution, points: tuple[float, float, float]) -> bool
     cdf = getattr(q, "cdf", None)
     try:
         with np.errstate(all="ignore"):
-            cdf = cdf or q._scipy().cdf
+            cdf = cdf or q.scipy_law().cdf
             got = np.asarray(cdf(np.array(points)), dtype=np.float64)
     except (NotImplementedError, AttributeError, ValueError):
         return True  # nothing to check against
