@@ -18,12 +18,11 @@ PCG64 + ziggurat, NumPy's stream value for value), their log-ratio, klest's own 
 shared with k3), the series and their statistics are made tile by tile in the L1 cache, and a
 task's blocks are one compiled call; so are a Categorical pair's (the uniforms, the inverse
 CDF's categories, and each category's log-ratio and expm1 from a table) and a Laplace pair's
-(NumPy's Laplace draws and their log-ratio, compiled); for other pairs the
-log-ratio of the block is sampled first
-(:func:`klest.distributions.log_ratio.sample_log_ratio`, specialised by pair) and the
-rest is the same pass. An estimator without a compiled form sends its values through memory
-(:func:`block_series`, :class:`klest.engine.moments.Accumulator`). Both routes give the same
-bits (tests/test_block_stats.py).
+(NumPy's Laplace draws and their log-ratio, compiled). For other pairs the log-ratio of the
+block is sampled first (:func:`klest.distributions.log_ratio.sample_log_ratio`, specialised
+by pair) and the rest is the same pass. An estimator without a compiled form sends its
+values through memory (:func:`block_series`, :class:`klest.engine.moments.Accumulator`).
+Both routes give the same bits (tests/test_block_stats.py, tests/test_drawn_block_stats.py).
 """
 
 from __future__ import annotations

@@ -783,16 +783,6 @@ int klest_laplace_block_stats(uint64_t *states, int64_t n_blocks, const int64_t 
 /* Categorical sampling                                                                      */
 /* ---------------------------------------------------------------------------------------- */
 
-/* Inverse CDF with a guide table (Chen and Asau 1974): the first i with cdf[i] > u -- NumPy's
- * searchsorted(cdf, u, side="right") -- for a nondecreasing cdf with cdf[k - 1] = 1 and
- * 0 <= u < 1. guide[b], b = 0..g, is the first i with cdf[i] > b / g (guide[g] = k - 1)
- * for g a power of two, so b = floor(u * g) is exact and the answer lies in
- * [guide[b], guide[b + 1]]: a short scan on average ((k + g) / g entries), a binary search
- * in the rare long bucket. index[j] gets the category (when index is not NULL); values[j]
- * gets table[category] (when table is not NULL). Returns -1, or the first j whose u[j] is
- * not in [0, 1) (NaN included), where it stops: such a u would index outside guide and cdf.
- * The caller (klest/_native.py) checks the rest: g >= 1, every guide entry in [0, k - 1]
- * and cdf[k - 1] = 1, so that the scan and the search stay inside cdf. */
 /* The first i with cdf[i] > x, for x in [0, 1), by the guide table of g = scale buckets. */
 KLEST_INLINE int64_t guided_category(const double *cdf, const int32_t *guide, double scale,
                                      double x) {
@@ -812,6 +802,16 @@ KLEST_INLINE int64_t guided_category(const double *cdf, const int32_t *guide, do
     return lo;
 }
 
+/* Inverse CDF with a guide table (Chen and Asau 1974): the first i with cdf[i] > u -- NumPy's
+ * searchsorted(cdf, u, side="right") -- for a nondecreasing cdf with cdf[k - 1] = 1 and
+ * 0 <= u < 1. guide[b], b = 0..g, is the first i with cdf[i] > b / g (guide[g] = k - 1)
+ * for g a power of two, so b = floor(u * g) is exact and the answer lies in
+ * [guide[b], guide[b + 1]]: a short scan on average ((k + g) / g entries), a binary search
+ * in the rare long bucket. index[j] gets the category (when index is not NULL); values[j]
+ * gets table[category] (when table is not NULL). Returns -1, or the first j whose u[j] is
+ * not in [0, 1) (NaN included), where it stops: such a u would index outside guide and cdf.
+ * The caller (klest/native) checks the rest: g >= 1, every guide entry in [0, k - 1]
+ * and cdf[k - 1] = 1, so that the scan and the search stay inside cdf. */
 int64_t klest_categorical_inverse_cdf(const double *cdf, const int32_t *guide, int64_t g,
                                       const double *u, int64_t n, int64_t *index,
                                       const double *table, double *values) {
@@ -844,7 +844,8 @@ static void categorical_tile(pcg64_ahead *g, const void *how, int64_t t, scratch
     const categorical_tiles *c = how;
     int pos = g->pos;
     for (int64_t j = 0; j < t; j++) {
-        int64_t i = guided_category(c->cdf, c->guide, c->scale, pcg64_ahead_take_double(g, &pos));
+        double u = pcg64_ahead_take_double(g, &pos);
+        int64_t i = guided_category(c->cdf, c->guide, c->scale, u);
         x->l_tile[j] = c->pairs[2 * i];
         x->em1_tile[j] = c->pairs[2 * i + 1];
     }
