@@ -313,7 +313,7 @@ def accumulate(
     )
     given = [s for s in series if not isinstance(s, str)]
     m = given[0].size if given else log_ratio.size  # type: ignore[union-attr]
-    bins = histogram.shape[1] - 2 if histogram.shape[1] else 0
+    bins = _bins(histogram)
     status = _LIB.klest_accumulate(
         pointers, _address(kinds),
         None if log_ratio is None else _address(log_ratio),
@@ -350,9 +350,9 @@ def block_stats(
         series, log_ratio, normal, stats, joint, comoment, histogram, hist_rows, stride, low,
         width,
     )  # fmt: skip
-    kinds = np.array([COMPUTED_SERIES[s] for s in series], dtype=np.int64)
+    kinds = _computed_kinds(series)
     f = np.array(params, dtype=np.float64)
-    bins = histogram.shape[1] - 2 if histogram.shape[1] else 0
+    bins = _bins(histogram)
     states, lengths = (None, None) if normal is None else normal[:2]
     status = _LIB.klest_block_stats(
         None if states is None else _address(states), 0 if states is None else len(states),
@@ -387,8 +387,8 @@ def categorical_block_stats(
         series, categorical, stats, joint, comoment, histogram, hist_rows, stride, low, width
     )
     states, lengths, cdf, guide, pairs = categorical
-    kinds = np.array([COMPUTED_SERIES[s] for s in series], dtype=np.int64)
-    bins = histogram.shape[1] - 2 if histogram.shape[1] else 0
+    kinds = _computed_kinds(series)
+    bins = _bins(histogram)
     status = _LIB.klest_categorical_block_stats(
         _address(states), len(states), _address(lengths), _address(cdf), _address(guide),
         guide.size - 1, _address(pairs), _address(kinds), len(series), _address(stats),
@@ -422,14 +422,24 @@ def laplace_block_stats(
         dtype=np.float64,
     )
     states, lengths = laplace[:2]
-    kinds = np.array([COMPUTED_SERIES[s] for s in series], dtype=np.int64)
-    bins = histogram.shape[1] - 2 if histogram.shape[1] else 0
+    kinds = _computed_kinds(series)
+    bins = _bins(histogram)
     status = _LIB.klest_laplace_block_stats(
         _address(states), len(states), _address(lengths), _address(f), _address(kinds),
         len(series), _address(stats), _address(joint), _address(comoment), _address(histogram),
         bins, hist_rows, stride, low, width,
     )  # fmt: skip
     _block_stats_status("klest_laplace_block_stats", status)
+
+
+def _computed_kinds(series: Sequence[str]) -> np.ndarray:
+    """The kernels' int64 codes of computed series (names of :data:`COMPUTED_SERIES`)."""
+    return np.array([COMPUTED_SERIES[s] for s in series], dtype=np.int64)
+
+
+def _bins(histogram: np.ndarray) -> int:
+    """The histogram's bins between its underflow and overflow columns (0: no histogram)."""
+    return histogram.shape[1] - 2 if histogram.shape[1] else 0
 
 
 def _block_stats_status(kernel: str, status: int) -> None:

@@ -679,24 +679,29 @@ int klest_accumulate(const double *const *rows, const int64_t *kinds, const doub
 typedef void (*tile_filler)(pcg64_ahead *g, const void *how, int64_t t, scratch *x);
 
 /* Fold n_blocks blocks into the accumulator: block b is lengths[b] draws of fill from the
- * PCG64 state states[4 b .. 4 b + 3] (advanced in place), made and folded tile by tile (x:
- * open scratch memory). */
-static void drawn_blocks(uint64_t *states, int64_t n_blocks, const int64_t *lengths,
-                         tile_filler fill, const void *how, const int64_t *kinds, int64_t size,
-                         double *stats, double *joint, double *comoment, int64_t bins,
-                         int64_t hist_rows, int64_t stride, double low, double width,
-                         scratch *x) {
+ * PCG64 state states[4 b .. 4 b + 3] (advanced in place), made and folded tile by tile in
+ * scratch memory of its own, whose histogram copies are then added into histogram. What a
+ * pass that draws its blocks returns: 0, or -1 without scratch memory. */
+static int drawn_pass(uint64_t *states, int64_t n_blocks, const int64_t *lengths,
+                      tile_filler fill, const void *how, const int64_t *kinds, int64_t size,
+                      double *stats, double *joint, double *comoment, int64_t *histogram,
+                      int64_t bins, int64_t hist_rows, int64_t stride, double low,
+                      double width) {
+    scratch x;
+    if (scratch_open(&x, size, hist_rows, bins) != 0) return -1;
     for (int64_t b = 0; b < n_blocks; b++) {
         pcg64_ahead g;
         pcg64_ahead_open(&g, states + 4 * b);
         for (int64_t start = 0; start < lengths[b]; start += KLEST_TILE) {
             int64_t t = lengths[b] - start < KLEST_TILE ? lengths[b] - start : KLEST_TILE;
-            fill(&g, how, t, x);
-            accumulate_tile(NULL, kinds, x->l_tile, x->em1_tile, 1, size, start, t, stats,
-                            joint, comoment, bins, hist_rows, stride, low, width, x);
+            fill(&g, how, t, &x);
+            accumulate_tile(NULL, kinds, x.l_tile, x.em1_tile, 1, size, start, t, stats,
+                            joint, comoment, bins, hist_rows, stride, low, width, &x);
         }
         pcg64_ahead_close(&g, states + 4 * b);
     }
+    scratch_close(&x, histogram, bins, hist_rows);
+    return 0;
 }
 
 /* klest_fill_normal(..., f[0], f[1], transform, f[2], f[3], f[4]) of a tile, then its
@@ -729,19 +734,18 @@ int klest_block_stats(uint64_t *states, int64_t n_blocks, const int64_t *lengths
                       int64_t stride, double low, double width) {
     const double *some = states ? f : log_ratio; /* any non-NULL pointer: l exists */
     if (some == NULL || !kinds_are_valid(kinds, size, NULL, some, some)) return -2;
+    if (states != NULL) {
+        normal_tiles how = {f, transform};
+        return drawn_pass(states, n_blocks, lengths, normal_tile, &how, kinds, size, stats,
+                          joint, comoment, histogram, bins, hist_rows, stride, low, width);
+    }
     scratch x;
     if (scratch_open(&x, size, hist_rows, bins) != 0) return -1;
-    if (states == NULL) {
-        for (int64_t start = 0; start < m; start += KLEST_TILE) {
-            int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
-            x.w.k->expm1(log_ratio + start, x.em1_tile, t);
-            accumulate_tile(NULL, kinds, log_ratio + start, x.em1_tile, 1, size, start, t,
-                            stats, joint, comoment, bins, hist_rows, stride, low, width, &x);
-        }
-    } else {
-        normal_tiles how = {f, transform};
-        drawn_blocks(states, n_blocks, lengths, normal_tile, &how, kinds, size, stats, joint,
-                     comoment, bins, hist_rows, stride, low, width, &x);
+    for (int64_t start = 0; start < m; start += KLEST_TILE) {
+        int64_t t = m - start < KLEST_TILE ? m - start : KLEST_TILE;
+        x.w.k->expm1(log_ratio + start, x.em1_tile, t);
+        accumulate_tile(NULL, kinds, log_ratio + start, x.em1_tile, 1, size, start, t, stats,
+                        joint, comoment, bins, hist_rows, stride, low, width, &x);
     }
     scratch_close(&x, histogram, bins, hist_rows);
     return 0;
@@ -771,12 +775,8 @@ int klest_laplace_block_stats(uint64_t *states, int64_t n_blocks, const int64_t 
                               int64_t *histogram, int64_t bins, int64_t hist_rows,
                               int64_t stride, double low, double width) {
     if (states == NULL || f == NULL || !kinds_are_valid(kinds, size, NULL, f, f)) return -2;
-    scratch x;
-    if (scratch_open(&x, size, hist_rows, bins) != 0) return -1;
-    drawn_blocks(states, n_blocks, lengths, laplace_tile, f, kinds, size, stats, joint,
-                 comoment, bins, hist_rows, stride, low, width, &x);
-    scratch_close(&x, histogram, bins, hist_rows);
-    return 0;
+    return drawn_pass(states, n_blocks, lengths, laplace_tile, f, kinds, size, stats, joint,
+                      comoment, histogram, bins, hist_rows, stride, low, width);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -861,13 +861,9 @@ int klest_categorical_block_stats(uint64_t *states, int64_t n_blocks, const int6
     if (states == NULL || cdf == NULL || guide == NULL || pairs == NULL ||
         !kinds_are_valid(kinds, size, NULL, pairs, pairs))
         return -2;
-    scratch x;
-    if (scratch_open(&x, size, hist_rows, bins) != 0) return -1;
     categorical_tiles how = {cdf, pairs, guide, (double)g};
-    drawn_blocks(states, n_blocks, lengths, categorical_tile, &how, kinds, size, stats, joint,
-                 comoment, bins, hist_rows, stride, low, width, &x);
-    scratch_close(&x, histogram, bins, hist_rows);
-    return 0;
+    return drawn_pass(states, n_blocks, lengths, categorical_tile, &how, kinds, size, stats,
+                      joint, comoment, histogram, bins, hist_rows, stride, low, width);
 }
 
 /* Fold accumulator b into accumulator a (b's draws after a's), both in the layout of
