@@ -44,3 +44,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         items[:] = [item for item in items if item not in dropped]
         config.hook.pytest_deselected(items=dropped)
+
+
+@pytest.fixture
+def each_level():
+    """The SIMD levels of klest's kernels on this CPU, for a body to run at each in turn; the
+    best level is restored afterwards (tests of the one-pass kernels' bits)."""
+    from klest import native  # deferred: the fixture's users import klest anyway
+
+    try:
+        yield list(range(native.best_simd_level() + 1))
+    finally:
+        native.set_simd_level(native.best_simd_level())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from block_passes import NAMES, arrays_route, record, two_block_run
 
 import klest
 from klest import native
@@ -19,37 +20,9 @@ from klest.engine.moments import Accumulator
 from klest.engine.plan import RunPlan, block_generator
 from klest.native import fallback, fallback_kernels
 
-NAMES = ["negate", "half_square", "k3", "expm1"]
 EDGES = np.linspace(-3.0, 6.0, 31)
 QUADRATIC = (0.1, 0.7, -0.3)  # a Gaussian log-ratio with unequal scales (transform 2)
 compiled = fallback.COMPILED
-
-
-def by_arrays(l: np.ndarray) -> Accumulator:
-    accumulator = Accumulator(4, EDGES, 5, hist_rows=3)
-    em1 = native.expm1(l, np.empty_like(l))
-    accumulator.add(["negate", "half_square", "k3", em1], l, em1)
-    return accumulator
-
-
-def record(accumulator: Accumulator) -> tuple[bytes, ...]:
-    return tuple(
-        a.tobytes()
-        for a in (accumulator.stats, accumulator.joint, accumulator.comoment, accumulator.histogram)
-    )
-
-
-def levels() -> list[int]:
-    return list(range(native.best_simd_level() + 1))
-
-
-@pytest.fixture
-def each_level():
-    """Run the body at every SIMD level of this CPU, restoring the best one."""
-    try:
-        yield levels()
-    finally:
-        native.set_simd_level(native.best_simd_level())
 
 
 @pytest.mark.parametrize("m", [1, 3, 8, 1023, 1024, 1025, 2048, 5 * 1024 + 17])
@@ -64,7 +37,7 @@ def test_drawn_blocks_give_the_arrays_bits_and_leave_the_generator_alike(
         fused_rng = block_generator(11, 2, 3)
         fused = Accumulator(4, EDGES, 5, hist_rows=3)
         fused.add_normal_blocks(NAMES, [fused_rng], [m], 1.3, -0.2, quadratic)
-        assert record(fused) == record(by_arrays(l)), (level, m)
+        assert record(fused) == record(arrays_route(l, EDGES)), (level, m)
         assert fused_rng.bit_generator.state == sampled.bit_generator.state
 
 
@@ -93,32 +66,26 @@ def test_given_log_ratios_with_nonfinite_values_give_the_arrays_bits(each_level)
         native.set_simd_level(level)
         fused = Accumulator(4, EDGES, 5, hist_rows=3)
         fused.add_computed(NAMES, l)
-        assert record(fused) == record(by_arrays(l)), level
+        assert record(fused) == record(arrays_route(l, EDGES)), level
 
 
 @pytest.mark.skipif(compiled is None, reason="compares against the compiled library")
 def test_the_fallback_gives_the_compiled_bits() -> None:
-    def run(module, source: str) -> tuple[bytes, ...]:
-        stats = np.zeros((4, len(native.FIELDS)))
-        stats[:, 5], stats[:, 6] = np.inf, -np.inf
-        arrays = [stats, np.zeros(5), np.zeros((4, 4)), np.zeros((4, 32), np.int64)]
-        if source == "normal":
-            state = np.array(
-                [0x1234, 0x5678, 0x9ABC, 0xDEF1], dtype=np.uint64
-            )  # any odd increment is a valid PCG64
-            states = np.stack([state, state + np.uint64(2)])  # two blocks (odd increments)
-            lengths = np.array([3000, 1100], np.int64)
-            module.block_stats(NAMES, None, (states, lengths, 1.0, 0.5, QUADRATIC), *arrays, 3,
-                               7, -3.0, 0.3)  # fmt: skip
-            arrays.append(states)
-        else:
-            l = np.random.default_rng(2).standard_normal(2500)
-            l[17] = np.nan
-            module.block_stats(NAMES, l, None, *arrays, 3, 7, -3.0, 0.3)
-        return tuple(a.tobytes() for a in arrays)
+    l = np.random.default_rng(2).standard_normal(2500)
+    l[17] = np.nan
 
-    for source in ("normal", "log_ratio"):
-        assert run(fallback_kernels, source) == run(compiled, source), source
+    def drawn(module):  # block_stats(series, None, normal=(states, lengths, ...), ...)
+        return lambda names, normal, *rest: module.block_stats(names, None, normal, *rest)
+
+    def given(module):  # block_stats(series, l, None, ...): the states stay as they are
+        return lambda names, _blocks, *rest: module.block_stats(names, l, None, *rest)
+
+    for source, call in (("normal", drawn), ("log_ratio", given)):
+        runs = [
+            two_block_run(call(module), 1.0, 0.5, QUADRATIC)
+            for module in (fallback_kernels, compiled)
+        ]
+        assert runs[0] == runs[1], source
 
 
 def test_the_engine_takes_the_one_pass_path_with_the_same_result(monkeypatch) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from block_passes import NAMES, arrays_route, record, two_block_run
 
 import klest
 from klest import native
@@ -27,7 +28,6 @@ from klest.engine.moments import Accumulator
 from klest.engine.plan import RunPlan, block_generator
 from klest.native import fallback, fallback_kernels
 
-NAMES = ["negate", "half_square", "k3", "expm1"]
 EDGES = np.linspace(-3.0, 6.0, 31)
 compiled = fallback.COMPILED
 
@@ -62,10 +62,7 @@ def by_arrays(q: klest.Categorical, p: klest.Categorical, rng: np.random.Generat
     """The arrays route of one block: Generator.random, the inverse CDF, expm1, accumulate."""
     l = q.inverse_cdf(rng.random(m), table=q.log_ratio_table(p))
     assert np.array_equal(l, sample_log_ratio(q, p, rng_copy(rng, m), m), equal_nan=True)
-    accumulator = Accumulator(4, EDGES, 5, hist_rows=3)
-    em1 = native.expm1(l, np.empty_like(l))
-    accumulator.add(["negate", "half_square", "k3", em1], l, em1)
-    return accumulator
+    return arrays_route(l, EDGES)
 
 
 def rng_copy(rng: np.random.Generator, m: int) -> np.random.Generator:
@@ -74,22 +71,6 @@ def rng_copy(rng: np.random.Generator, m: int) -> np.random.Generator:
     again.bit_generator.state = rng.bit_generator.state
     again.bit_generator.advance(-m)
     return again
-
-
-def record(accumulator: Accumulator) -> tuple[bytes, ...]:
-    return tuple(
-        a.tobytes()
-        for a in (accumulator.stats, accumulator.joint, accumulator.comoment, accumulator.histogram)
-    )
-
-
-@pytest.fixture
-def each_level():
-    """Run the body at every SIMD level of this CPU, restoring the best one."""
-    try:
-        yield list(range(native.best_simd_level() + 1))
-    finally:
-        native.set_simd_level(native.best_simd_level())
 
 
 @pytest.mark.parametrize("m", [1, 3, 1023, 1024, 1025, 5 * 1024 + 17])
@@ -136,20 +117,13 @@ def test_several_blocks_in_one_call_are_those_blocks_one_after_the_other(each_le
 
 @pytest.mark.skipif(compiled is None, reason="compares against the compiled library")
 def test_the_fallback_gives_the_compiled_bits() -> None:
-    def run(module, pair: str) -> tuple[bytes, ...]:
-        stats = np.zeros((4, len(native.FIELDS)))
-        stats[:, 5], stats[:, 6] = np.inf, -np.inf
-        arrays = [stats, np.zeros(5), np.zeros((4, 4)), np.zeros((4, 32), np.int64)]
-        state = np.array([0x1234, 0x5678, 0x9ABC, 0xDEF1], dtype=np.uint64)
-        states = np.stack([state, state + np.uint64(2)])  # two blocks (odd increments)
-        lengths = np.array([3000, 1100], np.int64)
-        tables = categorical_tables(*PAIRS[pair])
-        module.categorical_block_stats(NAMES, (states, lengths, *tables), *arrays, 3, 7, -3.0,
-                                       0.3)  # fmt: skip
-        return (*(a.tobytes() for a in arrays), states.tobytes())
-
     for pair in PAIRS:
-        assert run(fallback_kernels, pair) == run(compiled, pair), pair
+        tables = categorical_tables(*PAIRS[pair])
+        runs = [
+            two_block_run(module.categorical_block_stats, *tables)
+            for module in (fallback_kernels, compiled)
+        ]
+        assert runs[0] == runs[1], pair
 
 
 def test_log_ratio_pairs_are_the_table_and_its_expm1_kept_read_only() -> None:
@@ -220,11 +194,7 @@ LAPLACE_PAIRS = {
 
 def laplace_by_arrays(q, p, rng: np.random.Generator, m: int) -> Accumulator:
     """The arrays route of one block: q.sample, the pair's log-ratio, expm1, accumulate."""
-    l = sample_log_ratio(q, p, rng, m)
-    accumulator = Accumulator(4, EDGES, 5, hist_rows=3)
-    em1 = native.expm1(l, np.empty_like(l))
-    accumulator.add(["negate", "half_square", "k3", em1], l, em1)
-    return accumulator
+    return arrays_route(sample_log_ratio(q, p, rng, m), EDGES)
 
 
 @pytest.mark.parametrize("m", [1, 3, 1023, 1025, 5 * 1024 + 17])
@@ -260,20 +230,13 @@ def test_several_laplace_blocks_in_one_call_are_those_blocks_one_after_the_other
 
 @pytest.mark.skipif(compiled is None, reason="compares against the compiled library")
 def test_the_fallback_gives_the_compiled_laplace_bits() -> None:
-    def run(module, pair: str) -> tuple[bytes, ...]:
-        stats = np.zeros((4, len(native.FIELDS)))
-        stats[:, 5], stats[:, 6] = np.inf, -np.inf
-        arrays = [stats, np.zeros(5), np.zeros((4, 4)), np.zeros((4, 32), np.int64)]
-        state = np.array([0x1234, 0x5678, 0x9ABC, 0xDEF1], dtype=np.uint64)
-        states = np.stack([state, state + np.uint64(2)])
-        lengths = np.array([3000, 1100], np.int64)
-        loc, scale, coefficients = fused_laplace_parameters(*LAPLACE_PAIRS[pair])
-        module.laplace_block_stats(NAMES, (states, lengths, loc, scale, coefficients), *arrays,
-                                   3, 7, -3.0, 0.3)  # fmt: skip
-        return (*(a.tobytes() for a in arrays), states.tobytes())
-
     for pair in LAPLACE_PAIRS:
-        assert run(fallback_kernels, pair) == run(compiled, pair), pair
+        loc, scale, coefficients = fused_laplace_parameters(*LAPLACE_PAIRS[pair])
+        runs = [
+            two_block_run(module.laplace_block_stats, loc, scale, coefficients)
+            for module in (fallback_kernels, compiled)
+        ]
+        assert runs[0] == runs[1], pair
 
 
 @pytest.mark.parametrize(
