@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -19,13 +20,18 @@ def _quad_moments(q, p, name):
     est = klest.estimators.get(name)
     lo, hi = q.support.low, q.support.high
 
-    def weighted(x, h):
+    @functools.cache  # the two passes visit many of the same nodes
+    def density_and_value(x):
         log_q = float(q.log_prob(x))
         if log_q < -700.0:
             # q(x) < e^-700: negligible against any g here (|log g| grows at most linearly),
             # and skipping it avoids 0 * inf at x = ±inf or at the ends of the support
-            return 0.0
-        return math.exp(log_q) * h(float(est(p.log_prob(x) - log_q)))
+            return None
+        return math.exp(log_q), float(est(p.log_prob(x) - log_q))
+
+    def weighted(x, h):
+        point = density_and_value(x)
+        return 0.0 if point is None else point[0] * h(point[1])
 
     def integral(h):
         return integrate.quad(lambda x: weighted(x, h), lo, hi, epsabs=0, epsrel=1e-12, limit=500)

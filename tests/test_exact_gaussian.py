@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import warnings
@@ -112,6 +113,7 @@ def _quad_moments(q: Normal, p: Normal, est: estimators.Estimator, mean: float):
     rates = {0.0} | {s for _, _, s in est.terms} | {2 * s for _, _, s in est.terms}
     points = _bumps(q, p, rates)
 
+    @functools.cache  # the three integrals visit many of the same nodes
     def parts(x: float) -> tuple[float, float, float]:
         lq = float(q.log_prob(x))
         lr = _log_ratio(q, p, x)
