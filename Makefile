@@ -16,8 +16,13 @@ WORKERS ?= 2
 # Python's bytecode caches are written (git-ignored __pycache__/) even where the environment
 # sets PYTHONDONTWRITEBYTECODE: without them every test process and every CLI, notebook or
 # worker subprocess compiles klest again, and pytest rewrites the tests' assertions again
-# (collecting the suite took 24 s per xdist worker instead of 10 on a 2-core AMD EPYC)
+# (collecting the suite took 24 s per xdist worker instead of 10 on a 2-core AMD EPYC).
+# For the same reason pip need not compile every module it installs (--no-compile: torch,
+# transformers, scipy, ... in two venvs; the two installs took 74 s instead of 39): under
+# make each module is compiled once, when something first imports it (a shell that sets
+# PYTHONDONTWRITEBYTECODE compiles, at each import, what no make command has imported yet).
 unexport PYTHONDONTWRITEBYTECODE
+PIP_INSTALL = -m pip install --quiet --no-compile
 
 .PHONY: demo test test-newest test-lowest lint format clean
 
@@ -26,11 +31,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py $(wildcard klest/native/csrc/*)
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python $(PIP_INSTALL) -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml setup.py $(wildcard klest/native/csrc/*)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python $(PIP_INSTALL) -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
 $(BIN_MIN)/python:
@@ -39,7 +44,7 @@ $(BIN_MIN)/python:
 
 $(VENV_MIN)/.installed-dev: $(BIN_MIN)/python pyproject.toml setup.py $(MIN_CONSTRAINTS) \
 		$(wildcard klest/native/csrc/*)
-	$(BIN_MIN)/python -m pip install --quiet --constraint $(MIN_CONSTRAINTS) -e ".[dev]"
+	$(BIN_MIN)/python $(PIP_INSTALL) --constraint $(MIN_CONSTRAINTS) -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.installed
