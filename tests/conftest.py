@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # cluster: one worker's each for 15-60 s) and the process-level modules (seconds a
     # test). Handed out last, one of them kept a worker busy while the other had nothing
     # left (the lowest lane used 1.5 of its 2 cores; 1.75 with its groups first)
-    items.sort(key=lambda item: _is_short(item))
+    items.sort(key=_is_short)
     if os.environ.get("KLEST_TEST_LANE") != "lowest":
         return
     dropped = [item for item in items if item.nodeid.split("::")[0] in LOWEST_LANE_LEAVES_OUT]
