@@ -2,7 +2,7 @@
 tests/test_drawn_block_stats.py): the arrays route of one block, the bits of an accumulator,
 and the run of a pass over two blocks from fixed PCG64 states.
 
-    from block_passes import arrays_route, record, two_block_run
+    from block_passes import EDGES, NAMES, arrays_route, record, two_block_run
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from klest.engine.moments import Accumulator
 
 #: the series of k1, k2, k3 and r - 1, as the compiled passes name them
 NAMES = ["negate", "half_square", "k3", "expm1"]
+#: the histogram edges of those tests' accumulators
+EDGES = np.linspace(-3.0, 6.0, 31)
 
 
 def arrays_route(l: np.ndarray, edges: np.ndarray) -> Accumulator:

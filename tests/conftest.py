@@ -37,9 +37,13 @@ LOWEST_LANE_LEAVES_OUT = (
 )
 
 
+def _process_level(item: pytest.Item) -> bool:
+    return item.nodeid.split("::")[0] in LOWEST_LANE_LEAVES_OUT
+
+
 def _is_short(item: pytest.Item) -> bool:
     grouped = item.get_closest_marker("xdist_group") is not None
-    return not grouped and item.nodeid.split("::")[0] not in LOWEST_LANE_LEAVES_OUT
+    return not grouped and not _process_level(item)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -50,7 +54,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=_is_short)
     if os.environ.get("KLEST_TEST_LANE") != "lowest":
         return
-    dropped = [item for item in items if item.nodeid.split("::")[0] in LOWEST_LANE_LEAVES_OUT]
+    dropped = [item for item in items if _process_level(item)]
     if dropped:
         items[:] = [item for item in items if item not in dropped]
         config.hook.pytest_deselected(items=dropped)

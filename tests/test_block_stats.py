@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from block_passes import NAMES, arrays_route, record, two_block_run
+from block_passes import EDGES, NAMES, arrays_route, record, two_block_run
 
 import klest
 from klest import native
@@ -20,7 +20,6 @@ from klest.engine.moments import Accumulator
 from klest.engine.plan import RunPlan, block_generator
 from klest.native import fallback, fallback_kernels
 
-EDGES = np.linspace(-3.0, 6.0, 31)
 QUADRATIC = (0.1, 0.7, -0.3)  # a Gaussian log-ratio with unequal scales (transform 2)
 compiled = fallback.COMPILED
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from block_passes import NAMES, arrays_route, record, two_block_run
+from block_passes import EDGES, NAMES, arrays_route, record, two_block_run
 
 import klest
 from klest import native
@@ -28,7 +28,6 @@ from klest.engine.moments import Accumulator
 from klest.engine.plan import RunPlan, block_generator
 from klest.native import fallback, fallback_kernels
 
-EDGES = np.linspace(-3.0, 6.0, 31)
 compiled = fallback.COMPILED
 
 
