@@ -63,35 +63,40 @@ enum { SERIES_GIVEN = 0, SERIES_NEGATE = 1, SERIES_HALF_SQUARE = 2, SERIES_K3 = 
 
 /* The three tile kernels for one vector type VD (W doubles; VL its mask type). */
 #define KLEST_TILE_KERNELS(SUFFIX, TARGET, VD, VL, W, MIN, MAX, ALL)                        \
-    TARGET static double tile_sum_##SUFFIX(const double *v, int64_t t) {                    \
-        VD acc[LANES / W];                                                                  \
-        for (int u = 0; u < LANES / W; u++) acc[u] = (VD){0};                               \
+    /* The sum of a tile; and the number of its values < 0 into *negatives. */             \
+    TARGET static double tile_sum_##SUFFIX(const double *v, int64_t t, int64_t *negatives) { \
+        VD acc[LANES / W], zero = (VD){0};                                                  \
+        VL neg[LANES / W];                                                                  \
+        for (int u = 0; u < LANES / W; u++) acc[u] = zero, neg[u] = (VL){0};                \
         int64_t i = 0;                                                                      \
         for (; i + LANES <= t; i += LANES)                                                  \
             for (int u = 0; u < LANES / W; u++) {                                           \
                 VD x;                                                                       \
                 memcpy(&x, v + i + u * W, sizeof x);                                        \
                 acc[u] += x;                                                                \
+                neg[u] -= (VL)(x < zero); /* a true comparison is -1 */                     \
             }                                                                               \
         double lane[LANES];                                                                 \
         memcpy(lane, acc, sizeof lane);                                                     \
-        for (int k = 0; i < t; i++, k++) lane[k] += v[i];                                   \
+        int64_t count = 0;                                                                  \
+        for (int u = 0; u < LANES / W; u++)                                                 \
+            for (int k = 0; k < W; k++) count += neg[u][k];                                 \
+        for (int k = 0; i < t; i++, k++) lane[k] += v[i], count += v[i] < 0.0;              \
+        *negatives = count;                                                                 \
         return combine_lanes(lane);                                                         \
     }                                                                                       \
                                                                                             \
-    /* S1..S4 about `center`, extremes, negatives; dev = v - center */                      \
-    /* (negative_out is left at 0 when count_negatives is 0: a series known >= 0) */        \
+    /* S1..S4 about `center` and the extremes; dev = v - center (the negatives are counted  \
+     * by the pass that made the values: here they would take registers the sums need) */   \
     TARGET static void tile_central_##SUFFIX(const double *v, int64_t t, double center,     \
                                              double *dev, double *sums, double *lo_out,     \
-                                             double *hi_out, int64_t *negative_out,         \
-                                             int count_negatives) {                         \
+                                             double *hi_out) {                              \
         VD s1[LANES / W], s2[LANES / W], s3[LANES / W], s4[LANES / W], lo[LANES / W],       \
             hi[LANES / W];                                                                  \
-        VL neg[LANES / W];                                                                  \
         VD c, zero = (VD){0}, inf;                                                          \
         for (int k = 0; k < W; k++) c[k] = center, inf[k] = INFINITY;                       \
         for (int u = 0; u < LANES / W; u++)                                                 \
-            s1[u] = s2[u] = s3[u] = s4[u] = zero, neg[u] = (VL){0}, lo[u] = inf, hi[u] = -inf; \
+            s1[u] = s2[u] = s3[u] = s4[u] = zero, lo[u] = inf, hi[u] = -inf;                \
         int64_t i = 0;                                                                      \
         for (; i + LANES <= t; i += LANES)                                                  \
             for (int u = 0; u < LANES / W; u++) {                                           \
@@ -106,17 +111,14 @@ enum { SERIES_GIVEN = 0, SERIES_NEGATE = 1, SERIES_HALF_SQUARE = 2, SERIES_K3 = 
                 /* MIN(x, lo) is x < lo ? x : lo, MAX(x, hi) x > hi ? x : hi (minpd, maxpd) */ \
                 lo[u] = MIN(x, lo[u]);                                                      \
                 hi[u] = MAX(x, hi[u]);                                                      \
-                if (count_negatives) neg[u] -= (VL)(x < zero); /* a true comparison: -1 */  \
             }                                                                               \
         double l1[LANES], l2[LANES], l3[LANES], l4[LANES], llo[LANES], lhi[LANES];          \
-        int64_t lneg[LANES];                                                                \
         memcpy(l1, s1, sizeof l1);                                                          \
         memcpy(l2, s2, sizeof l2);                                                          \
         memcpy(l3, s3, sizeof l3);                                                          \
         memcpy(l4, s4, sizeof l4);                                                          \
         memcpy(llo, lo, sizeof llo);                                                        \
         memcpy(lhi, hi, sizeof lhi);                                                        \
-        memcpy(lneg, neg, sizeof lneg);                                                     \
         for (int k = 0; i < t; i++, k++) {                                                  \
             double x = v[i], d = x - center, d2 = d * d;                                    \
             dev[i] = d;                                                                     \
@@ -126,7 +128,6 @@ enum { SERIES_GIVEN = 0, SERIES_NEGATE = 1, SERIES_HALF_SQUARE = 2, SERIES_K3 = 
             l4[k] += d2 * d2;                                                               \
             llo[k] = x < llo[k] ? x : llo[k];                                               \
             lhi[k] = x > lhi[k] ? x : lhi[k];                                               \
-            lneg[k] += count_negatives && x < 0.0;                                          \
         }                                                                                   \
         sums[0] = combine_lanes(l1);                                                        \
         sums[1] = combine_lanes(l2);                                                        \
@@ -139,18 +140,19 @@ enum { SERIES_GIVEN = 0, SERIES_NEGATE = 1, SERIES_HALF_SQUARE = 2, SERIES_K3 = 
         }                                                                                   \
         *lo_out = a;                                                                        \
         *hi_out = b;                                                                        \
-        int64_t negatives = 0;                                                              \
-        for (int k = 0; k < LANES; k++) negatives += lneg[k];                               \
-        *negative_out = negatives;                                                          \
     }                                                                                       \
                                                                                             \
     /* A computed series over a tile (elementwise: the same bits at any width), returning  \
-     * its sum as tile_sum would. k3 takes the Taylor series only in a vector with a value  \
-     * below the switch (|l| < ~0.01, or NaN): the selected value is the same either way. */ \
+     * its sum as tile_sum would, and the number of its values < 0 into *negatives: counted \
+     * for k1 = -l; 0 for k2 = l^2 / 2 and k3 = e^l - 1 - l, which in a finite tile are     \
+     * never < 0 (k3's series is taken only for |l| < ~0.01, where it is l^2 (1/2 + l/6 +   \
+     * ...) >= 0). k3 takes the series only in a vector with a value below the switch       \
+     * (|l| < ~0.01, or NaN): the selected value is the same either way. */                 \
     TARGET static double tile_series_##SUFFIX(int64_t kind, const double *l, const double *em1, \
-                                              double *out, int64_t t) {                     \
-        VD acc[LANES / W];                                                                  \
-        for (int u = 0; u < LANES / W; u++) acc[u] = (VD){0};                               \
+                                              double *out, int64_t t, int64_t *negatives) { \
+        VD acc[LANES / W], zero = (VD){0};                                                  \
+        VL neg[LANES / W];                                                                  \
+        for (int u = 0; u < LANES / W; u++) acc[u] = zero, neg[u] = (VL){0};                \
         int64_t i = 0;                                                                      \
         if (kind == SERIES_NEGATE)                                                          \
             for (; i + LANES <= t; i += LANES)                                              \
@@ -160,6 +162,7 @@ enum { SERIES_GIVEN = 0, SERIES_NEGATE = 1, SERIES_HALF_SQUARE = 2, SERIES_K3 = 
                     x = -x;                                                                 \
                     memcpy(out + i + u * W, &x, sizeof x);                                  \
                     acc[u] += x;                                                            \
+                    neg[u] -= (VL)(x < zero); /* a true comparison is -1 */                 \
                 }                                                                           \
         else if (kind == SERIES_HALF_SQUARE)                                                \
             for (; i + LANES <= t; i += LANES)                                              \
@@ -190,12 +193,17 @@ enum { SERIES_GIVEN = 0, SERIES_NEGATE = 1, SERIES_HALF_SQUARE = 2, SERIES_K3 = 
                 }                                                                           \
         double lane[LANES];                                                                 \
         memcpy(lane, acc, sizeof lane);                                                     \
+        int64_t count = 0;                                                                  \
+        for (int u = 0; u < LANES / W; u++)                                                 \
+            for (int k = 0; k < W; k++) count += neg[u][k];                                 \
         for (int k = 0; i < t; i++, k++) {                                                  \
             out[i] = kind == SERIES_NEGATE        ? -l[i]                                   \
                      : kind == SERIES_HALF_SQUARE ? 0.5 * l[i] * l[i]                       \
                                                   : k3_value(em1[i], l[i]);                 \
             lane[k] += out[i];                                                              \
+            count += kind == SERIES_NEGATE && out[i] < 0.0;                                 \
         }                                                                                   \
+        *negatives = count;                                                                 \
         return combine_lanes(lane);                                                         \
     }                                                                                       \
                                                                                             \
@@ -280,12 +288,11 @@ KLEST_TILE_KERNELS(avx512, __attribute__((target("avx512f"))), v8d, v8l, 8, KLES
 #endif
 
 typedef struct {
-    double (*sum)(const double *, int64_t);
-    void (*central)(const double *, int64_t, double, double *, double *, double *, double *,
-                    int64_t *, int);
+    double (*sum)(const double *, int64_t, int64_t *);
+    void (*central)(const double *, int64_t, double, double *, double *, double *, double *);
     double (*dot)(const double *, const double *, int64_t);
     void (*cross4)(const double *const *, int64_t, double *);
-    double (*series)(int64_t, const double *, const double *, double *, int64_t);
+    double (*series)(int64_t, const double *, const double *, double *, int64_t, int64_t *);
     void (*expm1)(const double *, double *, int64_t);
     void (*log)(const double *, double *, int64_t);
     void (*log1p)(const double *, double *, int64_t);
@@ -420,7 +427,7 @@ static void recentre(double t, const double *s, double h, double *m2, double *m3
 typedef struct {
     double *dev;   /* E * KLEST_TILE */
     double **devrow; /* E: where series e's deviations go (its own values when they are scratch) */
-    int *nonneg;     /* E: series e is >= 0 by construction (k2, k3): no negatives to count */
+    int64_t *negatives; /* E: the values < 0 of series e in the tile */
     double *cross; /* E * E */
     double *mean, *shift, *delta, *sums; /* E each */
     const tile_kernels *k;
@@ -431,14 +438,13 @@ static void finite_tile(const double *const *tile, int64_t size, int64_t t,
     double tt = (double)t;
     for (int64_t e = 0; e < size; e++) {
         double center = w->sums[e] / tt, s[4], lo, hi, m2, m3, m4;
-        int64_t negative;
-        w->k->central(tile[e], t, center, w->devrow[e], s, &lo, &hi, &negative, !w->nonneg[e]);
+        w->k->central(tile[e], t, center, w->devrow[e], s, &lo, &hi);
         double h = s[0] / tt;
         w->shift[e] = h;
         w->mean[e] = center + h;
         recentre(tt, s, h, &m2, &m3, &m4);
         w->cross[e * size + e] = m2;
-        fold_series(stats + e * NFIELDS, tt, w->mean[e], m2, m3, m4, lo, hi, (double)negative,
+        fold_series(stats + e * NFIELDS, tt, w->mean[e], m2, m3, m4, lo, hi, (double)w->negatives[e],
                     0.0, 0.0, 0.0);
     }
     double four[6];
@@ -552,32 +558,39 @@ typedef struct {
     int64_t *sub;
 } scratch;
 
+/* The scratch rows start on 64-byte boundaries (a cache line, an AVX-512 vector): loads
+ * that straddle two lines made the pass ~4% slower, and malloc aligns to 16 bytes only. */
+#define KLEST_SCRATCH_ALIGN 64
+
 static int scratch_open(scratch *x, int64_t size, int64_t hist_rows, int64_t bins) {
-    size_t doubles = 2 * size * KLEST_TILE + size * size + 4 * size + 2 * KLEST_TILE;
-    x->memory = malloc(sizeof(double) * doubles);
+    size_t doubles = 2 * size * KLEST_TILE + 2 * KLEST_TILE + size * size + 4 * size;
+    size_t bytes = sizeof(double) * doubles;
+    bytes = (bytes + KLEST_SCRATCH_ALIGN - 1) / KLEST_SCRATCH_ALIGN * KLEST_SCRATCH_ALIGN;
+    x->memory = aligned_alloc(KLEST_SCRATCH_ALIGN, bytes);
     x->tile = malloc(sizeof(double *) * size);
     x->w.devrow = malloc(sizeof(double *) * size);
-    x->w.nonneg = malloc(sizeof(int) * size);
+    x->w.negatives = malloc(sizeof(int64_t) * size);
     x->sub = calloc((size_t)(hist_rows > 0 ? hist_rows : 1) * 4 * (bins + 2), sizeof(int64_t));
-    if (x->memory == NULL || x->tile == NULL || x->w.devrow == NULL || x->w.nonneg == NULL ||
+    if (x->memory == NULL || x->tile == NULL || x->w.devrow == NULL || x->w.negatives == NULL ||
         x->sub == NULL) {
         free(x->memory);
         free(x->tile);
         free(x->w.devrow);
-        free(x->w.nonneg);
+        free(x->w.negatives);
         free(x->sub);
         return -1;
     }
     x->w.k = kernels();
+    /* the rows of KLEST_TILE doubles first: each starts on a 64-byte boundary */
     x->w.dev = x->memory;
     x->values = x->w.dev + size * KLEST_TILE; /* computed series, E x KLEST_TILE */
-    x->w.cross = x->values + size * KLEST_TILE;
+    x->l_tile = x->values + size * KLEST_TILE;
+    x->em1_tile = x->l_tile + KLEST_TILE;
+    x->w.cross = x->em1_tile + KLEST_TILE;
     x->w.mean = x->w.cross + size * size;
     x->w.shift = x->w.mean + size;
     x->w.delta = x->w.shift + size;
     x->w.sums = x->w.delta + size;
-    x->l_tile = x->w.sums + size;
-    x->em1_tile = x->l_tile + KLEST_TILE;
     return 0;
 }
 
@@ -591,7 +604,7 @@ static void scratch_close(scratch *x, int64_t *histogram, int64_t bins, int64_t 
     free(x->memory);
     free(x->tile);
     free(x->w.devrow);
-    free(x->w.nonneg);
+    free(x->w.negatives);
     free(x->sub);
 }
 
@@ -610,21 +623,18 @@ static void accumulate_tile(const double *const *rows, const int64_t *kinds, con
     for (int64_t e = 0; e < size; e++) {
         double *out = x->values + e * KLEST_TILE;
         w->devrow[e] = w->dev + e * KLEST_TILE;
-        /* k2 = l^2 / 2 >= 0; k3 >= 0: e^l - 1 - l, or its series (taken only for |l| < ~0.01,
-         * where it is l^2 (1/2 + l/6 + ...) >= 0); in a finite tile neither is ever < 0 */
-        w->nonneg[e] = kinds[e] == SERIES_HALF_SQUARE || kinds[e] == SERIES_K3;
         if (kinds[e] == SERIES_GIVEN) {
             x->tile[e] = rows[e] + start;
         } else if (kinds[e] == SERIES_EXPM1) {
             x->tile[e] = em1;
             if (em1_is_scratch) w->devrow[e] = em1;
         } else { /* k1 = -l, k2 = 0.5 * l * l, k3 = exp(l) - 1 - l, and their sum */
-            w->sums[e] = w->k->series(kinds[e], l, em1, out, t);
+            w->sums[e] = w->k->series(kinds[e], l, em1, out, t, w->negatives + e);
             x->tile[e] = out;
             w->devrow[e] = out;
         }
         if (kinds[e] == SERIES_GIVEN || kinds[e] == SERIES_EXPM1)
-            w->sums[e] = w->k->sum(x->tile[e], t);
+            w->sums[e] = w->k->sum(x->tile[e], t, w->negatives + e);
         finite = finite && isfinite(w->sums[e]); /* the sum is NaN or inf iff a value is */
     }
     if (bins > 0)
@@ -885,7 +895,8 @@ int klest_merge(int64_t size, double *stats, double *joint, double *comoment,
 
 /* k3 = exp(l) - 1 - l of n values, from l and expm1(l) (klest.estimators' k3). */
 void klest_k3_from_expm1(const double *expm1_l, const double *l, double *out, int64_t n) {
-    kernels()->series(SERIES_K3, l, expm1_l, out, n);
+    int64_t negatives;
+    kernels()->series(SERIES_K3, l, expm1_l, out, n, &negatives);
 }
 
 /* out[i] = klest's expm1(x[i]) (expm1_value above), n values; out may be x. */
