@@ -39,6 +39,8 @@ def pairs_of_categoricals() -> dict[str, tuple[klest.Categorical, klest.Categori
     holes[rng.random(5000) < 0.01] = -np.inf
     # 2048 categories in the guide table's first bucket (width 2^-12): its binary search
     crowded = [2.0**-20] * 2048 + [0.5] + [0.5 - 2048 * 2.0**-20]
+    # past LOOK_AHEAD_CATEGORIES (32,768, kernels.c): the searches that prefetch ahead
+    large = rng.standard_normal(40_000) * 2.0
     return {
         "four, one empty": (
             klest.Categorical(probs=[0.1, 0.0, 0.5, 0.4]),
@@ -51,6 +53,7 @@ def pairs_of_categoricals() -> dict[str, tuple[klest.Categorical, klest.Categori
             klest.Categorical(probs=crowded[::-1]),
         ),
         "one category": (klest.Categorical(probs=[1.0]), klest.Categorical(probs=[1.0])),
+        "40,000 logits": (klest.Categorical(logits=large), klest.Categorical(logits=large * 0.9)),
     }
 
 

@@ -128,7 +128,8 @@ def test_rare_branches_that_run_past_the_batch_draw_exactly_the_words_they_need(
 @needs_compiled
 def test_inverse_cdf_gives_the_compiled_categories_for_any_guide() -> None:
     rng = np.random.default_rng(3)
-    for k, g in ((1, 1), (5, 8), (300, 4), (1000, 1024)):  # (300, 4): long buckets
+    # (300, 4): long buckets; (40_000, 65_536): past kernels.c's LOOK_AHEAD_CATEGORIES
+    for k, g in ((1, 1), (5, 8), (300, 4), (1000, 1024), (40_000, 65_536)):
         cdf = np.cumsum(rng.dirichlet(np.full(k, 0.3)))
         cdf[-1] = 1.0
         cdf = np.maximum.accumulate(cdf)

