@@ -834,6 +834,10 @@ KLEST_INLINE int64_t guided_category(const double *cdf, const int32_t *guide, do
 #define AHEAD_GUIDE 16
 #define AHEAD_CDF 8
 #define LOOK_AHEAD_CATEGORIES 32768 /* 0.9 MB of tables in the engine */
+/* whether the searches over (cdf, guide) look ahead: guide[g] + 1 is k for a right guide */
+static int looks_ahead(const int32_t *guide, int64_t g) {
+    return (int64_t)guide[g] + 1 >= LOOK_AHEAD_CATEGORIES;
+}
 KLEST_INLINE void guided_categories(const double *cdf, const int32_t *guide, double scale,
                                     int look_ahead, const double *u, int64_t n, int64_t *index,
                                     const double *table, int64_t stride, double *out0,
@@ -874,8 +878,8 @@ int64_t klest_categorical_inverse_cdf(const double *cdf, const int32_t *guide, i
                                       const double *table, double *values) {
     int64_t valid = 0; /* the draws before the first bad u are made */
     while (valid < n && u[valid] >= 0.0 && u[valid] < 1.0) valid++;
-    int look_ahead = (int64_t)guide[g] + 1 >= LOOK_AHEAD_CATEGORIES;
-    if (look_ahead)
+    /* a constant look_ahead in each call: each gets a loop without the other's branches */
+    if (looks_ahead(guide, g))
         guided_categories(cdf, guide, (double)g, 1, u, valid, index, table, 1,
                           table != NULL ? values : NULL, NULL);
     else
@@ -922,8 +926,7 @@ int klest_categorical_block_stats(uint64_t *states, int64_t n_blocks, const int6
         !kinds_are_valid(kinds, size, NULL, pairs, pairs))
         return -2;
     categorical_tiles how = {cdf, pairs, guide, (double)g};
-    tile_filler fill = (int64_t)guide[g] + 1 >= LOOK_AHEAD_CATEGORIES ? categorical_tile_ahead
-                                                                      : categorical_tile;
+    tile_filler fill = looks_ahead(guide, g) ? categorical_tile_ahead : categorical_tile;
     return drawn_pass(states, n_blocks, lengths, fill, &how, kinds, size, stats, joint,
                       comoment, histogram, bins, hist_rows, stride, low, width);
 }
