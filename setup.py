@@ -103,7 +103,11 @@ setup(
     ext_modules=[
         Extension(
             "klest.native._kernels",
-            sources=["klest/native/csrc/kernels.c", "klest/native/csrc/full_kl.c"],
+            sources=[
+                "klest/native/csrc/kernels.c",
+                "klest/native/csrc/full_kl.c",
+                "klest/native/csrc/mixture.c",
+            ],
             depends=[
                 "klest/native/csrc/ziggurat_tables.h",
                 "klest/native/csrc/vector_math.h",

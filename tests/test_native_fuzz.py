@@ -547,6 +547,28 @@ def fuzz_native_full_kl() -> None:
     body()
 
 
+def fuzz_native_mixture_log_ratio() -> None:
+    from klest import native as _native
+    from klest.distributions.mixture import GaussianMixture, mixture_log_ratio
+
+    q = GaussianMixture(weights=[0.3, 0.7], locs=[-1.0, 1.0], scales=[0.5, 1.0])
+    p = GaussianMixture(weights=[1.0], locs=[0.5], scales=[2.0])
+    terms = st.one_of(st.sampled_from([q.terms, p.terms]), array_likes())
+
+    @fuzz
+    @given(array_likes(), terms, terms, st.one_of(st.none(), array_likes()))
+    def body(x: Any, q_terms: Any, p_terms: Any, out: Any) -> None:
+        ok, got = clean(lambda: mixture_log_ratio(q, p, x))
+        if ok:
+            assert got.shape == np.shape(x)
+        if out is None and isinstance(x, np.ndarray):
+            clean(lambda: _native.mixture_log_ratio(x, q_terms, p_terms, np.empty_like(x)))
+        else:
+            clean(lambda: _native.mixture_log_ratio(x, q_terms, p_terms, out))
+
+    body()
+
+
 BODIES = [
     "fuzz_categorical_inverse_cdf",
     "fuzz_native_inverse_cdf",
@@ -561,6 +583,7 @@ BODIES = [
     "fuzz_native_categorical_block_stats",
     "fuzz_native_laplace_block_stats",
     "fuzz_native_full_kl",
+    "fuzz_native_mixture_log_ratio",
 ]
 
 #: runs the named bodies one after another, a JSON line each on stdout ("start" first, so

@@ -21,7 +21,8 @@ from klest.distributions.base import (
 from klest.errors import ParameterError
 from klest.native import expm1 as native_expm1
 from klest.native import log as native_log
-from klest.native import standard_normal
+from klest.native import mixture_log_ratio as native_mixture_log_ratio
+from klest.native import mixture_log_sum_exp_parts, mixture_terms, standard_normal
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _WEIGHT_SUM_TOL = 1e-9
@@ -90,6 +91,17 @@ class GaussianMixture(Distribution):
         """Number of mixture components."""
         return len(self.weights)
 
+    @property
+    def terms(self) -> np.ndarray:
+        """The (3, K) rows log w - log s, the means and sqrt(1/2) / s over the components of
+        positive weight (:func:`klest.native.mixture_terms`; read-only, computed once): how
+        the log-density's kernels take the mixture."""
+        terms = self.__dict__.get("_terms")
+        if terms is None:
+            terms = mixture_terms(self.weights, self.locs, self.scales)
+            object.__setattr__(self, "_terms", terms)
+        return terms
+
     def log_prob(self, x: Any) -> np.ndarray:
         """log sum_i w_i N(x; m_i, s_i²): a log-sum-exp over the components, one pass per
         component over the draws (no (n, K) array); -inf where every term is -inf.
@@ -100,7 +112,8 @@ class GaussianMixture(Distribution):
         """
         x = np.asarray(x, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
-            top, total = log_sum_exp_parts(self, x.reshape(-1))
+            flat = np.ascontiguousarray(x.reshape(-1))
+            top, total = mixture_log_sum_exp_parts(flat, self.terms, native_expm1)
             native_log(total, total)  # klest's compiled log (the same bits on every CPU)
             total += top
             total -= _HALF_LOG_2PI
@@ -208,56 +221,13 @@ class GaussianMixture(Distribution):
         return float(self.weights @ (self.scales**2 + centred**2))
 
 
-def log_sum_exp_parts(mixture: GaussianMixture, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(top, total) with log sum_i w_i N(x; m_i, s_i²) = top + log(total) + log(2π)/2.
-
-    t_i = log w_i - log s_i - ((x - m_i) / s_i)² / 2 for each component of positive weight
-    (four passes each over the 1-D draws ``x``; no (n, K) array), top = max_i t_i and
-    total = sum_i exp(t_i - top), in [1, K] (1 + exp(min - max) for two components: one exp,
-    not two), as K + sum_i expm1(t_i - top) by klest's compiled expm1 (``klest.native``: the
-    same bits on every CPU and NumPy build; each term within ~2^-52 of its exp, so total is
-    within K ulp of 1). Where every t_i is -inf, top is -inf and total NaN. Call it under
-    ``np.errstate(over="ignore", invalid="ignore")`` (z² may overflow to inf: t_i = -inf).
-    """
-    active = np.flatnonzero(mixture.weights > 0.0)
-    terms = []
-    for i in active:
-        t = x - mixture.locs[i]
-        t *= math.sqrt(0.5) / mixture.scales[i]
-        t *= t
-        np.subtract(math.log(mixture.weights[i]) - math.log(mixture.scales[i]), t, out=t)
-        terms.append(t)
-    if len(terms) == 1:
-        return terms[0], np.ones_like(terms[0])
-    top = np.maximum(terms[0], terms[1])
-    if len(terms) == 2:
-        gap = np.minimum(terms[0], terms[1], out=terms[0])
-        gap -= top  # -|t_0 - t_1| (NaN where both are -inf)
-        native_expm1(gap, gap)
-        gap += 2.0  # 1 + exp(gap)
-        return top, gap
-    for t in terms[2:]:
-        np.maximum(top, t, out=top)
-    total = np.zeros_like(top)
-    for t in terms:
-        t -= top
-        native_expm1(t, t)
-        total += t
-    total += float(len(terms))  # sum of exp(t - top) = K + sum of expm1(t - top)
-    return top, total
-
-
 def mixture_log_ratio(q: GaussianMixture, p: GaussianMixture, x: np.ndarray) -> np.ndarray:
-    """log p(x) - log q(x) = (top_p - top_q) + log(total_p / total_q): one log per draw, the
-    log(2π)/2 of both sides cancelled. NaN where both sides are -inf (|x| = inf), as the
-    difference of the two log_probs; the caller guards other non-finite draws."""
+    """log p(x) - log q(x) = (top_p - top_q) + log(total_p / total_q) (see
+    :func:`klest.native.mixture_log_sum_exp_parts`): one log per draw, the log(2π)/2 of both
+    sides cancelled, in klest's compiled kernel (or its NumPy definition: the same bits). NaN
+    where both sides are -inf (|x| = inf), as the difference of the two log_probs; the
+    caller guards other non-finite draws."""
     x = np.asarray(x, dtype=np.float64)
-    flat = x.reshape(-1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        top_p, total_p = log_sum_exp_parts(p, flat)
-        top_q, total_q = log_sum_exp_parts(q, flat)
-        total_p /= total_q
-        native_log(total_p, total_p)
-        top_p -= top_q
-        top_p += total_p
-    return top_p.reshape(x.shape)
+    flat = np.ascontiguousarray(x.reshape(-1))
+    out = native_mixture_log_ratio(flat, q.terms, p.terms, np.empty_like(flat))
+    return out.reshape(x.shape)

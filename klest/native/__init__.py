@@ -1,5 +1,6 @@
 """The one seam to the compiled kernels (``csrc/``, ctypes): sampler, moment accumulator, k3,
-expm1, inverse CDF -- or to their pure-NumPy fallback, which gives the same draws and bits;
+expm1, inverse CDF, the log-ratio of two Gaussian mixtures (``mixture_log_ratio``) -- or to
+their pure-NumPy fallback, which gives the same draws and bits;
 and the full-vocabulary KL rows of ``klest.rl.full_kl`` (compiled only: ``full_kl_rows`` is
 None in the fallback, where full_kl evaluates the same formula with NumPy), and NumPy's
 laplace, gamma, standard_t and beta draws (compiled only: ``fill_family`` is None in the
@@ -15,9 +16,12 @@ needs to know which backend is in use.
 
 import warnings
 
+import numpy as np
+
 from klest.native import fallback as _fallback
 from klest.native import fallback_kernels as _fallback_kernels
 from klest.native import fallback_sampler as _fallback_sampler
+from klest.native import mixture_kernel as _mixture_kernel
 from klest.native.checks import (
     COMPUTED_SERIES,
     FIELDS,
@@ -28,6 +32,8 @@ from klest.native.checks import (
     real_scalar,
 )
 from klest.native.fallback import BACKEND, TILE, FallbackWarning
+from klest.native.mixture_kernel import log_sum_exp_parts as mixture_log_sum_exp_parts
+from klest.native.mixture_kernel import mixture_terms
 from klest.native.sampler import (
     family_draws,
     pcg64_state,
@@ -53,6 +59,16 @@ if _fallback.COMPILED is None:
     categorical_block_stats = _fallback_kernels.categorical_block_stats
     laplace_block_stats = _fallback_kernels.laplace_block_stats
     fill_normal = _fallback_sampler.fill_normal
+
+    def mixture_log_ratio(
+        x: np.ndarray, q_terms: np.ndarray, p_terms: np.ndarray, out: np.ndarray
+    ) -> np.ndarray:
+        """bindings.mixture_log_ratio in NumPy: klest.native.mixture_kernel's definition, with
+        klest._special's expm1 and log."""
+        return _mixture_kernel.mixture_log_ratio(
+            x, q_terms, p_terms, out, _fallback.expm1, _fallback.log
+        )
+
     fill_family = None  # family_draws calls NumPy's own methods instead
     full_kl_rows = None  # klest.rl.full_kl evaluates its NumPy / torch formula instead
     if _fallback.WARN:
@@ -79,6 +95,7 @@ else:
         log,
         log1p,
         merge,
+        mixture_log_ratio,
         set_simd_level,
     )
 
@@ -106,6 +123,9 @@ __all__ = [
     "log",
     "log1p",
     "merge",
+    "mixture_log_ratio",
+    "mixture_log_sum_exp_parts",
+    "mixture_terms",
     "pcg64_state",
     "pcg64_states",
     "quadratic_coefficients",

@@ -1,0 +1,114 @@
+"""The log-ratio of two finite mixtures of 1-D normals, in NumPy: the definition that
+``csrc/mixture.c`` (klest_mixture_log_ratio) follows operation for operation, and klest's
+fallback for it. The seam (:mod:`klest.native`) passes the expm1 and log to use: klest's own
+(compiled or :mod:`klest._special`), the same bits on every CPU and NumPy build.
+
+A mixture reaches the kernel as its (3, K) rows of :func:`mixture_terms`.
+
+>>> terms = mixture_terms(np.array([0.5, 0.5]), np.array([-1.0, 1.0]), np.array([1.0, 2.0]))
+>>> terms.shape
+(3, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from klest.native.checks import require
+
+Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def mixture_terms(weights: np.ndarray, locs: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """The (3, K) rows a = log w - log s, m (the means) and c = sqrt(1/2) / s over the K
+    components of positive weight (math.log and IEEE division: the same bits everywhere), as
+    a read-only C-contiguous float64 array."""
+    active = np.flatnonzero(np.asarray(weights) > 0.0)
+    terms = np.empty((3, active.size))
+    for column, i in enumerate(active):
+        weight, loc, scale = float(weights[i]), float(locs[i]), float(scales[i])
+        terms[:, column] = (math.log(weight) - math.log(scale), loc, math.sqrt(0.5) / scale)
+    terms.setflags(write=False)
+    return terms
+
+
+def check_mixture_args(x: Any, q_terms: Any, p_terms: Any, out: Any) -> None:
+    """Raise (TypeError / ValueError naming the argument) unless the arguments are what the
+    kernel may index blindly and compute with: 1-D float64 ``x`` and a writable ``out`` of its
+    shape; each ``*_terms`` a (3, K) float64 array, K >= 1, with finite entries and c > 0."""
+    require("x", x, np.float64, (None,))
+    require("out", out, np.float64, x.shape, writable=True)
+    for name, terms in (("q_terms", q_terms), ("p_terms", p_terms)):
+        require(name, terms, np.float64, (3, None))
+        if terms.shape[1] == 0:
+            raise ValueError(f"{name} must have at least one component (column), got none")
+        bad = np.argwhere(~np.isfinite(terms) | (np.arange(3) == 2)[:, None] & (terms <= 0.0))
+        if bad.size:
+            row, column = bad[0].tolist()
+            raise ValueError(
+                f"{name} must be finite with positive c (row 2), got {terms[row, column]!r} "
+                f"at [{row}, {column}]"
+            )
+
+
+def log_sum_exp_parts(x: np.ndarray, terms: np.ndarray, expm1: Kernel) -> tuple[Any, Any]:
+    """(top, total) with log sum_j w_j N(x; m_j, s_j²) = top + log(total) + log(2π)/2, for
+    the 1-D draws ``x`` and the mixture's ``terms`` (one pass per component, no (n, K) array).
+
+    t_j = a_j - ((x - m_j) c_j)², top = max_j t_j and total = sum_j exp(t_j - top), in
+    [1, K]: 1 for one component, 2 + expm1(min - max) for two (one expm1, not two), and
+    K + sum_j expm1(t_j - top) otherwise (each term within ~2^-52 of its exp, so total is
+    within K ulp of 1). Where every t_j is -inf, top is -inf and total NaN. Call it under
+    ``np.errstate(over="ignore", invalid="ignore")`` (the square may overflow: t_j = -inf).
+    """
+    rows = []
+    for a, m, c in terms.T.tolist():
+        t = x - m
+        t *= c
+        t *= t
+        np.subtract(a, t, out=t)
+        rows.append(t)
+    if len(rows) == 1:
+        return rows[0], np.ones_like(rows[0])
+    top = np.maximum(rows[0], rows[1])
+    if len(rows) == 2:
+        gap = np.minimum(rows[0], rows[1], out=rows[0])
+        gap -= top  # -|t_0 - t_1| (NaN where both are -inf)
+        expm1(gap, gap)
+        gap += 2.0  # 1 + exp(gap)
+        return top, gap
+    for t in rows[2:]:
+        np.maximum(top, t, out=top)
+    total = np.zeros_like(top)
+    for t in rows:
+        t -= top
+        expm1(t, t)
+        total += t
+    total += float(len(rows))  # sum of exp(t - top) = K + sum of expm1(t - top)
+    return top, total
+
+
+def mixture_log_ratio(
+    x: np.ndarray,
+    q_terms: np.ndarray,
+    p_terms: np.ndarray,
+    out: np.ndarray,
+    expm1: Kernel,
+    log: Kernel,
+) -> np.ndarray:
+    """``out[:] = log p(x) - log q(x)`` = (top_p - top_q) + log(total_p / total_q) for 1-D
+    ``x`` (the log(2π)/2 of both sides cancelled; NaN where both sides are -inf), and return
+    ``out`` (it may be ``x``)."""
+    check_mixture_args(x, q_terms, p_terms, out)
+    with np.errstate(over="ignore", invalid="ignore"):
+        top_p, total_p = log_sum_exp_parts(x, p_terms, expm1)
+        top_q, total_q = log_sum_exp_parts(x, q_terms, expm1)
+        total_p /= total_q
+        log(total_p, total_p)
+        np.subtract(top_p, top_q, out=out)
+        out += total_p
+    return out
