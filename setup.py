@@ -107,6 +107,7 @@ setup(
                 "klest/native/csrc/kernels.c",
                 "klest/native/csrc/full_kl.c",
                 "klest/native/csrc/mixture.c",
+                "klest/native/csrc/mvn.c",
             ],
             depends=[
                 "klest/native/csrc/ziggurat_tables.h",

@@ -10,7 +10,8 @@ from scipy.linalg import solve_triangular
 
 from klest.distributions.base import REAL, Distribution, Param, Support
 from klest.errors import ParameterError
-from klest.native import standard_normal
+from klest.native import fill_normal, pcg64_state, standard_normal
+from klest.native import mvn_ratio_from_standardized as native_mvn_ratio
 
 _LOG_2PI = math.log(2.0 * math.pi)
 #: doubles per chunk of the pair log-ratio (rows = this // d): its (rows, d) arrays, 256 KB
@@ -184,29 +185,32 @@ def cholesky_difference(a: MultivariateNormal, b: MultivariateNormal) -> np.ndar
     return solve_triangular(lb, la - lb, lower=True)
 
 
-def _pair_terms(
-    q: MultivariateNormal, p: MultivariateNormal
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """(G.T, delta, c): with y_q = L_q^{-1}(x - m_q) and y_p = L_p^{-1}(x - m_p),
-    y_p - y_q = G y_q + delta for G = L_p^{-1}(L_q - L_p) (:func:`cholesky_difference`) and
-    delta = L_p^{-1}(m_q - m_p); c = log det L_p - log det L_q."""
-    delta = solve_triangular(p.scale_tril, q.mean() - p.mean(), lower=True)
-    difference = cholesky_difference(q, p)
-    return np.ascontiguousarray(difference.T), delta, p._half_log_det - q._half_log_det
+PairTerms = tuple[np.ndarray, np.ndarray, float] | None
 
 
-def _ratio_from_standardized(y: np.ndarray, terms: tuple[np.ndarray, np.ndarray, float]):
-    """-(|y_p|² - |y_q|²)/2 - c for rows y = y_q, as -(D · (D + 2 y))/2 - c with
-    D = y_p - y_q: no cancellation between two squared norms when p is close to q."""
-    difference_t, delta, c = terms
-    gap = y @ difference_t
-    gap += delta
-    total = y + y
-    total += gap
-    out = np.einsum("ij,ij->i", gap, total)
-    out *= -0.5
-    out -= c
-    return out
+def _pair_terms(q: MultivariateNormal, p: MultivariateNormal) -> PairTerms:
+    """(G, delta, c): with y_q = L_q^{-1}(x - m_q) and y_p = L_p^{-1}(x - m_p),
+    y_p - y_q = G y_q + delta for G = L_p^{-1}(L_q - L_p) (:func:`cholesky_difference`, lower
+    triangular) and delta = L_p^{-1}(m_q - m_p); c = log det L_p - log det L_q. None where
+    one of them overflows (extreme parameters: every row is then the generic difference)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        delta = solve_triangular(p.scale_tril, q.mean() - p.mean(), lower=True)
+        difference = np.ascontiguousarray(cholesky_difference(q, p))
+    c = p._half_log_det - q._half_log_det
+    if not (np.isfinite(difference).all() and np.isfinite(delta).all() and math.isfinite(c)):
+        return None
+    return difference, np.ascontiguousarray(delta), c
+
+
+def _ratio_from_standardized(y: np.ndarray, terms: PairTerms, out: np.ndarray) -> None:
+    """``out[:]`` = -(|y_p|² - |y_q|²)/2 - c for rows y = y_q, as -(D · (D + 2 y))/2 - c with
+    D = y_p - y_q: no cancellation between two squared norms when p is close to q
+    (:func:`klest.native.mvn_ratio_from_standardized`: compiled, or its NumPy definition;
+    every sum in a fixed order, whatever the CPU or BLAS). NaN where ``terms`` is None."""
+    if terms is None:
+        out.fill(math.nan)
+    else:
+        native_mvn_ratio(np.ascontiguousarray(y), *terms, out)
 
 
 def _generic_rows(q: MultivariateNormal, p: MultivariateNormal, x: np.ndarray) -> np.ndarray:
@@ -216,9 +220,9 @@ def _generic_rows(q: MultivariateNormal, p: MultivariateNormal, x: np.ndarray) -
 
 def mvn_log_ratio(q: MultivariateNormal, p: MultivariateNormal, x: Any) -> np.ndarray:
     """log p(x) - log q(x) for x of shape (..., d): one triangular solve (for y_q) and one
-    product with G.T per chunk of rows, not two log_probs. Rows where it is not finite
-    (a non-finite x, or a Mahalanobis term beyond the float64 range) are the two log_probs'
-    difference, as without the specialisation (NaN for a row with inf or NaN).
+    pass of klest's kernel with G per chunk of rows, not two log_probs. Rows where it is not
+    finite (a non-finite x, or a Mahalanobis term beyond the float64 range) are the two
+    log_probs' difference, as without the specialisation (NaN for a row with inf or NaN).
 
     >>> q = MultivariateNormal(mean=[0.0, 0.0], cov=[[1.0, 0.3], [0.3, 2.0]])
     >>> p = MultivariateNormal(mean=[0.5, 0.0], cov=np.eye(2))
@@ -239,7 +243,7 @@ def mvn_log_ratio(q: MultivariateNormal, p: MultivariateNormal, x: Any) -> np.nd
         for start in range(0, flat.shape[0], rows):
             part = flat[start : start + rows] - mean
             y = solve_triangular(chol, part.T, lower=True, check_finite=False).T
-            out[start : start + rows] = _ratio_from_standardized(y, terms)
+            _ratio_from_standardized(y, terms, out[start : start + rows])
     return _finite_or_generic(q, p, out, lambda bad: flat[bad]).reshape(x.shape[:-1])[()]
 
 
@@ -255,9 +259,18 @@ def sample_mvn_log_ratio(
     rows = max(1, CHUNK_VALUES // d)
     start_state = rng.bit_generator.state
     with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, size, rows):
-            z = standard_normal(rng, (min(rows, size - start), d))
-            out[start : start + z.shape[0]] = _ratio_from_standardized(z, terms)
+        if type(rng.bit_generator) is np.random.PCG64 and size > 0:
+            # standard_normal's draws, the generator's state opened once for every chunk
+            z = np.empty((min(rows, size), d))
+            with pcg64_state(rng.bit_generator) as state:
+                for start in range(0, size, rows):
+                    part = z[: min(rows, size - start)]
+                    fill_normal(state, part, 1.0, 0.0)
+                    _ratio_from_standardized(part, terms, out[start : start + part.shape[0]])
+        else:
+            for start in range(0, size, rows):
+                part = standard_normal(rng, (min(rows, size - start), d))
+                _ratio_from_standardized(part, terms, out[start : start + part.shape[0]])
     if not math.isfinite(float(np.add.reduce(out))):
         # rare (extreme parameters): the generic difference at x = m_q + z L_q^T, z drawn
         # again from a copy of the generator as it was

@@ -1,6 +1,7 @@
 """The one seam to the compiled kernels (``csrc/``, ctypes): sampler, moment accumulator, k3,
-expm1, inverse CDF, the log-ratio of two Gaussian mixtures (``mixture_log_ratio``) -- or to
-their pure-NumPy fallback, which gives the same draws and bits;
+expm1, inverse CDF, the log-ratios of two Gaussian mixtures (``mixture_log_ratio``) and of
+two multivariate normals (``mvn_ratio_from_standardized``) -- or to their pure-NumPy
+fallback, which gives the same draws and bits;
 and the full-vocabulary KL rows of ``klest.rl.full_kl`` (compiled only: ``full_kl_rows`` is
 None in the fallback, where full_kl evaluates the same formula with NumPy), and NumPy's
 laplace, gamma, standard_t and beta draws (compiled only: ``fill_family`` is None in the
@@ -34,6 +35,7 @@ from klest.native.checks import (
 from klest.native.fallback import BACKEND, TILE, FallbackWarning
 from klest.native.mixture_kernel import log_sum_exp_parts as mixture_log_sum_exp_parts
 from klest.native.mixture_kernel import mixture_terms
+from klest.native.mvn_kernel import ratio_from_standardized as _fallback_mvn_ratio
 from klest.native.sampler import (
     family_draws,
     pcg64_state,
@@ -69,6 +71,8 @@ if _fallback.COMPILED is None:
             x, q_terms, p_terms, out, _fallback.expm1, _fallback.log
         )
 
+    mvn_ratio_from_standardized = _fallback_mvn_ratio
+
     fill_family = None  # family_draws calls NumPy's own methods instead
     full_kl_rows = None  # klest.rl.full_kl evaluates its NumPy / torch formula instead
     if _fallback.WARN:
@@ -95,9 +99,9 @@ else:
         log,
         log1p,
         merge,
-        mixture_log_ratio,
         set_simd_level,
     )
+    from klest.native.row_bindings import mixture_log_ratio, mvn_ratio_from_standardized
 
 __all__ = [
     "BACKEND",
@@ -126,6 +130,7 @@ __all__ = [
     "mixture_log_ratio",
     "mixture_log_sum_exp_parts",
     "mixture_terms",
+    "mvn_ratio_from_standardized",
     "pcg64_state",
     "pcg64_states",
     "quadratic_coefficients",

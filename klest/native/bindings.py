@@ -41,7 +41,6 @@ from klest.native.checks import (
     real_scalar,
     require,
 )
-from klest.native.mixture_kernel import check_mixture_args
 
 __all__ = [
     "COMPUTED_SERIES",
@@ -62,7 +61,6 @@ __all__ = [
     "log",
     "log1p",
     "merge",
-    "mixture_log_ratio",
     "set_simd_level",
 ]
 
@@ -111,8 +109,6 @@ _LIB.klest_expm1.restype = None
 for _name in ("klest_log", "klest_log1p"):
     getattr(_LIB, _name).argtypes = [_P, _P, _I64]
     getattr(_LIB, _name).restype = None
-_LIB.klest_mixture_log_ratio.argtypes = [_P, _I64, _I64, _P, _I64, _P, _P]
-_LIB.klest_mixture_log_ratio.restype = None
 _LIB.klest_full_kl.argtypes = [_P, _P, _I64, _I64, _I64, _P, _I64, _P, _P, _P, _P]
 _LIB.klest_full_kl.restype = _I64
 _LIB.klest_tile_size.argtypes = []
@@ -285,20 +281,6 @@ def log1p(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     require("x", x, np.float64)
     require("out", out, np.float64, x.shape, writable=True)
     _LIB.klest_log1p(_address(x), _address(out), x.size)
-    return out
-
-
-def mixture_log_ratio(
-    x: np.ndarray, q_terms: np.ndarray, p_terms: np.ndarray, out: np.ndarray
-) -> np.ndarray:
-    """``out[:] = log p(x) - log q(x)`` for two mixtures of 1-D normals given as their (3, K)
-    terms (:func:`klest.native.mixture_kernel.mixture_terms`), and return ``out`` (it may be
-    ``x``): klest/native/csrc/mixture.c, the same bits as its NumPy definition."""
-    check_mixture_args(x, q_terms, p_terms, out)
-    _LIB.klest_mixture_log_ratio(
-        _address(x), x.size, q_terms.shape[1], _address(q_terms), p_terms.shape[1],
-        _address(p_terms), _address(out),
-    )  # fmt: skip
     return out
 
 
