@@ -65,8 +65,8 @@ if _fallback.COMPILED is None:
     def mixture_log_ratio(
         x: np.ndarray, q_terms: np.ndarray, p_terms: np.ndarray, out: np.ndarray
     ) -> np.ndarray:
-        """bindings.mixture_log_ratio in NumPy: klest.native.mixture_kernel's definition, with
-        klest._special's expm1 and log."""
+        """row_bindings.mixture_log_ratio in NumPy: klest.native.mixture_kernel's definition,
+        with klest._special's expm1 and log."""
         return _mixture_kernel.mixture_log_ratio(
             x, q_terms, p_terms, out, _fallback.expm1, _fallback.log
         )
