@@ -46,7 +46,9 @@ from klest.estimators import Estimator
 __all__ = [
     "DIFFERENTIABLE",
     "PLACEMENTS",
+    "coefficient_function",
     "gradient_coefficient",
+    "log_abs_coefficient_function",
     "log_abs_gradient_coefficient",
     "placement_info",
 ]
@@ -186,16 +188,28 @@ def gradient_coefficient(
     >>> gradient_coefficient(l, estimator="k3", placement="loss_is")  # = -l: KL(pi||ref)
     array([ 0.5, -0.5])
     """
-    est, deriv = _resolve(estimator, placement)
-    l = np.asarray(log_ratio, dtype=np.float64)
+    coefficient = coefficient_function(estimator, placement)
     with np.errstate(over="ignore", invalid="ignore"):
-        if placement == "loss":
-            return -deriv.dk(l)
-        if placement == "reward":
-            return est(l)
-        if placement == "loss_is":
-            return deriv.k_minus_dk(l)
-        return -l
+        return coefficient(np.asarray(log_ratio, dtype=np.float64))
+
+
+def coefficient_function(estimator: str | Estimator, placement: str) -> ArrayFn:
+    """``l -> gradient_coefficient(l, ...)`` with the estimator and placement resolved once,
+    for a float64 array l; the caller sets NumPy's error state (inf and NaN are values here:
+    ``np.errstate(over="ignore", invalid="ignore")``).
+
+    >>> import numpy as np
+    >>> coefficient_function("k3", "loss_is")(np.array([-0.5, 0.5]))
+    array([ 0.5, -0.5])
+    """
+    est, deriv = _resolve(estimator, placement)
+    if placement == "loss":
+        return lambda l: -deriv.dk(l)
+    if placement == "reward":
+        return est
+    if placement == "loss_is":
+        return deriv.k_minus_dk
+    return lambda l: -l
 
 
 def log_abs_gradient_coefficient(
@@ -212,13 +226,31 @@ def log_abs_gradient_coefficient(
     >>> float(sign[0]), float(log_abs[0])
     (-1.0, 800.0)
     """
-    est, deriv = _resolve(estimator, placement)
-    l = np.asarray(log_ratio, dtype=np.float64)
+    parts = log_abs_coefficient_function(estimator, placement)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        if placement == "loss":
-            return -np.sign(deriv.dk(l)), deriv.log_abs_dk(l)
-        if placement == "reward":
-            return np.sign(est(l)), est.log_abs(l)
-        if placement == "loss_is":
-            return np.sign(deriv.k_minus_dk(l)), deriv.log_abs_k_minus_dk(l)
-        return -np.sign(l), _log_abs(l)
+        return parts(np.asarray(log_ratio, dtype=np.float64))
+
+
+def log_abs_coefficient_function(
+    estimator: str | Estimator, placement: str
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``l -> log_abs_gradient_coefficient(l, ...)`` with the estimator and placement resolved
+    once, for a float64 array l; the caller sets NumPy's error state (inf and NaN are values
+    here: ``np.errstate(over="ignore", invalid="ignore", divide="ignore")``). For loops that
+    call it on a few actions many times (the bandit flow of :mod:`klest.gradients.fixed_point`).
+
+    >>> import numpy as np
+    >>> parts = log_abs_coefficient_function("k3", "loss")
+    >>> with np.errstate(over="ignore"):
+    ...     sign, log_abs = parts(np.array([800.0]))
+    >>> float(sign[0]), float(log_abs[0])
+    (-1.0, 800.0)
+    """
+    est, deriv = _resolve(estimator, placement)
+    if placement == "loss":
+        return lambda l: (-np.sign(deriv.dk(l)), deriv.log_abs_dk(l))
+    if placement == "reward":
+        return lambda l: (np.sign(est(l)), est.log_abs(l))
+    if placement == "loss_is":
+        return lambda l: (np.sign(deriv.k_minus_dk(l)), deriv.log_abs_k_minus_dk(l))
+    return lambda l: (-np.sign(l), _log_abs(l))

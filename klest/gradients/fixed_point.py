@@ -24,15 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.integrate import LSODA
-from scipy.optimize import brentq, root
 from scipy.special import softmax
 
 from klest.estimators import Estimator
 from klest.gradients.coefficients import (
     _resolve,
-    gradient_coefficient,
-    log_abs_gradient_coefficient,
+    coefficient_function,
+    log_abs_coefficient_function,
 )
 
 __all__ = [
@@ -48,10 +46,13 @@ __all__ = [
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     """scipy.special.log_softmax of a logit vector, by the same operations (the same bits)
     without its array-API dispatch: the flow calls it ~10^5 times per table on V ~ 4."""
-    top = float(np.max(z))
-    tmp = z - (top if math.isfinite(top) else 0.0)
+    top = float(z.max())
+    if math.isfinite(top):  # then the sum is >= exp(0) = 1
+        tmp = z - top
+        return tmp - np.log(np.exp(tmp).sum())
+    tmp = z - 0.0
     with np.errstate(divide="ignore"):
-        return tmp - np.log(np.sum(np.exp(tmp)))
+        return tmp - np.log(np.exp(tmp).sum())
 
 
 #: the candidate optima a fixed point is compared with
@@ -84,6 +85,9 @@ def forward_kl_optimum(reward: Any, ref_logits: Any, beta: float) -> np.ndarray:
     >>> bool(np.isclose(pi.sum(), 1.0)), bool(pi[1] > 0.5)
     (True, True)
     """
+    # deferred: so that `import klest.gradients` stays light
+    from scipy.optimize import brentq
+
     r, z_ref, b = _check(reward, ref_logits, beta)
     log_ref = _log_softmax(z_ref)
     best = int(np.argmax(r))
@@ -214,11 +218,13 @@ def fixed_point(
     log_ref = _log_softmax(z_ref)
     scale = float(np.max(np.abs(r - r.mean()))) + b
 
+    coefficient = coefficient_function(est, placement)
+    sign_and_log_abs = log_abs_coefficient_function(est, placement)
+
     def u_of(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         log_pi = _log_softmax(z)
-        c = gradient_coefficient(log_ref - log_pi, estimator=est, placement=placement)
         with np.errstate(over="ignore", invalid="ignore"):  # k3 as a reward: c ~ exp(l)
-            return r - b * c, log_pi
+            return r - b * coefficient(log_ref - log_pi), log_pi
 
     def residual(z: np.ndarray) -> float:
         u, log_pi = u_of(z)
@@ -227,23 +233,19 @@ def fixed_point(
         return value if math.isfinite(value) else math.inf
 
     def flow(_t: float, z: np.ndarray) -> np.ndarray:
-        log_pi = _log_softmax(z)
-        sign, log_abs = log_abs_gradient_coefficient(
-            log_ref - log_pi, estimator=est, placement=placement
-        )
-        pi = np.exp(log_pi)
-        with np.errstate(over="ignore", invalid="ignore"):
+        # called ~10^3 times per fixed point on a few actions: one error-state context, the
+        # coefficient resolved once (the values are those of log_abs_gradient_coefficient)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            log_pi = _log_softmax(z)
+            sign, log_abs = sign_and_log_abs(log_ref - log_pi)
+            pi = np.exp(log_pi)
             pc = np.where(sign == 0, 0.0, sign * np.exp(log_pi + log_abs))  # π ⊙ c, log space
-        pu = pi * r - b * pc
-        return pu - pi * pu.sum()
+            pu = pi * r - b * pc
+            return pu - pi * pu.sum()
 
     def _stable(z: np.ndarray) -> bool:
         log_pi = _log_softmax(z)
-        return _linearly_stable(
-            lambda l: gradient_coefficient(l, estimator=est, placement=placement),
-            log_ref - log_pi,
-            log_pi,
-        )
+        return _linearly_stable(coefficient, log_ref - log_pi, log_pi)
 
     z, t_end = z_ref - z_ref.mean(), 0.0
     threshold = tol * scale
@@ -291,6 +293,9 @@ def _integrate(
     flow: Any, residual: Any, z: np.ndarray, threshold: float, t_max: float, max_steps: int
 ) -> tuple[np.ndarray, float]:
     """LSODA steps along dz/dt = flow(z) until residual(z) <= threshold, t_max or max_steps."""
+    # deferred: so that `import klest.gradients` stays light
+    from scipy.integrate import LSODA
+
     solver = LSODA(flow, 0.0, z, t_max, rtol=1e-8, atol=1e-10)
     for _ in range(max_steps):
         if solver.status != "running":
@@ -330,6 +335,8 @@ def _linearly_stable(coefficient: Any, l: np.ndarray, log_pi: np.ndarray) -> boo
 
 def _polish(u_of: Any, z: np.ndarray, scale: float) -> np.ndarray:
     """Solve u_a(z) = u_V(z), a < V, with z_V held fixed, starting from the flow's end."""
+    # deferred: so that `import klest.gradients` stays light
+    from scipy.optimize import root
 
     def equations(free: np.ndarray) -> np.ndarray:
         full = np.append(free, z[-1])
