@@ -132,6 +132,15 @@ def test_low_var_kl_clamps_like_verl() -> None:
     assert est(3.0) == 10.0  # k3(3) = 16.09 > 10
 
 
+def test_low_var_kl_kinks_are_the_correctly_rounded_roots() -> None:
+    """Where k3 = e^l - 1 - l meets the output clamp 10: the float nearest each exact root."""
+    _, lo, hi, _ = estimators.get("low_var_kl").kinks
+    with mpmath.workdps(50):
+        for got, start in ((lo, -11.0), (hi, 2.6)):
+            exact = mpmath.findroot(lambda x: mpmath.expm1(x) - x - 10, start)
+            assert got == float(exact), (got, exact)
+
+
 def test_registry_names_and_aliases() -> None:
     names = estimators.names()
     for required in ["k1", "k2", "k3", "abs", "low_var_kl", "rev_kl"]:

@@ -29,6 +29,19 @@ def test_import_klest_and_a_simulation_load_none_of_the_heavy_libraries() -> Non
     assert loaded == []
 
 
+#: the scipy subpackages whose import alone took ~1 s of a cold `import klest` (of every CLI
+#: command, pool worker and Dask worker): each is imported where it is first used
+SCIPY_ON_USE = ("scipy.stats", "scipy.optimize", "scipy.integrate")
+
+
+def test_import_klest_and_its_gradients_load_scipy_stats_optimize_integrate_on_use() -> None:
+    loaded = _run(
+        "import json, sys, klest, klest.gradients, klest.sequence\n"
+        f"print(json.dumps([m for m in {SCIPY_ON_USE!r} if m in sys.modules]))"
+    )
+    assert loaded == []
+
+
 def test_lazy_subpackages_and_diagnose_are_attributes_of_klest() -> None:
     got = _run(
         "import json, klest\n"

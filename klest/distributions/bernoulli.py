@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from klest.distributions.base import UNIT_INTERVAL, Distribution, Param, Support
 
@@ -57,6 +56,9 @@ class Bernoulli(Distribution):
         return (rng.random(size) < self.probs).astype(np.int64)
 
     def _scipy(self) -> Any:
+        # deferred: scipy.stats is most of a cold `import klest`
+        from scipy import stats
+
         return stats.bernoulli(self.probs)
 
     def mean(self) -> float:

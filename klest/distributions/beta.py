@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from klest.distributions.base import POSITIVE, Distribution, Param, Support
 from klest.native.sampler import family_draws
@@ -61,6 +61,9 @@ class Beta(Distribution):
         return family_draws(rng, "beta", size, self.alpha, self.beta)
 
     def _scipy(self) -> Any:
+        # deferred: scipy.stats is most of a cold `import klest`
+        from scipy import stats
+
         return stats.beta(a=self.alpha, b=self.beta)
 
     def quantile(self, u: Any) -> np.ndarray:

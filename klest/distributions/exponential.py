@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from klest.distributions.base import POSITIVE, POSITIVE_HALF_LINE, Distribution, Param, Support
 
@@ -47,6 +46,9 @@ class Exponential(Distribution):
         return rng.exponential(1.0 / self.rate, size)
 
     def _scipy(self) -> Any:
+        # deferred: scipy.stats is most of a cold `import klest`
+        from scipy import stats
+
         return stats.expon(scale=1.0 / self.rate)
 
     def mean(self) -> float:

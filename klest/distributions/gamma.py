@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from klest.distributions.base import POSITIVE, POSITIVE_HALF_LINE, Distribution, Param, Support
 from klest.native.sampler import family_draws
@@ -57,6 +57,9 @@ class Gamma(Distribution):
         return family_draws(rng, "gamma", size, self.shape, 1.0 / self.rate)
 
     def _scipy(self) -> Any:
+        # deferred: scipy.stats is most of a cold `import klest`
+        from scipy import stats
+
         return stats.gamma(a=self.shape, scale=1.0 / self.rate)
 
     def mean(self) -> float:

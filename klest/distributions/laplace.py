@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from klest.distributions.base import POSITIVE, REAL, REAL_LINE, Distribution, Param, Support
 from klest.native.sampler import family_draws
@@ -51,6 +50,9 @@ class Laplace(Distribution):
         return (self.loc,)
 
     def _scipy(self) -> Any:
+        # deferred: scipy.stats is most of a cold `import klest`
+        from scipy import stats
+
         return stats.laplace(loc=self.loc, scale=self.scale)
 
     def mean(self) -> float:

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from klest.distributions.base import (
     POSITIVE,
@@ -63,6 +62,9 @@ class LogNormal(Distribution):
         return rng.lognormal(self.loc, self.scale, size)
 
     def _scipy(self) -> Any:
+        # deferred: scipy.stats is most of a cold `import klest`
+        from scipy import stats
+
         return stats.lognorm(s=self.scale, scale=math.exp(self.loc))
 
     def mean(self) -> float:

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from klest.distributions.base import (
     POSITIVE,
@@ -211,6 +211,9 @@ class GaussianMixture(Distribution):
         if f(hi) <= 0.0:
             return hi
         xtol = 1e-15 * max(1.0, abs(lo), abs(hi))
+        # deferred: scipy.optimize costs ~0.25 s of a cold `import klest`
+        from scipy import optimize
+
         return optimize.brentq(f, lo, hi, xtol=xtol, rtol=4.0 * np.finfo(float).eps)
 
     def mean(self) -> float:

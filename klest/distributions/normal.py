@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from klest.distributions.base import POSITIVE, REAL, REAL_LINE, Distribution, Param, Support
 from klest.native import scaled_normal
@@ -50,6 +49,9 @@ class Normal(Distribution):
         return scaled_normal(rng, size, self.scale, self.loc)
 
     def _scipy(self) -> Any:
+        # deferred: scipy.stats is most of a cold `import klest`
+        from scipy import stats
+
         return stats.norm(loc=self.loc, scale=self.scale)
 
     def mean(self) -> float:

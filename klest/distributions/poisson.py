@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from klest.distributions.base import POSITIVE, Distribution, Param, Support
 
@@ -51,6 +51,9 @@ class Poisson(Distribution):
         return rng.poisson(self.rate, size).astype(np.int64, copy=False)
 
     def _scipy(self) -> Any:
+        # deferred: scipy.stats is most of a cold `import klest`
+        from scipy import stats
+
         return stats.poisson(self.rate)
 
     def mean(self) -> float:

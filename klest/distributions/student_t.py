@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from klest.distributions.base import POSITIVE, REAL, REAL_LINE, Distribution, Param, Support
 from klest.native.sampler import family_draws
@@ -87,6 +87,9 @@ class StudentT(Distribution):
         return draws if draws.ndim else draws[()]
 
     def _scipy(self) -> Any:
+        # deferred: scipy.stats is most of a cold `import klest`
+        from scipy import stats
+
         return stats.t(df=self.df, loc=self.loc, scale=self.scale)
 
     def mean(self) -> float:

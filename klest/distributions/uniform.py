@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from klest.distributions.base import REAL, Distribution, Param, Support
 from klest.errors import ParameterError
@@ -64,6 +63,9 @@ class Uniform(Distribution):
         return rng.uniform(self.low, self.high, size)
 
     def _scipy(self) -> Any:
+        # deferred: scipy.stats is most of a cold `import klest`
+        from scipy import stats
+
         return stats.uniform(loc=self.low, scale=self.high - self.low)
 
     def mean(self) -> float:

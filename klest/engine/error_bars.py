@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import chi2
 
 __all__ = [
     "INFINITE_FOURTH",
@@ -101,6 +100,9 @@ def missed_mass_floor(count: int) -> float:
     >>> round(missed_mass_floor(10), 4), missed_mass_floor(10_000)
     (0.0254, 0.25)
     """
+    # deferred: scipy.stats is most of a cold `import klest` (of every worker process)
+    from scipy.stats import chi2
+
     gaussian = float(chi2.ppf(MISSED_MASS_GAUSSIAN_LEVEL, count - 1)) / (count - 1)
     return min(MISSED_MASS_STD_SHARE**2, gaussian)
 

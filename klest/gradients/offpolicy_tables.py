@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import brentq
 from scipy.special import log_softmax
 
 from klest.gradients.offpolicy import penalty_gradient
@@ -55,6 +54,9 @@ def behaviour_at_kl(logits: Any, direction: Any, target: float) -> np.ndarray:
         hi *= 2.0
         if hi > 1e6:
             raise ValueError(f"KL(mu||pi) = {target} is not reached along this direction")
+    # deferred: so that `import klest.gradients` stays light
+    from scipy.optimize import brentq
+
     t = brentq(lambda s: _mean_kl_mu_pi(z, z + s * d) - target, 0.0, hi, xtol=1e-14, rtol=1e-14)
     return z + t * d
 

@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import brentq, root
 from scipy.special import logsumexp
 
 from klest.sequence.gradient import AGGREGATIONS, PLACEMENTS, sequence_gradient
@@ -291,6 +290,9 @@ def forward_optimum(ref: TabularAR, reward: Any, beta: float) -> TabularAR:
     R, p = np.asarray(reward, dtype=np.float64), response_probs(ref, x)
     top = int(np.argmax(R))
     excess = lambda lam: float(np.sum(beta * p / (lam - R))) - 1.0  # noqa: E731
+    # deferred: so that `import klest.sequence` stays light
+    from scipy.optimize import brentq
+
     lam = brentq(excess, R[top] + 0.5 * beta * p[top], R[top] + beta, xtol=1e-15, rtol=1e-15)
     return from_response_probs(ref, x, beta * p / (lam - R))
 
@@ -390,6 +392,9 @@ def fixed_point(
         if not np.all(np.isfinite(F)):
             break
         free = free - step * F
+    # deferred: so that `import klest.sequence` stays light
+    from scipy.optimize import root
+
     F = field(free)
     if np.all(np.isfinite(F)):
         with np.errstate(all="ignore"), warnings.catch_warnings():

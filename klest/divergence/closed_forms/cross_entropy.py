@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from klest._special import (
     entropy_gamma_shape,
@@ -232,6 +232,9 @@ def _put_student_t(a: StudentT, c: float) -> float:
     if a.df <= 1.0:
         return math.inf
     k = scaled_difference(c, a.loc, a.scale)
+    # deferred: scipy.stats is most of a cold `import klest`
+    from scipy import stats
+
     t = stats.t(a.df)
     # (df + k²) t.pdf(k) in log space: k² overflows long before the product does
     ak = abs(k)
