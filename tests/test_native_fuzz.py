@@ -569,6 +569,30 @@ def fuzz_native_mixture_log_ratio() -> None:
     body()
 
 
+def fuzz_native_mvn_ratio_from_standardized() -> None:
+    from klest import native as _native
+
+    scalars = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 1.5]))
+
+    @fuzz
+    @given(array_likes(), array_likes(), array_likes(), st.one_of(scalars, array_likes()),
+           st.one_of(st.none(), array_likes()), st.integers(0, 3))  # fmt: skip
+    def body(y: Any, difference: Any, delta: Any, c: Any, out: Any, d: int) -> None:
+        if out is None and isinstance(y, np.ndarray) and 1 <= y.ndim and y.shape[0] < 1000:
+            out = np.empty(y.shape[:1])  # the right length (None: a TypeError)
+        fuzzed = (y, difference, delta, c, out)
+        clean(lambda: _native.mvn_ratio_from_standardized(*fuzzed))  # every argument fuzzed
+        # one fuzzed argument among well-formed ones of dimension d (d = 0: no column)
+        for i, value in enumerate(fuzzed):
+            args = [np.zeros((3, d)), np.eye(d), np.zeros(d), 0.0, np.empty(3)]
+            args[i] = value
+            ok, got = clean(lambda args=args: _native.mvn_ratio_from_standardized(*args))
+            if ok:
+                assert got is args[4] and got.shape == (args[0].shape[0],)
+
+    body()
+
+
 BODIES = [
     "fuzz_categorical_inverse_cdf",
     "fuzz_native_inverse_cdf",
@@ -584,6 +608,7 @@ BODIES = [
     "fuzz_native_laplace_block_stats",
     "fuzz_native_full_kl",
     "fuzz_native_mixture_log_ratio",
+    "fuzz_native_mvn_ratio_from_standardized",
 ]
 
 #: runs the named bodies one after another, a JSON line each on stdout ("start" first, so
