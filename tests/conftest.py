@@ -25,7 +25,9 @@ settings.load_profile("default")
 # klest's numbers, configs, store and plots at the declared lower bounds, and leaves out the
 # modules that test processes rather than library versions: subprocess runs of the CLI and the
 # README, notebooks in fresh kernels, the figure set, worker pools killed mid-run, the real Dask
-# cluster (each runs in the newest lane). Together the lanes then fit `make test`'s 8 minutes.
+# cluster (each runs in the newest lane). The budget is 8 minutes for `make test` on 2 cores; a
+# fresh clone took 9 min 54 s on a shared 2-core Intel Xeon (newest lane 298 s, lowest 200 s,
+# fallback 30 s, installs and lint the rest): still over it.
 LOWEST_LANE_LEAVES_OUT = (
     "tests/test_readme.py",
     "tests/test_notebooks.py",
