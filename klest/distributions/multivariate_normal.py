@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -259,18 +260,8 @@ def sample_mvn_log_ratio(
     rows = max(1, CHUNK_VALUES // d)
     start_state = rng.bit_generator.state
     with np.errstate(over="ignore", invalid="ignore"):
-        if type(rng.bit_generator) is np.random.PCG64 and size > 0:
-            # standard_normal's draws, the generator's state opened once for every chunk
-            z = np.empty((min(rows, size), d))
-            with pcg64_state(rng.bit_generator) as state:
-                for start in range(0, size, rows):
-                    part = z[: min(rows, size - start)]
-                    fill_normal(state, part, 1.0, 0.0)
-                    _ratio_from_standardized(part, terms, out[start : start + part.shape[0]])
-        else:
-            for start in range(0, size, rows):
-                part = standard_normal(rng, (min(rows, size - start), d))
-                _ratio_from_standardized(part, terms, out[start : start + part.shape[0]])
+        for start, z in _normal_rows(rng, size, d, rows):
+            _ratio_from_standardized(z, terms, out[start : start + z.shape[0]])
     if not math.isfinite(float(np.add.reduce(out))):
         # rare (extreme parameters): the generic difference at x = m_q + z L_q^T, z drawn
         # again from a copy of the generator as it was
@@ -279,6 +270,24 @@ def sample_mvn_log_ratio(
         z = standard_normal(again, (size, d))
         return _finite_or_generic(q, p, out, lambda bad: q.mean() + z[bad] @ q.scale_tril.T)
     return out
+
+
+def _normal_rows(
+    rng: np.random.Generator, size: int, d: int, rows: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, z) for the chunks of ``standard_normal(rng, (size, d))``, ``rows`` rows at a
+    time, drawn in turn from the one stream (the same draws); for a PCG64 the generator's
+    state is opened once for every chunk, and each z reuses one buffer."""
+    if type(rng.bit_generator) is not np.random.PCG64 or size == 0:
+        for start in range(0, size, rows):
+            yield start, standard_normal(rng, (min(rows, size - start), d))
+        return
+    buffer = np.empty((min(rows, size), d))
+    with pcg64_state(rng.bit_generator) as state:
+        for start in range(0, size, rows):
+            z = buffer[: min(rows, size - start)]
+            fill_normal(state, z, 1.0, 0.0)
+            yield start, z
 
 
 def _finite_or_generic(q, p, out: np.ndarray, rows_of) -> np.ndarray:

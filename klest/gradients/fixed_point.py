@@ -47,12 +47,11 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     """scipy.special.log_softmax of a logit vector, by the same operations (the same bits)
     without its array-API dispatch: the flow calls it ~10^5 times per table on V ~ 4."""
     top = float(z.max())
-    if math.isfinite(top):  # then the sum is >= exp(0) = 1
-        tmp = z - top
-        return tmp - np.log(np.exp(tmp).sum())
-    tmp = z - 0.0
-    with np.errstate(divide="ignore"):
-        return tmp - np.log(np.exp(tmp).sum())
+    if not math.isfinite(top):  # no shift (z - 0.0 is z, bit for bit); the sum may be 0
+        with np.errstate(divide="ignore"):
+            return z - np.log(np.exp(z).sum())
+    tmp = z - top  # then the sum is >= exp(0) = 1
+    return tmp - np.log(np.exp(tmp).sum())
 
 
 #: the candidate optima a fixed point is compared with
