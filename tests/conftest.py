@@ -11,6 +11,13 @@ must stand alone: fixed seeds, files under ``tmp_path``, servers on port 0.
 
 import os
 
+# OpenBLAS starts a thread per extra core when NumPy and SciPy load, and those threads spin
+# (busy-wait for work) until a timeout: 0.2-0.4 s of CPU per process that loads klest, on the
+# core the other xdist worker needs. No test uses threaded BLAS (klest reduces on one BLAS
+# thread anyway: klest.engine.runner), so every test process and every process a test starts
+# (CLI runs, notebook kernels, pool workers) loads OpenBLAS single-threaded.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import pytest
 from hypothesis import settings
 
