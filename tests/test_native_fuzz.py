@@ -521,6 +521,41 @@ def fuzz_native_laplace_block_stats() -> None:
     body()
 
 
+def fuzz_native_mixture_block_stats() -> None:
+    import klest
+    from klest import native as _native
+    from klest.distributions.log_ratio import fused_mixture_parameters
+
+    arrays = st.one_of(array_likes([np.dtype(np.float64)]), array_likes())
+    one_block = one_block_state()
+    gm = klest.GaussianMixture
+    two = gm(weights=[0.3, 0.7], locs=[-1.0, 1.0], scales=[0.5, 1.0])
+    twelve = gm(weights=np.arange(1, 13) / 78.0, locs=np.linspace(-3, 3, 12),
+                scales=np.linspace(0.2, 2.0, 12))  # fmt: skip
+    parameters = [fused_mixture_parameters(q, p) for q, p in ((two, twelve), (twelve, two))]
+
+    @fuzz
+    @given(st.data())
+    def body(data: st.DataObject) -> None:
+        e = data.draw(st.integers(1, 4))
+        names = data.draw(st.lists(st.sampled_from(["negate", "half_square", "k3", "expm1",
+                                                    "k9"]), min_size=e, max_size=e))  # fmt: skip
+        states = data.draw(st.one_of(one_block, st.just(np.zeros(4)), arrays))
+        lengths = data.draw(block_lengths(data.draw(st.integers(1, 3000)), arrays))
+        cuts, locs, scales, q_terms, p_terms = data.draw(st.sampled_from(parameters))
+        cuts, locs = data.draw(corrupted(cuts)), data.draw(corrupted(locs))
+        scales = data.draw(st.one_of(corrupted(scales), st.just(np.ones(3))))
+        q_terms = data.draw(st.one_of(st.just(q_terms), st.just(p_terms.T), arrays))
+        mixture = data.draw(st.sampled_from([
+            (states, lengths, cuts, locs, scales, q_terms, p_terms),
+            (states, lengths, cuts, locs), None,
+        ]))  # fmt: skip
+        accumulator = accumulator_arrays(data, e, arrays)
+        clean(lambda: _native.mixture_block_stats(names, mixture, *accumulator))
+
+    body()
+
+
 # ---- the tests (run in pytest) ------------------------------------------------------------
 
 
@@ -606,6 +641,7 @@ BODIES = [
     "fuzz_native_block_stats",
     "fuzz_native_categorical_block_stats",
     "fuzz_native_laplace_block_stats",
+    "fuzz_native_mixture_block_stats",
     "fuzz_native_full_kl",
     "fuzz_native_mixture_log_ratio",
     "fuzz_native_mvn_ratio_from_standardized",

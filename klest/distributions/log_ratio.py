@@ -403,6 +403,24 @@ def fused_laplace_parameters(
     return q.loc, q.scale, (q.loc, rq, p.loc, rp, const)
 
 
+def fused_mixture_parameters(
+    q: Distribution, p: Distribution
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(cuts, locs, scales, q_terms, p_terms) for the engine's compiled GaussianMixture pass:
+    q's cut points, component means and scales (``GaussianMixture._sample``'s draws) and
+    both mixtures' terms (:func:`klest.distributions.mixture.mixture_log_ratio`), so the
+    same bits. None unless q and p are GaussianMixtures with tame parameters, the pairs
+    that take that fast formula. Then ``_guarded`` never sends a draw to the generic
+    difference: a draw lies within 14 scales of its component's mean (the ziggurat's largest
+    draw), so |x| < 1.5e51 and each squared standardized distance ((x - m) c)^2 < 1e203 (|m|
+    <= 1e50, c <= 1e50): every log-ratio, and a block's sum of them, is finite."""
+    if type(q) is not GaussianMixture or type(p) is not GaussianMixture:
+        return None
+    if not _tame(q.locs, q.scales, p.locs, p.scales):
+        return None
+    return q.cut_points, q.locs, q.scales, q.terms, p.terms
+
+
 def _laplace_constant(q: Laplace, p: Laplace) -> float:
     return math.log(2.0 * q.scale) - math.log(2.0 * p.scale)
 

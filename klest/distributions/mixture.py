@@ -149,13 +149,20 @@ class GaussianMixture(Distribution):
         z += locs
         return z
 
-    def _component_parameters(self, u: np.ndarray) -> tuple[Any, Any]:
-        """(locs[i], scales[i]) of the component i picked by each u:
-        ``min(searchsorted(cumulative, u, "right"), K - 1)``, the number of cut points
-        cumulative[j] <= u among the first K - 1 (cumulative is non-decreasing)."""
+    @property
+    def cut_points(self) -> np.ndarray:
+        """The K - 1 cut points that pick a draw's component from its uniform u: the
+        cumulative weights (over their total), the last left out; component i of u is the
+        number of cut points <= u (they are nondecreasing)."""
         cumulative = np.cumsum(self.weights)
         cumulative /= cumulative[-1]
-        k = len(cumulative)
+        return cumulative[:-1]
+
+    def _component_parameters(self, u: np.ndarray) -> tuple[Any, Any]:
+        """(locs[i], scales[i]) of the component i picked by each u (:attr:`cut_points`):
+        ``searchsorted(cuts, u, "right")``, the number of cut points <= u."""
+        cumulative = self.cut_points
+        k = len(cumulative) + 1
         if k == 1:
             return self.locs[0], self.scales[0]
         if k <= _COMPARISON_PICK:
@@ -163,10 +170,10 @@ class GaussianMixture(Distribution):
             component = (u >= cumulative[0]).view(np.uint8)
             if k > 2:
                 component = component.copy()
-                for cut in cumulative[1:-1]:
+                for cut in cumulative[1:]:
                     component += u >= cut
         else:
-            component = np.minimum(np.searchsorted(cumulative, u, side="right"), k - 1)
+            component = np.searchsorted(cumulative, u, side="right")
         return self.locs.take(component), self.scales.take(component)
 
     def quantile(self, u: Any) -> np.ndarray:

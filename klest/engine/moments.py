@@ -211,6 +211,21 @@ class Accumulator:
             laplace = (states, counts, loc, scale, coefficients)
             _native.laplace_block_stats(names, laplace, *self._arrays())
 
+    def add_mixture_blocks(
+        self,
+        names: Sequence[str],
+        generators: Sequence[np.random.Generator],
+        lengths: Sequence[int],
+        parameters: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ) -> None:
+        """:meth:`add_computed` for blocks of GaussianMixture draws, in one compiled call:
+        block b is ``lengths[b]`` draws of ``GaussianMixture._sample`` from ``generators[b]``
+        (advanced as that would advance it), ``parameters`` = (cuts, locs, scales, q_terms,
+        p_terms) (``klest.distributions.log_ratio.fused_mixture_parameters``); the draws are
+        never written out."""
+        with _block_states(generators, lengths) as (states, counts):
+            _native.mixture_block_stats(names, (states, counts, *parameters), *self._arrays())
+
     def _arrays(self) -> tuple:
         """The accumulator's arrays and histogram settings, as the kernels take them."""
         return (

@@ -46,6 +46,7 @@ from klest.distributions.base import Distribution
 from klest.distributions.log_ratio import (
     categorical_tables,
     fused_laplace_parameters,
+    fused_mixture_parameters,
     fused_normal_parameters,
     sample_log_ratio,
 )
@@ -167,9 +168,9 @@ DrawnPass = Callable[[Accumulator, list[str], list[np.random.Generator], list[in
 
 
 def _drawn_pass(q: Distribution, p: Distribution) -> DrawnPass | None:
-    """The compiled pass that draws this pair's blocks itself (Gaussian, Categorical and
-    Laplace pairs), with the bits of :func:`sample_log_ratio` then the accumulator; None for
-    the other pairs, whose log-ratio is sampled block by block first."""
+    """The compiled pass that draws this pair's blocks itself (Gaussian, Categorical,
+    Laplace and GaussianMixture pairs), with the bits of :func:`sample_log_ratio` then the
+    accumulator; None for the other pairs, whose log-ratio is sampled block by block first."""
     normal = fused_normal_parameters(q, p)
     if normal is not None:
         return lambda acc, names, gens, lengths: acc.add_normal_blocks(
@@ -184,6 +185,11 @@ def _drawn_pass(q: Distribution, p: Distribution) -> DrawnPass | None:
     if laplace is not None:
         return lambda acc, names, gens, lengths: acc.add_laplace_blocks(
             names, gens, lengths, laplace
+        )
+    mixture = fused_mixture_parameters(q, p)
+    if mixture is not None:
+        return lambda acc, names, gens, lengths: acc.add_mixture_blocks(
+            names, gens, lengths, mixture
         )
     return None
 

@@ -60,6 +60,7 @@ if _fallback.COMPILED is None:
     block_stats = _fallback_kernels.block_stats
     categorical_block_stats = _fallback_kernels.categorical_block_stats
     laplace_block_stats = _fallback_kernels.laplace_block_stats
+    mixture_block_stats = _fallback_kernels.mixture_block_stats
     fill_normal = _fallback_sampler.fill_normal
 
     def mixture_log_ratio(
@@ -101,7 +102,11 @@ else:
         merge,
         set_simd_level,
     )
-    from klest.native.row_bindings import mixture_log_ratio, mvn_ratio_from_standardized
+    from klest.native.row_bindings import (
+        mixture_block_stats,
+        mixture_log_ratio,
+        mvn_ratio_from_standardized,
+    )
 
 __all__ = [
     "BACKEND",
@@ -127,6 +132,7 @@ __all__ = [
     "log",
     "log1p",
     "merge",
+    "mixture_block_stats",
     "mixture_log_ratio",
     "mixture_log_sum_exp_parts",
     "mixture_terms",

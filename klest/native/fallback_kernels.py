@@ -40,10 +40,18 @@ from klest.native.checks import (
     check_laplace_block_stats_args,
     check_merge_args,
 )
-from klest.native.fallback import TILE, expm1, inverse_cdf, k3_values
+from klest.native.fallback import TILE, expm1, inverse_cdf, k3_values, log
 from klest.native.fallback_sampler import fill_normal, laplace_draws, uniform_doubles
+from klest.native.mixture_kernel import check_mixture_block_stats_args, mixture_log_ratio
 
-__all__ = ["accumulate", "block_stats", "categorical_block_stats", "laplace_block_stats", "merge"]
+__all__ = [
+    "accumulate",
+    "block_stats",
+    "categorical_block_stats",
+    "laplace_block_stats",
+    "merge",
+    "mixture_block_stats",
+]
 
 _LANES = 8
 # the columns of a stats row (kernels.c's enum)
@@ -164,6 +172,39 @@ def laplace_block_stats(
         x = laplace_draws(state, m, loc, scale)
         with np.errstate(all="ignore"):  # NaN and inf are arithmetic, as in the C
             l = (np.abs(x - a) * b - np.abs(x - c) * d) + e
+        accumulate(list(series), l, expm1(l, np.empty_like(l)), stats, joint, comoment,
+                   histogram, hist_rows, stride, low, width)  # fmt: skip
+
+
+def mixture_block_stats(
+    series: Sequence[str],
+    mixture: tuple[np.ndarray, ...],
+    stats: np.ndarray,
+    joint: np.ndarray,
+    comoment: np.ndarray,
+    histogram: np.ndarray,
+    hist_rows: int,
+    stride: int,
+    low: float,
+    width: float,
+) -> None:
+    """bindings.mixture_block_stats in NumPy: each block's uniforms (:func:`uniform_doubles`
+    of its state), then its standard normal draws z (:func:`fill_normal`), x = z * scale +
+    loc of each uniform's component (the number of cut points <= u), the log-ratio
+    (:func:`klest.native.mixture_kernel.mixture_log_ratio`), its expm1, then
+    :func:`accumulate`."""
+    check_mixture_block_stats_args(
+        series, mixture, stats, joint, comoment, histogram, hist_rows, stride, low, width
+    )
+    states, lengths, cuts, locs, scales, q_terms, p_terms = mixture
+    for state, m in zip(states, lengths.tolist(), strict=True):  # rows: views, advanced
+        u = uniform_doubles(state, m)
+        x = np.empty(m)
+        fill_normal(state, x, 1.0, 0.0)
+        component = np.searchsorted(cuts, u, side="right")
+        x *= scales[component]
+        x += locs[component]
+        l = mixture_log_ratio(x, q_terms, p_terms, x, expm1, log)
         accumulate(list(series), l, expm1(l, np.empty_like(l)), stats, joint, comoment,
                    histogram, hist_rows, stride, low, width)  # fmt: skip
 

@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from klest.native.checks import require
+from klest.native.checks import (
+    _check_accumulator_arrays,
+    _check_block_states,
+    _check_computed_names,
+    require,
+)
 
 Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -42,6 +47,47 @@ def check_mixture_args(x: Any, q_terms: Any, p_terms: Any, out: Any) -> None:
     shape; each ``*_terms`` a (3, K) float64 array, K >= 1, with finite entries and c > 0."""
     require("x", x, np.float64, (None,))
     require("out", out, np.float64, x.shape, writable=True)
+    _check_terms(q_terms, p_terms)
+
+
+def check_mixture_block_stats_args(
+    series: Any,
+    mixture: Any,
+    stats: Any,
+    joint: Any,
+    comoment: Any,
+    histogram: Any,
+    hist_rows: Any,
+    stride: Any,
+    low: Any,
+    width: Any,
+) -> None:
+    """Check ``mixture_block_stats``'s arguments: the series and accumulator as
+    ``check_block_stats_args``, ``mixture`` = (states, lengths, cuts, locs, scales, q_terms,
+    p_terms): states and lengths as there; q's K component means ``locs`` and scales
+    ``scales`` (finite, 1-D float64) and its K - 1 cut points ``cuts`` (nondecreasing finite
+    cumulative weights); the terms as :func:`check_mixture_args`'s."""
+    _check_computed_names(series)
+    if not isinstance(mixture, tuple) or len(mixture) != 7:
+        raise TypeError("mixture must be (states, lengths, cuts, locs, scales, q_terms, p_terms)")
+    states, lengths, cuts, locs, scales, q_terms, p_terms = mixture
+    _check_block_states(states, lengths)
+    require("locs", locs, np.float64, (None,))
+    if locs.size == 0:
+        raise ValueError("locs must have at least one component, got none")
+    require("scales", scales, np.float64, locs.shape)
+    require("cuts", cuts, np.float64, (locs.size - 1,))
+    for name, values in (("locs", locs), ("scales", scales), ("cuts", cuts)):
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name} must be finite, got {values!r}")
+    if np.any(np.diff(cuts) < 0.0):
+        raise ValueError(f"cuts must be nondecreasing, got {cuts!r}")
+    _check_terms(q_terms, p_terms)
+    _check_accumulator_arrays(len(series), stats, joint, comoment, histogram, hist_rows, stride,
+                              low, width)  # fmt: skip
+
+
+def _check_terms(q_terms: Any, p_terms: Any) -> None:
     for name, terms in (("q_terms", q_terms), ("p_terms", p_terms)):
         require(name, terms, np.float64, (3, None))
         if terms.shape[1] == 0:

@@ -20,15 +20,20 @@ import ctypes
 
 import numpy as np
 
-from klest.native.bindings import _LIB, _address
-from klest.native.mixture_kernel import check_mixture_args
+from klest.native.bindings import _LIB, _address, _bins, _block_stats_status, _computed_kinds
+from klest.native.mixture_kernel import check_mixture_args, check_mixture_block_stats_args
 from klest.native.mvn_kernel import check_mvn_args
 
-__all__ = ["mixture_log_ratio", "mvn_ratio_from_standardized"]
+__all__ = ["mixture_block_stats", "mixture_log_ratio", "mvn_ratio_from_standardized"]
 
 _P, _I64, _F64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 _LIB.klest_mixture_log_ratio.argtypes = [_P, _I64, _I64, _P, _I64, _P, _P]
 _LIB.klest_mixture_log_ratio.restype = None
+_LIB.klest_mixture_block_stats.argtypes = [
+    _P, _I64, _P, _I64, _P, _P, _P, _I64, _P, _I64, _P, _P, _I64, _P, _P, _P, _P, _I64, _I64,
+    _I64, _F64, _F64,
+]  # fmt: skip
+_LIB.klest_mixture_block_stats.restype = ctypes.c_int
 _LIB.klest_mvn_ratio_from_standardized.argtypes = [
     _P, _I64, _I64, _P, _P, _F64, _P, _P,
 ]  # fmt: skip
@@ -51,6 +56,38 @@ def mixture_log_ratio(
         _address(p_terms), _address(out),
     )  # fmt: skip
     return out
+
+
+def mixture_block_stats(
+    series: list[str],
+    mixture: tuple[np.ndarray, ...],
+    stats: np.ndarray,
+    joint: np.ndarray,
+    comoment: np.ndarray,
+    histogram: np.ndarray,
+    hist_rows: int,
+    stride: int,
+    low: float,
+    width: float,
+) -> None:
+    """``block_stats`` for blocks of GaussianMixture draws, ``mixture = (states, lengths,
+    cuts, locs, scales, q_terms, p_terms)``: block b is the ``lengths[b]`` draws of
+    ``GaussianMixture._sample`` (q's cut points, means and scales) from PCG64 state
+    ``states[b]`` (advanced in place), with the log-ratio of :func:`mixture_log_ratio`, drawn
+    tile by tile in csrc/kernels.c and never written out."""
+    check_mixture_block_stats_args(
+        series, mixture, stats, joint, comoment, histogram, hist_rows, stride, low, width
+    )
+    states, lengths, cuts, locs, scales, q_terms, p_terms = mixture
+    kinds = _computed_kinds(series)
+    status = _LIB.klest_mixture_block_stats(
+        _address(states), len(states), _address(lengths), locs.size, _address(cuts),
+        _address(locs), _address(scales), q_terms.shape[1], _address(q_terms),
+        p_terms.shape[1], _address(p_terms), _address(kinds), len(series), _address(stats),
+        _address(joint), _address(comoment), _address(histogram), _bins(histogram), hist_rows,
+        stride, low, width,
+    )  # fmt: skip
+    _block_stats_status("klest_mixture_block_stats", status)
 
 
 def mvn_ratio_from_standardized(

@@ -8,7 +8,8 @@
  *  - klest_block_stats: the engine's one pass over blocks whose series are all computed
  *    (k1, k2, k3, r - 1): for a Gaussian pair the draws too, then expm1, the series and
  *    their statistics, tile by tile (klest_accumulate's arithmetic, the same bits);
- *    klest_laplace_block_stats: the same for a Laplace pair.
+ *    klest_laplace_block_stats: the same for a Laplace pair; klest_mixture_block_stats for a
+ *    pair of GaussianMixtures (the log-ratio by mixture.c).
  *  - klest_accumulate: the engine's per-block statistics. A block is cut into tiles of
  *    KLEST_TILE draws that stay in the L1 cache; each tile's mean, central power sums,
  *    extremes, negatives and co-moments are computed there (two-pass) and merged into a
@@ -787,6 +788,79 @@ int klest_laplace_block_stats(uint64_t *states, int64_t n_blocks, const int64_t 
     if (states == NULL || f == NULL || !kinds_are_valid(kinds, size, NULL, f, f)) return -2;
     return drawn_pass(states, n_blocks, lengths, laplace_tile, f, kinds, size, stats, joint,
                       comoment, histogram, bins, hist_rows, stride, low, width);
+}
+
+/* klest_block_stats for blocks of GaussianMixture draws, the bits of
+ * klest.distributions.GaussianMixture._sample then klest_mixture_log_ratio: block b's m =
+ * lengths[b] uniforms u come first in its stream (Generator.random's), its m standard normal
+ * draws z (klest_fill_normal's) after them, so the normals are read from a second copy of
+ * the stream jumped m outputs ahead. x = z * scale[i] + loc[i] for the component i of u: the
+ * number of the K - 1 cut points (q's cumulative weights, nondecreasing) that are <= u, an
+ * index in [0, K - 1] whatever the cuts hold. The block's state is left after its normals. */
+void klest_mixture_log_ratio(const double *x, int64_t n, int64_t kq, const double *q_terms,
+                             int64_t kp, const double *p_terms, double *out); /* mixture.c */
+
+typedef struct {
+    int64_t k, kq, kp;
+    const double *cuts, *locs, *scales, *q_terms, *p_terms;
+} mixture_tiles;
+
+KLEST_INLINE int64_t mixture_component(const double *cuts, int64_t k, double u) {
+    if (k <= 8) {
+        int64_t i = 0;
+        for (int64_t j = 0; j < k - 1; j++) i += cuts[j] <= u;
+        return i;
+    }
+    int64_t lo = 0, hi = k - 1; /* the first j in [0, k - 1) with cuts[j] > u, else k - 1 */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (cuts[mid] <= u)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int klest_mixture_block_stats(uint64_t *states, int64_t n_blocks, const int64_t *lengths,
+                              int64_t k, const double *cuts, const double *locs,
+                              const double *scales, int64_t kq, const double *q_terms,
+                              int64_t kp, const double *p_terms, const int64_t *kinds,
+                              int64_t size, double *stats, double *joint, double *comoment,
+                              int64_t *histogram, int64_t bins, int64_t hist_rows,
+                              int64_t stride, double low, double width) {
+    if (states == NULL || locs == NULL || scales == NULL || q_terms == NULL ||
+        p_terms == NULL || k < 1 || kq < 1 || kp < 1 || (k > 1 && cuts == NULL) ||
+        !kinds_are_valid(kinds, size, NULL, locs, locs))
+        return -2;
+    scratch x;
+    if (scratch_open(&x, size, hist_rows, bins) != 0) return -1;
+    for (int64_t b = 0; b < n_blocks; b++) {
+        uint64_t *state = states + 4 * b, ahead[4];
+        pcg64_jump(state, (uint64_t)lengths[b], ahead);
+        pcg64_ahead uniforms, normals;
+        pcg64_ahead_open(&uniforms, state);
+        pcg64_ahead_open(&normals, ahead);
+        for (int64_t start = 0; start < lengths[b]; start += KLEST_TILE) {
+            int64_t t = lengths[b] - start < KLEST_TILE ? lengths[b] - start : KLEST_TILE;
+            double *u = x.em1_tile, *l = x.l_tile;
+            int pos = uniforms.pos;
+            for (int64_t j = 0; j < t; j++) u[j] = pcg64_ahead_take_double(&uniforms, &pos);
+            uniforms.pos = pos;
+            x.w.k->normal_fill(&normals, l, t, 1.0, 0.0, 0, 0.0, 0.0, 0.0);
+            for (int64_t j = 0; j < t; j++) {
+                int64_t i = mixture_component(cuts, k, u[j]);
+                l[j] = l[j] * scales[i] + locs[i];
+            }
+            klest_mixture_log_ratio(l, t, kq, q_terms, kp, p_terms, l);
+            x.w.k->expm1(l, x.em1_tile, t);
+            accumulate_tile(NULL, kinds, l, x.em1_tile, 1, size, start, t, stats, joint,
+                            comoment, bins, hist_rows, stride, low, width, &x);
+        }
+        pcg64_ahead_close(&normals, state);
+    }
+    scratch_close(&x, histogram, bins, hist_rows);
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */

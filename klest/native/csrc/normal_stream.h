@@ -89,6 +89,21 @@ static void pcg64_ahead_close(const pcg64_ahead *g, uint64_t *state) {
     state[1] = (uint64_t)s;
 }
 
+/* NumPy's PCG64 state [hi, lo, inc_hi, inc_lo] advanced by `steps` outputs, into `out`: the
+ * LCG's jump ahead in O(log steps) (Brown, "Random number generation with arbitrary
+ * strides", 1994), as PCG64.advance does. */
+static void pcg64_jump(const uint64_t *state, uint64_t steps, uint64_t *out) {
+    u128 mult = KLEST_PCG64_MULTIPLIER, plus = ((u128)state[2] << 64) | state[3];
+    u128 acc_mult = 1, acc_plus = 0;
+    for (; steps > 0; steps >>= 1) {
+        if (steps & 1) acc_mult *= mult, acc_plus = acc_plus * mult + plus;
+        plus = (mult + 1) * plus;
+        mult *= mult;
+    }
+    u128 s = acc_mult * (((u128)state[0] << 64) | state[1]) + acc_plus;
+    out[0] = (uint64_t)(s >> 64), out[1] = (uint64_t)s, out[2] = state[2], out[3] = state[3];
+}
+
 static __attribute__((noinline)) void pcg64_ahead_refill(pcg64_ahead *g) {
     g->start = g->next;
     pcg64_ahead_fill(g);
