@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import klest
@@ -348,6 +349,21 @@ def test_pair_argument_errors() -> None:
         pair.moments("k1", "processed")
     with pytest.raises(ValueError, match="which must be one of"):
         pair.kl("KL(ref||pi)")
+
+
+def test_the_settings_columns_are_numbers_with_nan_where_a_rule_is_off() -> None:
+    # a study's frame concatenates sweeps of top-p and of top-k: with None for an unset rule,
+    # pandas 2 warned (FutureWarning: all-NA parts) and pandas 3 made the columns objects
+    sweeps = [
+        truncation_sweep(np.log(PI), np.log(REF), [setting], estimators=["k1"], modes=["raw"])
+        for setting in ({"top_k": 2}, {"top_p": 0.6})
+    ]
+    frame = pd.concat(sweeps, ignore_index=True)
+    for column in ("top_k", "top_p", "min_p"):
+        assert frame[column].dtype == np.float64, column
+    assert frame["top_k"].tolist()[0] == 2.0 and np.isnan(frame["top_k"].tolist()[-1])
+    assert np.isnan(frame["top_p"].tolist()[0]) and frame["top_p"].tolist()[-1] == 0.6
+    assert frame["min_p"].isna().all()
 
 
 def test_sweep_frame_and_study_config() -> None:

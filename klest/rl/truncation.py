@@ -61,6 +61,7 @@ above then do not hold; the tables stay exact).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -325,7 +326,9 @@ def truncation_sweep(
     (arguments of :func:`truncated_pair`, e.g. ``{"top_p": 0.9}``, over ``common``), one row
     per mode x estimator, the columns of :meth:`TruncatedPair.table` averaged over the
     positions (each position weighted equally; ``kept`` is then the mean size of K) and the
-    settings ``top_k`` ``top_p`` ``min_p`` ``temperature`` ``convention``.
+    settings ``top_k`` ``top_p`` ``min_p`` ``temperature`` ``convention``: ``top_k``,
+    ``top_p`` and ``min_p`` as floats, NaN where the rule is off (so that frames of
+    different sweeps concatenate as numbers).
 
     >>> df = truncation_sweep(np.log([0.5, 0.3, 0.2]), np.log([0.4, 0.4, 0.2]),
     ...                       [{"top_k": 1}, {"top_k": 2}], estimators=["k1"], modes=["raw"])
@@ -333,10 +336,12 @@ def truncation_sweep(
     [[1.0, 0.5], [2.0, 0.8]]
     """
     keys = ("top_k", "top_p", "min_p", "temperature", "convention")
+    rules = ("top_k", "top_p", "min_p")
     rows = []
     for setting in settings:
         pair = truncated_pair(logits, ref_logits, **{**common, **setting})
         named = {key: pair.settings[key] for key in keys}
+        named.update({key: math.nan if named[key] is None else float(named[key]) for key in rules})
         for columns in pair._columns(estimators, modes):
             rows.append(
                 {
