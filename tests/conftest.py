@@ -47,7 +47,10 @@ LOWEST_LANE_LEAVES_OUT = (
 
 
 def _process_level(item: pytest.Item) -> bool:
-    return item.nodeid.split("::")[0] in LOWEST_LANE_LEAVES_OUT
+    """A test of processes: in a module of LOWEST_LANE_LEAVES_OUT, or marked klest_subprocess
+    (a test of a module kept in the lowest lane that runs the klest command itself)."""
+    in_module = item.nodeid.split("::")[0] in LOWEST_LANE_LEAVES_OUT
+    return in_module or item.get_closest_marker("klest_subprocess") is not None
 
 
 def _is_short(item: pytest.Item) -> bool:

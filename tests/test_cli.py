@@ -22,6 +22,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*_klest(), *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.klest_subprocess
 def test_help() -> None:
     out = run("--help")
     assert out.returncode == 0
@@ -33,6 +34,7 @@ def test_no_command_prints_help(capsys) -> None:
     assert "usage: klest" in capsys.readouterr().out
 
 
+@pytest.mark.klest_subprocess
 def test_demo_prints_schulmans_exact_table_and_monte_carlo() -> None:
     out = run("demo", "--n", "20000", "--workers", "1")
     assert out.returncode == 0, out.stderr
@@ -53,6 +55,7 @@ def test_list_shows_every_family_and_estimator(capsys) -> None:
         assert name in text
 
 
+@pytest.mark.klest_subprocess
 @pytest.mark.parametrize(
     ("args", "message"),
     [

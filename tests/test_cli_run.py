@@ -52,6 +52,7 @@ def tiny(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.klest_subprocess
 def test_run_writes_files_prints_the_table_and_resumes(tmp_path, tiny) -> None:
     out = run("run", str(tiny), "--workers", "1", cwd=tmp_path)  # default --out results/
     assert out.returncode == 0, out.stderr
@@ -102,6 +103,7 @@ def test_interrupted_run_keeps_finished_cases(tmp_path, tiny, monkeypatch, capsy
     assert "[1/2] near: reused the stored result" in err and "[2/2] far: 4,000 draws" in err
 
 
+@pytest.mark.klest_subprocess
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -120,6 +122,7 @@ def test_config_errors_exit_1_with_one_line(tmp_path, text, expected) -> None:
     assert out.stdout == "" and not (tmp_path / "out").exists()
 
 
+@pytest.mark.klest_subprocess
 def test_missing_file_and_bad_options(tmp_path, tiny, capsys) -> None:
     missing = run("run", str(tmp_path / "absent.toml"))
     assert missing.returncode == 1
@@ -175,6 +178,7 @@ def test_list_shows_the_experiments(capsys) -> None:
     assert "2 cases" in line and "Schulman (2020)" in line
 
 
+@pytest.mark.klest_subprocess
 def test_schulman_blog_reproduces_both_tables(tmp_path) -> None:
     config = default_experiments_dir() / "schulman_blog.toml"
     out = run("run", str(config), "--n", "200000", "--out", str(tmp_path), "--workers", "2")
@@ -226,6 +230,7 @@ print(sorted(m for m in ("matplotlib", "klest.report.plots", "klest.report.figur
 """
 
 
+@pytest.mark.klest_subprocess
 @pytest.mark.parametrize(
     "args",
     [

@@ -8,6 +8,7 @@ sets KLEST_TEST_LANE=lowest) check that the interpreter really runs those versio
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import tomllib
@@ -95,6 +96,38 @@ def test_the_lowest_lane_leaves_out_only_process_level_modules() -> None:
     }  # fmt: skip
     kept = {"test_store.py", "test_honest_output.py", "test_plots.py", "test_exact.py"}
     assert not kept & {Path(p).name for p in LOWEST_LANE_LEAVES_OUT}
+
+
+def _subprocess_tests(path: Path) -> dict[str, tuple[bool, bool]]:
+    """test name -> (marked klest_subprocess, its body calls run(...) or subprocess.run)."""
+    found = {}
+    for node in ast.parse(path.read_text()).body:
+        if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")):
+            continue
+        marks = {ast.unparse(d) for d in node.decorator_list}
+        calls = {ast.unparse(c.func) for c in ast.walk(node) if isinstance(c, ast.Call)}
+        found[node.name] = (
+            "pytest.mark.klest_subprocess" in marks,
+            bool(calls & {"run", "subprocess.run"}),
+        )
+    return found
+
+
+def test_exactly_the_cli_tests_that_start_the_klest_command_leave_the_lowest_lane() -> None:
+    for module in ("test_cli.py", "test_cli_run.py"):
+        tests = _subprocess_tests(ROOT / "tests" / module)
+        assert any(marked for marked, _ in tests.values()), module
+        for name, (marked, starts) in tests.items():
+            assert marked == starts, f"{module}::{name}: marked {marked}, starts klest {starts}"
+    others = [
+        p
+        for p in (ROOT / "tests").glob("test_*.py")
+        if p.name not in ("test_cli.py", "test_cli_run.py")
+    ]
+    for path in others:  # the other process-level tests leave as whole modules
+        assert (
+            "klest_subprocess" not in path.read_text() or path.name == "test_dependency_bounds.py"
+        )
 
 
 @pytest.mark.xdist_group("grouping_check")
