@@ -79,7 +79,7 @@ FALLBACK_TESTS := tests/test_engine.py tests/test_engine_statistics.py tests/tes
 	tests/test_moment_kernels.py tests/test_special.py \
 	tests/test_native_fallback.py tests/test_estimators.py tests/test_multivariate_normal.py \
 	tests/test_block_stats.py tests/test_drawn_block_stats.py tests/test_stream_contract.py \
-	tests/test_mixture_kernel.py tests/test_mixture_pass.py tests/test_mvn_kernel.py \
+	tests/test_mixture_kernel.py tests/test_mixture_pass.py tests/test_mvn_kernel.py tests/test_seeding.py \
 	klest/native
 
 # The native fuzz searches 200 examples per entry point in the newest lane and 50 here (the

@@ -164,7 +164,7 @@ class Accumulator:
     def add_normal_blocks(
         self,
         names: Sequence[str],
-        generators: Sequence[np.random.Generator],
+        generators: Sequence[np.random.Generator] | np.ndarray,
         lengths: Sequence[int],
         scale: float,
         loc: float,
@@ -182,7 +182,7 @@ class Accumulator:
     def add_categorical_blocks(
         self,
         names: Sequence[str],
-        generators: Sequence[np.random.Generator],
+        generators: Sequence[np.random.Generator] | np.ndarray,
         lengths: Sequence[int],
         tables: tuple[np.ndarray, np.ndarray, np.ndarray],
     ) -> None:
@@ -198,7 +198,7 @@ class Accumulator:
     def add_laplace_blocks(
         self,
         names: Sequence[str],
-        generators: Sequence[np.random.Generator],
+        generators: Sequence[np.random.Generator] | np.ndarray,
         lengths: Sequence[int],
         parameters: tuple[float, float, tuple[float, float, float, float, float]],
     ) -> None:
@@ -214,7 +214,7 @@ class Accumulator:
     def add_mixture_blocks(
         self,
         names: Sequence[str],
-        generators: Sequence[np.random.Generator],
+        generators: Sequence[np.random.Generator] | np.ndarray,
         lengths: Sequence[int],
         parameters: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ) -> None:
@@ -242,11 +242,15 @@ class Accumulator:
 
 @contextmanager
 def _block_states(
-    generators: Sequence[np.random.Generator], lengths: Sequence[int]
+    generators: Sequence[np.random.Generator] | np.ndarray, lengths: Sequence[int]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The (B, 4) PCG64 states of the blocks' generators (written back to them on exit) and
-    the (B,) int64 draw counts of the blocks."""
+    the (B,) int64 draw counts of the blocks. ``generators`` may be those states themselves,
+    a (B, 4) uint64 array (:func:`klest.engine.seeding.block_states`), advanced in place."""
     counts = np.array([_native.checked_int("lengths", m, 1) for m in lengths], np.int64)
+    if isinstance(generators, np.ndarray):
+        yield generators, counts
+        return
     with _native.pcg64_states([rng.bit_generator for rng in generators]) as states:
         yield states, counts
 

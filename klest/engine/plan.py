@@ -10,7 +10,9 @@ tasks of :data:`BLOCKS_PER_TASK` blocks (:meth:`RunPlan.tasks`), so the merge tr
    ``Generator(PCG64(SeedSequence(seed, spawn_key=(c, k))))``, built explicitly
    (:func:`block_generator`), never through ``default_rng`` (which may change its bit
    generator). NumPy promises a stable stream for SeedSequence and PCG64, its bit generators;
-   it does not promise one for ``Generator`` methods.
+   it does not promise one for ``Generator`` methods. The engine's compiled passes take
+   those generators' PCG64 states computed directly (:func:`klest.engine.seeding.
+   block_states`: NumPy's seeding written out, checked against NumPy's own).
 2. Normal and MultivariateNormal draws (and the fused Normal-Normal log-ratio) come from
    klest's own PCG64 + 256-layer ziggurat (:func:`klest.native.scaled_normal`,
    :func:`klest.native.standard_normal`): NumPy's algorithm, value for value and with the same

@@ -54,6 +54,7 @@ from klest.engine.allocator import tune_allocator
 from klest.engine.moments import Accumulator, Moments, merge
 from klest.engine.plan import RunPlan, block_generator
 from klest.engine.results import ConvergenceWarning, SimulationResult
+from klest.engine.seeding import block_states
 from klest.engine.truths import truths
 from klest.engine.worker_pool import worker_pool
 from klest.errors import check_integer
@@ -152,9 +153,9 @@ def _run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
     # drawn in that pass too): the same bits as block_series, in one pass through the cache
     blocks = range(first, first + count)
     drawn_pass = _drawn_pass(plan.q, plan.p)
-    if drawn_pass is not None:  # the task's blocks in one compiled call
-        generators = [block_generator(plan.seed, plan.case, k) for k in blocks]
-        drawn_pass(accumulator, names, generators, [plan.block_length(k) for k in blocks])
+    if drawn_pass is not None:  # the task's blocks in one compiled call, from their states
+        states = block_states(plan.seed, plan.case, blocks)  # (their generators' own)
+        drawn_pass(accumulator, names, states, [plan.block_length(k) for k in blocks])
         return accumulator.to_moments()
     for k in blocks:
         rng = block_generator(plan.seed, plan.case, k)
@@ -163,8 +164,8 @@ def _run_blocks(plan: RunPlan, first: int, count: int) -> Moments:
     return accumulator.to_moments()
 
 
-#: accumulator.add_*_blocks(names, generators, lengths): a task's blocks, drawn in one call
-DrawnPass = Callable[[Accumulator, list[str], list[np.random.Generator], list[int]], None]
+#: accumulator.add_*_blocks(names, states, lengths): a task's blocks, drawn in one call
+DrawnPass = Callable[[Accumulator, list[str], np.ndarray, list[int]], None]
 
 
 def _drawn_pass(q: Distribution, p: Distribution) -> DrawnPass | None:
