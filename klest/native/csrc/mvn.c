@@ -19,42 +19,58 @@
  * kernels.c's SIMD level) give the same bits. `work` holds d * MVN_TILE doubles.
  */
 #include <stdint.h>
+#include <string.h>
 
 int64_t klest_current_simd_level(void); /* kernels.c */
 
 #define MVN_TILE 128
 #define MVN_BLOCK 16 /* rows whose sums stay in registers */
 
-#define KLEST_MVN_TILE_KERNEL(SUFFIX, TARGET)                                                  \
+/* Each block of MVN_BLOCK rows is held in MVN_BLOCK / W vectors of W doubles (vector types:
+ * GCC left the rows' loop scalar, with its sums spilled to the stack, ~8x slower), one lane
+ * per row: the scalar operations of each row in their order, at every width. */
+#define KLEST_MVN_TILE_KERNEL(SUFFIX, TARGET, VD, W)                                           \
     TARGET static void mvn_tile_##SUFFIX(const double *zt, int64_t t, int64_t d,              \
                                          const double *g, const double *delta, double c,     \
                                          double *out) {                                      \
+        enum { NV = MVN_BLOCK / (W) };                                                       \
         for (int64_t rb = 0; rb < t; rb += MVN_BLOCK) {                                      \
-            double s[MVN_BLOCK];                                                             \
-            for (int r = 0; r < MVN_BLOCK; r++) s[r] = 0.0;                                  \
+            VD s[NV];                                                                        \
+            for (int v = 0; v < NV; v++) s[v] = (VD){0};                                     \
             for (int64_t j = 0; j < d; j++) {                                                \
-                double a[MVN_BLOCK];                                                         \
-                for (int r = 0; r < MVN_BLOCK; r++) a[r] = 0.0;                              \
+                VD a[NV];                                                                    \
+                for (int v = 0; v < NV; v++) a[v] = (VD){0};                                 \
                 for (int64_t k = 0; k <= j; k++) {                                           \
                     const double gjk = g[j * d + k], *col = zt + k * MVN_TILE + rb;          \
-                    for (int r = 0; r < MVN_BLOCK; r++) a[r] += gjk * col[r];                \
+                    for (int v = 0; v < NV; v++) {                                           \
+                        VD x;                                                                \
+                        memcpy(&x, col + v * (W), sizeof x);                                 \
+                        a[v] += gjk * x;                                                     \
+                    }                                                                        \
                 }                                                                            \
                 const double dj = delta[j], *yj = zt + j * MVN_TILE + rb;                    \
-                for (int r = 0; r < MVN_BLOCK; r++) {                                        \
-                    double gap = a[r] + dj;                                                  \
-                    s[r] += gap * (gap + (yj[r] + yj[r]));                                   \
+                for (int v = 0; v < NV; v++) {                                               \
+                    VD y;                                                                    \
+                    memcpy(&y, yj + v * (W), sizeof y);                                      \
+                    VD gap = a[v] + dj;                                                      \
+                    s[v] += gap * (gap + (y + y));                                           \
                 }                                                                            \
             }                                                                                \
+            double sums[MVN_BLOCK];                                                          \
+            memcpy(sums, s, sizeof sums);                                                    \
             int64_t m = t - rb < MVN_BLOCK ? t - rb : MVN_BLOCK;                             \
-            for (int64_t r = 0; r < m; r++) out[rb + r] = s[r] * -0.5 - c;                   \
+            for (int64_t r = 0; r < m; r++) out[rb + r] = sums[r] * -0.5 - c;                \
         }                                                                                    \
     }
 
-KLEST_MVN_TILE_KERNEL(generic, )
+typedef double mvn_v2d __attribute__((vector_size(16)));
+KLEST_MVN_TILE_KERNEL(generic, , mvn_v2d, 2)
 #if defined(__x86_64__) && defined(__GNUC__)
 #define KLEST_MVN_X86 1
-KLEST_MVN_TILE_KERNEL(avx2, __attribute__((target("avx2"))))
-KLEST_MVN_TILE_KERNEL(avx512, __attribute__((target("avx512f"))))
+typedef double mvn_v4d __attribute__((vector_size(32)));
+typedef double mvn_v8d __attribute__((vector_size(64)));
+KLEST_MVN_TILE_KERNEL(avx2, __attribute__((target("avx2"))), mvn_v4d, 4)
+KLEST_MVN_TILE_KERNEL(avx512, __attribute__((target("avx512f"))), mvn_v8d, 8)
 #endif
 
 typedef void (*mvn_tile)(const double *, int64_t, int64_t, const double *, const double *,
