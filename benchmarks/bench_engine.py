@@ -77,7 +77,7 @@ def engine_run(n: int, workers: int) -> Callable[[], None]:
     return run
 
 
-def numpy_one_shot_rate(n: int) -> float:
+def numpy_one_shot(n: int) -> Callable[[], None]:
     from scipy import stats
 
     def run() -> None:
@@ -86,18 +86,18 @@ def numpy_one_shot_rate(n: int) -> float:
         for k in (-logr, logr**2 / 2, np.expm1(logr) - logr):
             k.mean(), k.std()
 
-    return n / best_of(3, run)
+    return run
 
 
-def torch_one_shot_rate(n: int, threads: int) -> float | None:
+def torch_one_shot(n: int, threads: int) -> Callable[[], None] | None:
     try:
         import torch
         import torch.distributions as dis
     except ImportError:
         return None
-    torch.set_num_threads(threads)
 
     def run() -> None:  # Schulman's snippet, with p = N(1, 1)
+        torch.set_num_threads(threads)
         p = dis.Normal(loc=1, scale=1)
         q = dis.Normal(loc=0, scale=1)
         x = q.sample(sample_shape=(n,))
@@ -109,7 +109,7 @@ def torch_one_shot_rate(n: int, threads: int) -> float | None:
         for k in (k1, k2, k3):
             ((k.mean() - truekl) / truekl).item(), (k.std() / truekl).item()
 
-    return n / best_of(3, run)
+    return run
 
 
 # VmHWM (the peak resident set of this process image) rather than ru_maxrss, which Linux
@@ -180,18 +180,20 @@ def main() -> None:
     results: dict[str, float | None] = {}
 
     print(f"cores: {os.cpu_count()}, n = {n:,} (engine: {n_engine:,}), block = {chunk:,}")
-    # the four are timed in turns, five rounds, each at its best: the ratios then compare
-    # them in the same spells of this (possibly shared) machine
+    # the engine and its baselines are timed in turns, five rounds, each at its best: the
+    # ratios then compare them in the same spells of this (possibly shared) machine, whose
+    # speed drifts by up to 1.5x within a minute
     n_draws = (n // chunk) * chunk
-    times = best_interleaved(
-        5,
-        {
-            "raw": raw_normal(n, chunk),
-            "compiled": compiled_normal(n, chunk),
-            "one": engine_run(n_engine, 1),
-            "two": engine_run(n_engine, 2),
-        },
-    )
+    shot = 10_000_000 if not args.quick else 1_000_000
+    runs = {
+        "raw": raw_normal(n, chunk),
+        "compiled": compiled_normal(n, chunk),
+        "one": engine_run(n_engine, 1),
+        "two": engine_run(n_engine, 2),
+        "numpy_shot": numpy_one_shot(shot),
+        "torch_1": torch_one_shot(shot, threads=1),
+    }
+    times = best_interleaved(5, {name: run for name, run in runs.items() if run is not None})
     results["raw_rate"] = raw = n_draws / times["raw"]
     results["compiled_normal_rate"] = compiled = n_draws / times["compiled"]
     results["engine_1w_rate"] = one = n_engine / times["one"]
@@ -201,11 +203,13 @@ def main() -> None:
     print(f"engine, 1 worker        {one / 1e6:8.1f} M draws/s   ratio to raw {one / raw:.2f}")
     print(f"engine, 2 workers       {two / 1e6:8.1f} M draws/s   ratio to 1 worker {two / one:.2f}")
 
-    shot = 10_000_000 if not args.quick else 1_000_000
-    results["numpy_one_shot_rate"] = npy = numpy_one_shot_rate(shot)
+    results["numpy_one_shot_rate"] = npy = shot / times["numpy_shot"]
     print(f"numpy/scipy one-shot    {npy / 1e6:8.1f} M draws/s   engine 1w is {one / npy:.1f}x")
-    results["torch_one_shot_rate"] = tch = torch_one_shot_rate(shot, threads=1)
-    results["torch_one_shot_2_threads_rate"] = tch_two = torch_one_shot_rate(shot, threads=2)
+    tch = shot / times["torch_1"] if "torch_1" in times else None
+    # (two threads after the rounds: torch's idle threads spin on after each call)
+    two_threads = torch_one_shot(shot, threads=2)
+    tch_two = None if two_threads is None else shot / best_of(3, two_threads)
+    results["torch_one_shot_rate"], results["torch_one_shot_2_threads_rate"] = tch, tch_two
     if tch is None or tch_two is None:
         print("torch one-shot          (torch not installed)")
     else:
