@@ -800,11 +800,6 @@ int klest_laplace_block_stats(uint64_t *states, int64_t n_blocks, const int64_t 
 void klest_mixture_log_ratio(const double *x, int64_t n, int64_t kq, const double *q_terms,
                              int64_t kp, const double *p_terms, double *out); /* mixture.c */
 
-typedef struct {
-    int64_t k, kq, kp;
-    const double *cuts, *locs, *scales, *q_terms, *p_terms;
-} mixture_tiles;
-
 KLEST_INLINE int64_t mixture_component(const double *cuts, int64_t k, double u) {
     if (k <= 8) {
         int64_t i = 0;
