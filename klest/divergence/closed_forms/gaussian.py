@@ -6,7 +6,11 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from klest._special import expm1_minus
-from klest.distributions.multivariate_normal import MultivariateNormal, cholesky_difference
+from klest.distributions.multivariate_normal import (
+    MultivariateNormal,
+    cholesky_difference,
+    same_covariance,
+)
 from klest.divergence.registry import register_kl
 
 
@@ -33,7 +37,8 @@ def kl_mvn_mvn(a: MultivariateNormal, b: MultivariateNormal) -> float:
             f"KL(MultivariateNormal || MultivariateNormal) needs equal dimensions, "
             f"got {a.dim} and {b.dim}"
         )
-    la, lb = a.scale_tril, b.scale_tril
+    la = a.scale_tril
+    lb = la if same_covariance(a, b) else b.scale_tril  # (one factor: exactly 0 for equal)
     # strictly-lower part of M = Lb^{-1} La equals that of Lb^{-1} (La - Lb) = M - I: exactly
     # zero when La == Lb, and free of cancellation when they are close.
     m = cholesky_difference(a, b)
