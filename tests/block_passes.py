@@ -1,6 +1,7 @@
 """What the tests of the engine's one-pass kernels share (tests/test_block_stats.py,
-tests/test_drawn_block_stats.py): the arrays route of one block, the bits of an accumulator,
-and the run of a pass over two blocks from fixed PCG64 states.
+tests/test_drawn_block_stats.py, tests/test_mixture_pass.py): the arrays route of one block,
+the bits of an accumulator, the run of a pass over two blocks from fixed PCG64 states, and
+the GaussianMixture pairs of the mixture pass.
 
     from block_passes import EDGES, NAMES, arrays_route, record, two_block_run
 """
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+import klest
 from klest import native
 from klest.engine.moments import Accumulator
 
@@ -48,3 +50,35 @@ def two_block_run(kernel: Callable[..., None], *parameters: object) -> tuple[byt
     lengths = np.array([3000, 1100], np.int64)
     kernel(NAMES, (states, lengths, *parameters), *arrays, 3, 7, -3.0, 0.3)
     return (*(a.tobytes() for a in arrays), states.tobytes())
+
+
+GM = klest.GaussianMixture  # (short: the pairs below)
+
+MIXTURE_PAIRS = {
+    "two and two": (
+        GM(weights=[0.3, 0.7], locs=[-1.0, 1.0], scales=[0.5, 1.0]),
+        GM(weights=[0.5, 0.5], locs=[-0.5, 1.5], scales=[1.0, 0.7]),
+    ),
+    "one component, zero weight in p": (
+        GM(weights=[1.0], locs=[0.3], scales=[2.0]),
+        GM(weights=[0.2, 0.0, 0.8], locs=[-1.0, 0.0, 1.0], scales=[1.0, 3.0, 0.5]),
+    ),
+    # more components than the comparison pick (8): the binary search over the cut points
+    "twelve components": (
+        GM(
+            weights=np.arange(1, 13) / 78.0,
+            locs=np.linspace(-3, 3, 12),
+            scales=np.linspace(0.2, 2.0, 12),
+        ),
+        GM(weights=[0.0, 0.5, 0.5], locs=[9.0, 0.0, 1.0], scales=[1.0, 1.5, 0.5]),
+    ),
+    # zero weights first, between and last: those components are never picked
+    "zero weights in q": (
+        GM(
+            weights=[0.0, 0.4, 0.0, 0.6, 0.0],
+            locs=[5.0, -1.0, 2.0, 1.0, 7.0],
+            scales=[1.0, 0.5, 1.0, 1.0, 1.0],
+        ),
+        GM(weights=[0.5, 0.5], locs=[-0.5, 1.5], scales=[1.0, 0.7]),
+    ),
+}

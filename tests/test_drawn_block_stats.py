@@ -1,5 +1,6 @@
 """The engine's compiled passes that draw a Categorical or a Laplace pair's blocks themselves
-(klest.native.categorical_block_stats, laplace_block_stats).
+(klest.native.categorical_block_stats, laplace_block_stats); the GaussianMixture pass's own
+tests are tests/test_mixture_pass.py, its engine and several-block checks here.
 
 The Categorical pass draws each block's uniforms itself (Generator.random's doubles of its
 PCG64 state), finds their categories by the inverse CDF's guide table and looks up each
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from block_passes import EDGES, NAMES, arrays_route, record, two_block_run
+from block_passes import EDGES, MIXTURE_PAIRS, NAMES, arrays_route, record, two_block_run
 
 import klest
 from klest import native
 from klest.distributions.log_ratio import (
     categorical_tables,
     fused_laplace_parameters,
+    fused_mixture_parameters,
     sample_log_ratio,
 )
 from klest.engine import runner
@@ -217,15 +219,24 @@ def test_laplace_blocks_give_the_arrays_bits_and_leave_the_generator_alike(
         assert fused_rng.bit_generator.state == sampled.bit_generator.state
 
 
-def test_several_laplace_blocks_in_one_call_are_those_blocks_one_after_the_other() -> None:
-    parameters = fused_laplace_parameters(*LAPLACE_PAIRS["general"])
+@pytest.mark.parametrize(
+    ("parameters", "method"),
+    [
+        (fused_laplace_parameters(*LAPLACE_PAIRS["general"]), "add_laplace_blocks"),
+        (fused_mixture_parameters(*MIXTURE_PAIRS["two and two"]), "add_mixture_blocks"),
+    ],
+    ids=["Laplace", "GaussianMixture"],
+)
+def test_several_drawn_blocks_in_one_call_are_those_blocks_one_after_the_other(
+    parameters, method
+) -> None:
     lengths = [1024, 3000, 17]
     one_call, apart = Accumulator(4, EDGES, 5, 3), Accumulator(4, EDGES, 5, 3)
     firsts = [block_generator(4, 0, k) for k in range(3)]
-    one_call.add_laplace_blocks(NAMES, firsts, lengths, parameters)
+    getattr(one_call, method)(NAMES, firsts, lengths, parameters)
     for k, m in enumerate(lengths):
         rng = block_generator(4, 0, k)
-        apart.add_laplace_blocks(NAMES, [rng], [m], parameters)
+        getattr(apart, method)(NAMES, [rng], [m], parameters)
         assert rng.bit_generator.state == firsts[k].bit_generator.state
     assert record(one_call) == record(apart)
 
@@ -246,8 +257,9 @@ def test_the_fallback_gives_the_compiled_laplace_bits() -> None:
     [
         (PAIRS["p with holes"], "add_categorical_blocks"),
         (LAPLACE_PAIRS["general"], "add_laplace_blocks"),
+        (MIXTURE_PAIRS["two and two"], "add_mixture_blocks"),
     ],
-    ids=["Categorical", "Laplace"],
+    ids=["Categorical", "Laplace", "GaussianMixture"],
 )
 def test_the_engine_takes_the_drawn_pass_with_the_same_result(monkeypatch, pair, method) -> None:
     q, p = pair

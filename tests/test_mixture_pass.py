@@ -13,47 +13,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from block_passes import EDGES, NAMES, arrays_route, record, two_block_run
+from block_passes import EDGES, GM, MIXTURE_PAIRS, NAMES, arrays_route, record, two_block_run
 
 import klest
 from klest import native
 from klest.distributions.log_ratio import fused_mixture_parameters, log_ratio_function
-from klest.engine import runner
 from klest.engine.moments import Accumulator
-from klest.engine.plan import RunPlan, block_generator
+from klest.engine.plan import block_generator
 from klest.native import fallback, fallback_kernels
 
 compiled = fallback.COMPILED
-GM = klest.GaussianMixture
-
-PAIRS = {
-    "two and two": (
-        GM(weights=[0.3, 0.7], locs=[-1.0, 1.0], scales=[0.5, 1.0]),
-        GM(weights=[0.5, 0.5], locs=[-0.5, 1.5], scales=[1.0, 0.7]),
-    ),
-    "one component, zero weight in p": (
-        GM(weights=[1.0], locs=[0.3], scales=[2.0]),
-        GM(weights=[0.2, 0.0, 0.8], locs=[-1.0, 0.0, 1.0], scales=[1.0, 3.0, 0.5]),
-    ),
-    # more components than the comparison pick (8): the binary search over the cut points
-    "twelve components": (
-        GM(
-            weights=np.arange(1, 13) / 78.0,
-            locs=np.linspace(-3, 3, 12),
-            scales=np.linspace(0.2, 2.0, 12),
-        ),
-        GM(weights=[0.0, 0.5, 0.5], locs=[9.0, 0.0, 1.0], scales=[1.0, 1.5, 0.5]),
-    ),
-    # zero weights first, between and last: those components are never picked
-    "zero weights in q": (
-        GM(
-            weights=[0.0, 0.4, 0.0, 0.6, 0.0],
-            locs=[5.0, -1.0, 2.0, 1.0, 7.0],
-            scales=[1.0, 0.5, 1.0, 1.0, 1.0],
-        ),
-        GM(weights=[0.5, 0.5], locs=[-0.5, 1.5], scales=[1.0, 0.7]),
-    ),
-}
 
 
 def mixture_by_arrays(q, p, rng: np.random.Generator, m: int) -> Accumulator:
@@ -62,11 +31,11 @@ def mixture_by_arrays(q, p, rng: np.random.Generator, m: int) -> Accumulator:
 
 
 @pytest.mark.parametrize("m", [1, 3, 1023, 1025, 5 * 1024 + 17])
-@pytest.mark.parametrize("pair", list(PAIRS))
+@pytest.mark.parametrize("pair", list(MIXTURE_PAIRS))
 def test_mixture_blocks_give_the_arrays_bits_and_leave_the_generator_alike(
     m: int, pair: str, each_level: list[int]
 ) -> None:
-    q, p = PAIRS[pair]
+    q, p = MIXTURE_PAIRS[pair]
     parameters = fused_mixture_parameters(q, p)
     assert parameters is not None
     for level in each_level:
@@ -79,25 +48,12 @@ def test_mixture_blocks_give_the_arrays_bits_and_leave_the_generator_alike(
         assert fused_rng.bit_generator.state == sampled.bit_generator.state
 
 
-def test_several_mixture_blocks_in_one_call_are_those_blocks_one_after_the_other() -> None:
-    parameters = fused_mixture_parameters(*PAIRS["two and two"])
-    lengths = [1024, 3000, 17]
-    one_call, apart = Accumulator(4, EDGES, 5, 3), Accumulator(4, EDGES, 5, 3)
-    firsts = [block_generator(4, 0, k) for k in range(3)]
-    one_call.add_mixture_blocks(NAMES, firsts, lengths, parameters)
-    for k, m in enumerate(lengths):
-        rng = block_generator(4, 0, k)
-        apart.add_mixture_blocks(NAMES, [rng], [m], parameters)
-        assert rng.bit_generator.state == firsts[k].bit_generator.state
-    assert record(one_call) == record(apart)
-
-
 @pytest.mark.skipif(compiled is None, reason="compares against the compiled library")
 def test_the_fallback_gives_the_compiled_mixture_bits() -> None:
     from klest.native import row_bindings  # deferred: importing it loads the compiled library
 
-    for pair in PAIRS:
-        parameters = fused_mixture_parameters(*PAIRS[pair])
+    for pair in MIXTURE_PAIRS:
+        parameters = fused_mixture_parameters(*MIXTURE_PAIRS[pair])
         runs = [
             two_block_run(module.mixture_block_stats, *parameters)
             for module in (fallback_kernels, row_bindings)
@@ -105,28 +61,8 @@ def test_the_fallback_gives_the_compiled_mixture_bits() -> None:
         assert runs[0] == runs[1], pair
 
 
-def test_the_engine_takes_the_mixture_pass_with_the_same_result(monkeypatch) -> None:
-    q, p = PAIRS["two and two"]
-    plan = RunPlan(q, p, ("k1", "k2", "k3"), 70_000, 5, 1, 30_000, EDGES)
-    calls = []
-    original = Accumulator.add_mixture_blocks
-
-    def counted(self, *args):
-        calls.append(args[2])
-        return original(self, *args)
-
-    monkeypatch.setattr(Accumulator, "add_mixture_blocks", counted)
-    one_pass = runner._run_blocks(plan, 0, 3)
-    assert calls == [[30_000, 30_000, 10_000]]  # the task's three blocks, in one call
-    monkeypatch.setattr(runner, "_drawn_pass", lambda q, p: None)
-    block_by_block = runner._run_blocks(plan, 0, 3)
-    for field in ("count", "mean", "m2", "m3", "m4", "minimum", "maximum", "negative",
-                  "nonfinite", "posinf", "neginf", "comoment", "histogram"):  # fmt: skip
-        assert getattr(one_pass, field).tobytes() == getattr(block_by_block, field).tobytes()
-
-
 def test_only_tame_mixture_pairs_take_the_pass() -> None:
-    q, p = PAIRS["two and two"]
+    q, p = MIXTURE_PAIRS["two and two"]
     assert fused_mixture_parameters(q, klest.Normal(loc=0.0, scale=1.0)) is None
     assert fused_mixture_parameters(klest.Normal(loc=0.0, scale=1.0), p) is None
     # the most extreme tame pair: draws near 1e50, standardized by scales of 1e-50
@@ -148,7 +84,7 @@ def test_bad_mixture_arguments_are_refused_with_their_name(module) -> None:
     accumulator = Accumulator(4, EDGES, 5, hist_rows=3)
     state = np.array([[1, 2, 3, 5]], dtype=np.uint64)
     lengths = np.array([100], np.int64)
-    cuts, locs, scales, q_terms, p_terms = fused_mixture_parameters(*PAIRS["two and two"])
+    cuts, locs, scales, q_terms, p_terms = fused_mixture_parameters(*MIXTURE_PAIRS["two and two"])
     bad_terms = p_terms.copy()
     bad_terms[2, 0] = 0.0
     cases = [
