@@ -21,14 +21,13 @@ from klest.distributions.base import (
 from klest.errors import ParameterError
 from klest.native import expm1 as native_expm1
 from klest.native import log as native_log
+from klest.native import mixture_draws, mixture_log_sum_exp_parts, mixture_terms, standard_normal
 from klest.native import mixture_log_ratio as native_mixture_log_ratio
-from klest.native import mixture_log_sum_exp_parts, mixture_terms, standard_normal
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _WEIGHT_SUM_TOL = 1e-9
 #: up to this many components, the component pick is a sum of comparisons (one pass per
 #: cut point) instead of ``searchsorted``, which costs ~13 ns per draw even for two
-_COMPARISON_PICK = 8
 
 
 class GaussianMixture(Distribution):
@@ -144,37 +143,16 @@ class GaussianMixture(Distribution):
         (klest's compiled sampler: ``rng.standard_normal``'s values and final state)."""
         u = rng.random(size)
         z = standard_normal(rng, size)
-        locs, scales = self._component_parameters(u)
-        z *= scales
-        z += locs
-        return z
+        return mixture_draws(u, z, self.cut_points, self.locs, self.scales)
 
     @property
     def cut_points(self) -> np.ndarray:
         """The K - 1 cut points that pick a draw's component from its uniform u: the
         cumulative weights (over their total), the last left out; component i of u is the
-        number of cut points <= u (they are nondecreasing)."""
+        number of cut points <= u (they are nondecreasing: :func:`klest.native.mixture_draws`)."""
         cumulative = np.cumsum(self.weights)
         cumulative /= cumulative[-1]
         return cumulative[:-1]
-
-    def _component_parameters(self, u: np.ndarray) -> tuple[Any, Any]:
-        """(locs[i], scales[i]) of the component i picked by each u (:attr:`cut_points`):
-        ``searchsorted(cuts, u, "right")``, the number of cut points <= u."""
-        cumulative = self.cut_points
-        k = len(cumulative) + 1
-        if k == 1:
-            return self.locs[0], self.scales[0]
-        if k <= _COMPARISON_PICK:
-            # small indices as uint8: take() with them is ~4x faster than np.where
-            component = (u >= cumulative[0]).view(np.uint8)
-            if k > 2:
-                component = component.copy()
-                for cut in cumulative[1:]:
-                    component += u >= cut
-        else:
-            component = np.searchsorted(cumulative, u, side="right")
-        return self.locs.take(component), self.scales.take(component)
 
     def quantile(self, u: Any) -> np.ndarray:
         """Inverse CDF: the x with cdf(x) = u; -inf at 0, inf at 1, NaN outside [0, 1].

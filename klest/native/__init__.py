@@ -34,7 +34,7 @@ from klest.native.checks import (
 )
 from klest.native.fallback import BACKEND, TILE, FallbackWarning
 from klest.native.mixture_kernel import log_sum_exp_parts as mixture_log_sum_exp_parts
-from klest.native.mixture_kernel import mixture_terms
+from klest.native.mixture_kernel import mixture_draws, mixture_terms
 from klest.native.mvn_kernel import ratio_from_standardized as _fallback_mvn_ratio
 from klest.native.sampler import (
     family_draws,
@@ -133,6 +133,7 @@ __all__ = [
     "log1p",
     "merge",
     "mixture_block_stats",
+    "mixture_draws",
     "mixture_log_ratio",
     "mixture_log_sum_exp_parts",
     "mixture_terms",

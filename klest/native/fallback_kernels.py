@@ -42,7 +42,11 @@ from klest.native.checks import (
 )
 from klest.native.fallback import TILE, expm1, inverse_cdf, k3_values, log
 from klest.native.fallback_sampler import fill_normal, laplace_draws, uniform_doubles
-from klest.native.mixture_kernel import check_mixture_block_stats_args, mixture_log_ratio
+from klest.native.mixture_kernel import (
+    check_mixture_block_stats_args,
+    mixture_draws,
+    mixture_log_ratio,
+)
 
 __all__ = [
     "accumulate",
@@ -190,8 +194,8 @@ def mixture_block_stats(
 ) -> None:
     """bindings.mixture_block_stats in NumPy: each block's uniforms (:func:`uniform_doubles`
     of its state), then its standard normal draws z (:func:`fill_normal`), x = z * scale +
-    loc of each uniform's component (the number of cut points <= u), the log-ratio
-    (:func:`klest.native.mixture_kernel.mixture_log_ratio`), its expm1, then
+    loc of each uniform's component (:func:`~klest.native.mixture_kernel.mixture_draws`),
+    the log-ratio (:func:`klest.native.mixture_kernel.mixture_log_ratio`), its expm1, then
     :func:`accumulate`."""
     check_mixture_block_stats_args(
         series, mixture, stats, joint, comoment, histogram, hist_rows, stride, low, width
@@ -201,9 +205,7 @@ def mixture_block_stats(
         u = uniform_doubles(state, m)
         x = np.empty(m)
         fill_normal(state, x, 1.0, 0.0)
-        component = np.searchsorted(cuts, u, side="right")
-        x *= scales[component]
-        x += locs[component]
+        mixture_draws(u, x, cuts, locs, scales)
         l = mixture_log_ratio(x, q_terms, p_terms, x, expm1, log)
         accumulate(list(series), l, expm1(l, np.empty_like(l)), stats, joint, comoment,
                    histogram, hist_rows, stride, low, width)  # fmt: skip
